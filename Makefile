@@ -1,0 +1,93 @@
+# kvant — build, tests, sanitizers, fuzzers, benchmarks.
+#   make            build/kvant and build/libkvant.a
+#   make test       build and run the whole suite (closing line "N passed, N failed")
+#   make asan       the suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make fuzz       libFuzzer targets (clang) in build-fuzz/
+#   make test-fuzz  run each fuzz target for FUZZ_SECONDS (default 20) seeded with valid files
+#   make bench      benchmarks (numbers live here, never in tests)
+# Options: CC=clang, BLAS=0 (ignore OpenBLAS), ARCH= (default -march=native), V=1.
+
+CC      ?= gcc
+ARCH    ?= -march=native
+OPT     ?= -O2
+BUILD   ?= build
+CSTD     = -std=c11
+WARN     = -Wall -Wextra -Wno-unused-parameter -Wshadow=local -Wvla
+CPPFLAGS = -Iinclude -Isrc -D_GNU_SOURCE
+CFLAGS   = $(CSTD) $(OPT) $(ARCH) -g $(WARN) -pthread -fno-math-errno $(EXTRA_CFLAGS)
+LDLIBS   = -lm -pthread
+
+# Optional OpenBLAS (dense algebra): detected by compiling a probe.
+BLAS ?= 1
+ifeq ($(BLAS),1)
+HAVE_OPENBLAS := $(shell printf '\043include <cblas.h>\nint main(void){float a=1,b=1,c=0;cblas_sgemm(CblasRowMajor,CblasNoTrans,CblasNoTrans,1,1,1,1,&a,1,&b,1,0,&c,1);return 0;}\n' | $(CC) -x c - -I/usr/include/x86_64-linux-gnu/openblas-pthread -lopenblas -o /dev/null 2>/dev/null && echo 1)
+endif
+ifeq ($(HAVE_OPENBLAS),1)
+CPPFLAGS += -DKV_HAVE_OPENBLAS -I/usr/include/x86_64-linux-gnu/openblas-pthread
+LDLIBS   += -lopenblas
+endif
+
+LIB_SRC  := $(sort $(shell find src -name '*.c' -not -path 'src/kernels/cuda/*'))
+CLI_SRC  := $(sort $(wildcard tools/kvant/*.c))
+TEST_SRC := $(sort $(wildcard tests/*.c))
+BENCH_SRC:= $(sort $(wildcard bench/*.c))
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+
+ifneq ($(V),1)
+Q = @
+endif
+
+.PHONY: all test asan fuzz test-fuzz bench clean check-headers
+all: $(BUILD)/kvant $(BUILD)/libkvant.a
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC  $<")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libkvant.a: $(LIB_OBJ)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/kvant: $(CLI_OBJ) $(BUILD)/libkvant.a
+	$(Q)$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libkvant.a $(LDLIBS)
+
+$(BUILD)/kvant_test: $(TEST_OBJ) $(BUILD)/libkvant.a
+	$(Q)$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libkvant.a $(LDLIBS)
+
+# TESTS="name-substring ..." runs a subset.
+test: $(BUILD)/kvant $(BUILD)/kvant_test
+	$(Q)KVANT_BIN=$(BUILD)/kvant $(BUILD)/kvant_test $(TESTS)
+
+SAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+asan:
+	$(Q)$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 EXTRA_CFLAGS="$(SAN_FLAGS)" build-asan/kvant build-asan/kvant_test
+	$(Q)ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  KVANT_BIN=build-asan/kvant KVANT_SANITIZED=1 build-asan/kvant_test $(TESTS)
+
+# libFuzzer targets: fuzz/fuzz_<parser>.c, each defines LLVMFuzzerTestOneInput.
+FUZZ_SRC   := $(sort $(wildcard fuzz/fuzz_*.c))
+FUZZ_BIN   := $(FUZZ_SRC:fuzz/%.c=build-fuzz/%)
+FUZZ_SECONDS ?= 20
+FUZZ_CC    ?= clang
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=build-fuzz/%.o)
+build-fuzz/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(Q)$(FUZZ_CC) -std=c11 -O1 -g -Iinclude -Isrc -D_GNU_SOURCE -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+build-fuzz/libkvant.a: $(FUZZ_LIB_OBJ)
+	$(Q)rm -f $@ && ar rcs $@ $^
+build-fuzz/fuzz_%: fuzz/fuzz_%.c build-fuzz/libkvant.a
+	$(Q)$(FUZZ_CC) -std=c11 -O1 -g -Iinclude -Isrc -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined $< build-fuzz/libkvant.a -lm -pthread -o $@
+fuzz: $(FUZZ_BIN)
+test-fuzz: fuzz
+	$(Q)sh fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
+
+bench: $(BUILD)/kvant
+	$(Q)sh bench/run.sh $(BUILD)/kvant
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(FUZZ_LIB_OBJ:.o=.d)

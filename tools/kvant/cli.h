@@ -1,0 +1,41 @@
+/* cli.h — helpers shared by the kvant subcommands. The CLI parses arguments, calls libkvant and prints;
+ * the library never prints. */
+#ifndef KV_CLI_H
+#define KV_CLI_H
+
+#include "kvant.h"
+
+typedef int (*kv_cmd_fn)(int argc, char **argv);
+
+typedef struct kv_command {
+    const char *name;
+    const char *summary;
+    kv_cmd_fn run;
+} kv_command;
+
+/* Prints "kvant CMD: error: <formatted error>" to stderr; returns the exit code (2 for bad arguments,
+ * 1 otherwise). */
+int kv_cli_fail(const char *cmd, const kv_error *err);
+/* Prints "kvant CMD: error: MESSAGE" and returns 2 (usage errors). */
+int kv_cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Strict number parsing for option values; return 0 on success. */
+int kv_cli_parse_int(const char *s, long long lo, long long hi, long long *out);
+int kv_cli_parse_double(const char *s, double *out);
+/* Is argv[i] this option ("--name" or "-n")? Then *val gets the next argument (error if missing). */
+int kv_cli_opt(int argc, char **argv, int *i, const char *long_name, const char *short_name, const char **val);
+int kv_cli_flag(char **argv, int i, const char *long_name, const char *short_name);
+int kv_cli_wants_help(int argc, char **argv);
+
+/* every subcommand */
+int kv_cmd_inspect(int argc, char **argv);
+int kv_cmd_convert(int argc, char **argv);
+int kv_cmd_eval(int argc, char **argv);
+int kv_cmd_tokenize(int argc, char **argv);
+int kv_cmd_run(int argc, char **argv);
+int kv_cmd_quantize(int argc, char **argv);
+int kv_cmd_formats(int argc, char **argv);
+int kv_cmd_bench(int argc, char **argv);
+int kv_cmd_imatrix(int argc, char **argv);
+int kv_cmd_sensitivity(int argc, char **argv);
+
+#endif
