@@ -269,6 +269,190 @@ typedef enum kv_tokenizer_source {
     KV_TOKSRC_GGUF           /* the GGUF file itself (tokenizer.ggml.* keys) */
 } kv_tokenizer_source;
 kv_tokenizer_source kv_model_tokenizer(const kv_model_file *mf, const char **path);
+
+/* Totals over all tensors: elements and stored bytes. */
+int64_t kv_model_n_params(const kv_model_file *mf);
+uint64_t kv_model_n_bytes(const kv_model_file *mf);
+/* String metadata of a GGUF model ("general.name", "kvant.tensor.<name>.format" ...); NULL when absent, not a
+ * string, or the model is not a GGUF. The pointer lives as long as the model file. */
+const char *kv_model_meta_string(const kv_model_file *mf, const char *key);
+
+/* A tensor's rows as fp32. A row is the innermost dimension (shape[n_dims-1] elements); rows are counted over
+ * all outer dimensions. F32, F16 and BF16 are converted here; other types give KV_EUNSUPPORTED until the
+ * formats module decodes them. kv_tensor_to_f32 writes all kv_tensor_nelements(t) values. */
+kv_status kv_tensor_row_f32(const kv_tensor *t, int64_t row, float *dst, kv_error *err);
+kv_status kv_tensor_to_f32(const kv_tensor *t, float *dst, kv_error *err);
+
+/* Hugging Face <-> canonical tensor names ("model.layers.3.self_attn.q_proj.weight" <-> "blk.3.attn_q.weight").
+ * Return 1 and fill out when the name is mapped, 0 otherwise. */
+int kv_name_from_hf(const char *hf_name, char *out, size_t n);
+int kv_name_to_hf(const char *canonical, char *out, size_t n);
+/* ---- GGUF v3 container (src/io/gguf.c reader, src/io/gguf_write.c writer; docs/FORMAT.md) ---------- */
+typedef enum kv_gguf_vtype {
+    KV_GGUF_U8 = 0, KV_GGUF_I8 = 1, KV_GGUF_U16 = 2, KV_GGUF_I16 = 3, KV_GGUF_U32 = 4, KV_GGUF_I32 = 5,
+    KV_GGUF_F32 = 6, KV_GGUF_BOOL = 7, KV_GGUF_STRING = 8, KV_GGUF_ARRAY = 9, KV_GGUF_U64 = 10,
+    KV_GGUF_I64 = 11, KV_GGUF_F64 = 12,
+    KV_GGUF_VTYPE_COUNT = 13
+} kv_gguf_vtype;
+
+#define KV_GGUF_DEFAULT_ALIGNMENT 32
+#define KV_GGUF_MAX_NAME 63        /* tensor name bytes (llama.cpp: GGML_MAX_NAME 64 incl. NUL) */
+#define KV_GGUF_MAX_ARRAY_DEPTH 8  /* nesting of arrays in arrays */
+
+/* One metadata value, pointing into the file's bytes (valid while the kv_gguf is open).
+ * Scalars: data -> the little-endian value.  STRING: data -> n bytes of UTF-8, NOT NUL-terminated.
+ * ARRAY: elem_type, n elements; read them with kv_gguf_arr_get (O(1), also for strings and nested arrays). */
+typedef struct kv_gguf_value {
+    kv_gguf_vtype type;
+    kv_gguf_vtype elem_type;  /* ARRAY only */
+    uint64_t n;               /* STRING: byte length; ARRAY: element count; scalars: 1 */
+    const void *data;
+    uint64_t offset;          /* absolute file offset of the value's bytes (after its type field) */
+    uint64_t raw_size;        /* serialized size of the value in the file (for verbatim copies) */
+    const void *index_;       /* internal: element index of STRING/ARRAY arrays */
+} kv_gguf_value;
+
+/* One tensor info. shape is kvant's outermost-first order (GGUF's ne[] reversed). */
+typedef struct kv_gguf_tensor {
+    const char *name;         /* NUL-terminated copy */
+    int n_dims;               /* 0..4 (0: a scalar, one element) */
+    int64_t shape[4];
+    uint32_t type;            /* kv_type id (ggml id, or >= KV_TYPE_KVANT_BASE) */
+    uint64_t offset;          /* relative to the data section (kv_gguf_data_offset) */
+    uint64_t nbytes;
+    const void *data;         /* into the file's bytes */
+    uint64_t info_offset;     /* absolute offset of its tensor info (error messages) */
+} kv_gguf_tensor;
+
+typedef struct kv_gguf kv_gguf;
+
+/* Opens (memory-maps) and validates a GGUF v3 (or v2) file: every size is checked against the file, tensor
+ * data must lie inside it, aligned, without overlaps. */
+kv_status kv_gguf_open(const char *path, kv_gguf **out, kv_error *err);
+/* Same on bytes the caller owns and keeps alive until kv_gguf_close; name is used in error messages. */
+kv_status kv_gguf_open_memory(const void *data, size_t size, const char *name, kv_gguf **out, kv_error *err);
+void kv_gguf_close(kv_gguf *g);
+
+uint32_t kv_gguf_version(const kv_gguf *g);
+uint32_t kv_gguf_alignment(const kv_gguf *g);
+uint64_t kv_gguf_data_offset(const kv_gguf *g);   /* absolute offset of the tensor data section */
+const uint8_t *kv_gguf_bytes(const kv_gguf *g, size_t *size);
+const char *kv_gguf_path(const kv_gguf *g);
+const char *kv_gguf_vtype_name(kv_gguf_vtype t);  /* "u8", ..., "array"; "?" when unknown */
+
+/* Metadata, in file order. */
+int64_t kv_gguf_n_kv(const kv_gguf *g);
+const char *kv_gguf_kv_key(const kv_gguf *g, int64_t i);            /* NUL-terminated copy */
+const kv_gguf_value *kv_gguf_kv_value(const kv_gguf *g, int64_t i);
+int64_t kv_gguf_find_key(const kv_gguf *g, const char *key);        /* -1 when absent */
+const kv_gguf_value *kv_gguf_find(const kv_gguf *g, const char *key); /* NULL when absent */
+
+/* Typed getters by key: KV_ENOTFOUND when absent, KV_EFORMAT on a type that does not convert, KV_ERANGE
+ * when the value does not fit. Integer getters accept every integer type (and bool), float getters
+ * accept F32/F64. */
+kv_status kv_gguf_get_u32(const kv_gguf *g, const char *key, uint32_t *out, kv_error *err);
+kv_status kv_gguf_get_i32(const kv_gguf *g, const char *key, int32_t *out, kv_error *err);
+kv_status kv_gguf_get_u64(const kv_gguf *g, const char *key, uint64_t *out, kv_error *err);
+kv_status kv_gguf_get_i64(const kv_gguf *g, const char *key, int64_t *out, kv_error *err);
+kv_status kv_gguf_get_f32(const kv_gguf *g, const char *key, float *out, kv_error *err);
+kv_status kv_gguf_get_f64(const kv_gguf *g, const char *key, double *out, kv_error *err);
+kv_status kv_gguf_get_bool(const kv_gguf *g, const char *key, int *out, kv_error *err);
+/* *out: NUL-terminated copy owned by g (a string with an embedded NUL reads as its prefix). */
+kv_status kv_gguf_get_str(const kv_gguf *g, const char *key, const char **out, kv_error *err);
+/* An ARRAY value (any element type); count = arr->n. */
+kv_status kv_gguf_get_arr(const kv_gguf *g, const char *key, kv_gguf_value *arr, kv_error *err);
+
+/* Element i of an ARRAY value (a scalar, STRING or nested ARRAY value). KV_ERANGE if i >= n. */
+kv_status kv_gguf_arr_get(const kv_gguf_value *arr, uint64_t i, kv_gguf_value *out, kv_error *err);
+/* Conversions of a scalar value (same rules as the typed getters). */
+kv_status kv_gguf_value_i64(const kv_gguf_value *v, int64_t *out, kv_error *err);
+kv_status kv_gguf_value_u64(const kv_gguf_value *v, uint64_t *out, kv_error *err);
+kv_status kv_gguf_value_f64(const kv_gguf_value *v, double *out, kv_error *err);
+
+/* Tensors, in file order. */
+int64_t kv_gguf_n_tensors(const kv_gguf *g);
+const kv_gguf_tensor *kv_gguf_tensor_at(const kv_gguf *g, int64_t i);
+const kv_gguf_tensor *kv_gguf_find_tensor(const kv_gguf *g, const char *name); /* NULL when absent */
+
+/* Writer: collect metadata and tensors, then kv_gguf_writer_write lays the file out exactly as llama.cpp's
+ * gguf.cpp / gguf-py do (header, kv, tensor infos, zero padding to the alignment, each tensor's data padded
+ * to the alignment) through an atomic kv_outfile. Keys and tensors are written in the order added.
+ * Adding "general.alignment" (u32, power of two) sets the alignment. */
+typedef struct kv_gguf_writer kv_gguf_writer;
+kv_status kv_gguf_writer_create(kv_gguf_writer **out, kv_error *err);
+void kv_gguf_writer_free(kv_gguf_writer *w);
+
+/* Scalars. While an array is open (kv_gguf_writer_begin_array), key must be NULL and the call appends an
+ * element (its type must be the array's element type). Duplicate keys are rejected. */
+kv_status kv_gguf_writer_add_u8(kv_gguf_writer *w, const char *key, uint8_t v, kv_error *err);
+kv_status kv_gguf_writer_add_i8(kv_gguf_writer *w, const char *key, int8_t v, kv_error *err);
+kv_status kv_gguf_writer_add_u16(kv_gguf_writer *w, const char *key, uint16_t v, kv_error *err);
+kv_status kv_gguf_writer_add_i16(kv_gguf_writer *w, const char *key, int16_t v, kv_error *err);
+kv_status kv_gguf_writer_add_u32(kv_gguf_writer *w, const char *key, uint32_t v, kv_error *err);
+kv_status kv_gguf_writer_add_i32(kv_gguf_writer *w, const char *key, int32_t v, kv_error *err);
+kv_status kv_gguf_writer_add_u64(kv_gguf_writer *w, const char *key, uint64_t v, kv_error *err);
+kv_status kv_gguf_writer_add_i64(kv_gguf_writer *w, const char *key, int64_t v, kv_error *err);
+kv_status kv_gguf_writer_add_f32(kv_gguf_writer *w, const char *key, float v, kv_error *err);
+kv_status kv_gguf_writer_add_f64(kv_gguf_writer *w, const char *key, double v, kv_error *err);
+kv_status kv_gguf_writer_add_bool(kv_gguf_writer *w, const char *key, int v, kv_error *err);
+kv_status kv_gguf_writer_add_str(kv_gguf_writer *w, const char *key, const char *s, kv_error *err);
+kv_status kv_gguf_writer_add_strn(kv_gguf_writer *w, const char *key, const char *s, size_t len, kv_error *err);
+/* A whole array of n numbers/bools (elem_type: any scalar type but STRING; data in that type's layout,
+ * bool = one byte 0/1) or of n strings (elem_type STRING: data is `const char *const *`, lens may be NULL
+ * for NUL-terminated strings). */
+kv_status kv_gguf_writer_add_arr(kv_gguf_writer *w, const char *key, kv_gguf_vtype elem_type,
+                                 const void *data, uint64_t n, kv_error *err);
+kv_status kv_gguf_writer_add_arr_str(kv_gguf_writer *w, const char *key, const char *const *strs,
+                                     const size_t *lens, uint64_t n, kv_error *err);
+/* Arrays built element by element (needed for nested arrays): begin (key NULL when nested), add_*, end. */
+kv_status kv_gguf_writer_begin_array(kv_gguf_writer *w, const char *key, kv_gguf_vtype elem_type, kv_error *err);
+kv_status kv_gguf_writer_end_array(kv_gguf_writer *w, kv_error *err);
+/* A value read by kv_gguf (any type), copied verbatim. */
+kv_status kv_gguf_writer_add_value(kv_gguf_writer *w, const char *key, const kv_gguf_value *v, kv_error *err);
+
+/* Tensors: shape outermost-first (kvant order). data is borrowed until kv_gguf_writer_write returns.
+ * A kvant-only type (>= KV_TYPE_KVANT_BASE) needs the string metadata "kvant.tensor.<name>.format" (its
+ * kv_format name, which sizes the rows) added before the tensor.
+ * The _fn variant produces the bytes on demand: fn(ctx, first_row, nrows, dst) fills nrows rows (a row is
+ * shape[n_dims-1] elements of type) so quantizers can stream; it is called in row order, once per row. */
+typedef kv_status (*kv_gguf_rows_fn)(void *ctx, int64_t first_row, int64_t nrows, void *dst, kv_error *err);
+kv_status kv_gguf_writer_add_tensor(kv_gguf_writer *w, const char *name, int n_dims, const int64_t *shape,
+                                    uint32_t type, const void *data, kv_error *err);
+kv_status kv_gguf_writer_add_tensor_fn(kv_gguf_writer *w, const char *name, int n_dims, const int64_t *shape,
+                                       uint32_t type, kv_gguf_rows_fn fn, void *ctx, kv_error *err);
+/* Writes the file; progress (may be NULL) advances by tensor bytes. */
+kv_status kv_gguf_writer_write(kv_gguf_writer *w, const char *path, kv_progress *progress, kv_error *err);
+
+/* Model -> GGUF the way llama.cpp's convert_hf_to_gguf.py does it (src/io/gguf_convert.c; docs/convert.md). */
+/* GGUF architecture of a model: "llama" (Llama, Mistral) or "qwen2". */
+const char *kv_gguf_arch_of(const kv_hparams *hp);
+/* Heads of the q/k rotary permutation for a canonical tensor name (n_head for attn_q, n_head_kv for attn_k,
+ * weights and biases, llama architecture only); 0 when the tensor is stored as is. */
+int kv_gguf_qk_heads(const kv_hparams *hp, const char *name);
+/* Type of a tensor under a plain output type: 1-D tensors and norms stay F32 as in llama.cpp. */
+uint32_t kv_gguf_plain_type_for(const kv_tensor *t, uint32_t outtype);
+/* Writes general.* (architecture, type, name, basename, size_label, file_type, quantization_version), the
+ * <arch>.* hyper-parameters and tokenizer.ggml.* (from tokenizer.model / tokenizer.json, or copied from a GGUF
+ * source) in llama.cpp's order. file_type: llama_ftype (0 all f32, 1 f16, 32 bf16, 15 q4_k_m ...). */
+kv_status kv_gguf_add_model_metadata(kv_gguf_writer *w, const kv_model_file *mf, uint32_t file_type, kv_error *err);
+typedef struct kv_convert_result {
+    int64_t n_tensors;   /* written (rope_freqs.weight of llama3 models not counted) */
+    int64_t n_skipped;   /* source tensors without a canonical name */
+    uint64_t bytes;      /* tensor data written */
+} kv_convert_result;
+/* src (anything kv_model_open takes) -> dst GGUF with tensors in outtype (KV_TYPE_F32/F16/BF16); attn_q/attn_k
+ * rows permuted for llama.cpp's rotary layout. res may be NULL. */
+kv_status kv_gguf_convert(const char *src, const char *dst, uint32_t outtype, int quiet, kv_convert_result *res,
+                          kv_error *err);
+
+/* q/k row permutation between Hugging Face (rotate-half RoPE) and llama.cpp/Meta (interleaved pairs) layout
+ * (src/io/permute.c; llama.cpp convert_hf_to_gguf.py `permute`). Within each of n_head heads of hd rows:
+ * to_gguf moves HF row i*hd/2 + j to row 2*j + i; from_gguf undoes it. Rows are opaque row_bytes each
+ * (quantized rows too). n_rows must be a multiple of 2*n_head. src and dst must not overlap. */
+kv_status kv_permute_qk_to_gguf(const void *src, void *dst, int64_t n_rows, size_t row_bytes, int n_head,
+                                kv_error *err);
+kv_status kv_permute_qk_from_gguf(const void *src, void *dst, int64_t n_rows, size_t row_bytes, int n_head,
+                                  kv_error *err);
 /* KVANT-SECTION io END */
 
 /* ============================================================================================== */
@@ -303,42 +487,509 @@ double kv_format_bpw(const kv_format *f, int64_t n);         /* exact bits/weigh
 /* The canonical list of format names for `kvant formats` (parametric families: representative members). */
 int kv_format_list_count(void);
 const char *kv_format_list_name(int i);
+
+/* Error of a format on synthetic data (src/formats/stats.c, `kvant formats`): iid N(0,1) and Student-t (nu = 5)
+ * samples, each as drawn and after a random Hadamard transform (random signs, orthonormal FWHT in blocks of
+ * 256). Deterministic for a seed whatever the thread count. Samples form rows of KV_FMT_SAMPLE_ROW values;
+ * formats with per-tensor state (nvfp4_ts, int*_gt_*) see tensors of KV_FMT_SAMPLE_TENSOR_ROWS rows. */
+#define KV_FMT_SAMPLE_ROW 4096
+#define KV_FMT_SAMPLE_TENSOR_ROWS 64
+typedef enum kv_format_dataset {
+    KV_FMT_GAUSS, KV_FMT_GAUSS_RHT, KV_FMT_T5, KV_FMT_T5_RHT, KV_FMT_NDATASETS
+} kv_format_dataset;
+typedef struct kv_format_samples {
+    int64_t nrows;                   /* rows of KV_FMT_SAMPLE_ROW values in each set */
+    float *data[KV_FMT_NDATASETS];   /* owned; kv_format_samples_free */
+    double mean_square[KV_FMT_NDATASETS];
+} kv_format_samples;
+/* nsamples is rounded up to whole tensors (KV_FMT_SAMPLE_ROW * KV_FMT_SAMPLE_TENSOR_ROWS values). */
+kv_status kv_format_samples_make(int64_t nsamples, uint64_t seed, kv_pool *pool, kv_format_samples *out,
+                                 kv_error *err);
+void kv_format_samples_free(kv_format_samples *s);
+typedef struct kv_format_measure {
+    double bits_per_weight;          /* exact, row headers included, for rows of KV_FMT_SAMPLE_ROW */
+    double mse[KV_FMT_NDATASETS];    /* mean squared error per value */
+    double snr_db[KV_FMT_NDATASETS]; /* 10 log10(mean square / mse) */
+    double gap_bits_gauss;           /* 1/2 log2(mse_gauss / D(R)), D(R) = sigma^2 2^(-2R), R = bits_per_weight */
+} kv_format_measure;
+kv_status kv_formats_measure(const kv_format *f, const kv_format_samples *s, kv_pool *pool,
+                             kv_format_measure *out, kv_error *err);
 /* KVANT-SECTION formats END */
 
 /* ============================================================================================== */
 /* model: tokenizers (src/model/tokenizer*)                                                        */
 /* ============================================================================================== */
 /* KVANT-SECTION tokenizer BEGIN */
+/* Tokenizers, exact against their references (docs/tokenize.md):
+ *   SPM: SentencePiece BPE (sentencepiece bpe_model.cc) from tokenizer.model or GGUF "llama" vocabularies;
+ *   BPE: byte-level BPE (GPT-2 encoder.py, HF tokenizers) from tokenizer.json or GGUF "gpt2" vocabularies,
+ *        with the GPT-2, Llama-3 or Qwen2 pre-tokenizer. */
+typedef struct kv_tokenizer kv_tokenizer;
+
+typedef enum kv_tokenizer_kind { KV_TOKENIZER_SPM = 1, KV_TOKENIZER_BPE = 2 } kv_tokenizer_kind;
+/* Token types: SentencePiece's enum, also GGUF tokenizer.ggml.token_type. */
+typedef enum kv_token_type {
+    KV_TOKEN_NORMAL = 1, KV_TOKEN_UNKNOWN = 2, KV_TOKEN_CONTROL = 3, KV_TOKEN_USER_DEFINED = 4,
+    KV_TOKEN_UNUSED = 5, KV_TOKEN_BYTE = 6
+} kv_token_type;
+/* Pre-tokenizers of byte-level BPE (split regexes); GGUF tokenizer.ggml.pre names in brackets. */
+typedef enum kv_pretokenizer {
+    KV_PRETOK_NONE = 0,   /* SPM */
+    KV_PRETOK_GPT2,       /* ["default", "gpt-2"] */
+    KV_PRETOK_LLAMA3,     /* ["llama-bpe", "llama3"] */
+    KV_PRETOK_QWEN2       /* ["qwen2"] */
+} kv_pretokenizer;
+
+kv_status kv_tokenizer_load_spm(const char *path, kv_tokenizer **out, kv_error *err);      /* tokenizer.model */
+/* The same from bytes (the fuzz target's entry point); name is used in error messages (may be NULL). */
+kv_status kv_tokenizer_load_spm_memory(const void *data, size_t size, const char *name, kv_tokenizer **out,
+                                       kv_error *err);
+kv_status kv_tokenizer_load_hf_json(const char *path, kv_tokenizer **out, kv_error *err);  /* tokenizer.json */
+kv_status kv_tokenizer_load_gguf(const char *path, kv_tokenizer **out, kv_error *err);     /* tokenizer.ggml.* */
+/* The tokenizer of an opened model (kv_model_tokenizer); bos/eos ids of the model's hparams win when set. */
+kv_status kv_tokenizer_load_for_model(const kv_model_file *mf, kv_tokenizer **out, kv_error *err);
+/* Any of: a model directory or model file (via kv_model_open), a .gguf, a tokenizer.model, a tokenizer.json. */
+kv_status kv_tokenizer_load(const char *path, kv_tokenizer **out, kv_error *err);
+void kv_tokenizer_free(kv_tokenizer *tok);
+
+/* text[0..len) (any bytes; UTF-8 expected) -> *ids (malloc'd, caller frees; NULL when *n is 0).
+ * add_bos prepends the BOS id (an error if the tokenizer has none). Malformed UTF-8 bytes are kept: SPM
+ * encodes each as its <0xNN> byte token, BPE through the byte-level alphabet, so decoding gives them back. */
+kv_status kv_tokenize(const kv_tokenizer *tok, const char *text, size_t len, int add_bos, int32_t **ids,
+                      size_t *n, kv_error *err);
+/* ids -> UTF-8 bytes in *text (malloc'd, NUL-terminated, caller frees). Control tokens (BOS, EOS) give
+ * nothing; SPM: U+2581 becomes a space, the dummy-prefix space of the first piece is dropped, <0xNN> pieces
+ * give their byte, <unk> gives " \xE2\x81\x87 " as sentencepiece does. KV_ERANGE for an id out of range. */
+kv_status kv_detokenize(const kv_tokenizer *tok, const int32_t *ids, size_t n, char **text, size_t *len,
+                        kv_error *err);
+/* The text of one token as llama-tokenize prints it (control tokens: their piece; no prefix stripping).
+ * Writes at most cap bytes (no NUL) and returns the full length; 0 for an id out of range. */
+size_t kv_token_to_text(const kv_tokenizer *tok, int32_t id, char *buf, size_t cap);
+
+kv_tokenizer_kind kv_tokenizer_get_kind(const kv_tokenizer *tok);
+kv_pretokenizer kv_tokenizer_pretokenizer(const kv_tokenizer *tok);
+const char *kv_pretokenizer_name(kv_pretokenizer p);   /* GGUF tokenizer.ggml.pre value ("default", ...) */
+int32_t kv_tokenizer_n_vocab(const kv_tokenizer *tok);
+int32_t kv_tokenizer_bos(const kv_tokenizer *tok);      /* -1 when none */
+int32_t kv_tokenizer_eos(const kv_tokenizer *tok);
+int32_t kv_tokenizer_unk(const kv_tokenizer *tok);
+int32_t kv_tokenizer_pad(const kv_tokenizer *tok);
+int kv_tokenizer_add_bos_default(const kv_tokenizer *tok); /* whether the model expects BOS (CLI default) */
+int kv_tokenizer_add_space_prefix(const kv_tokenizer *tok); /* SPM dummy prefix (GGUF add_space_prefix) */
+/* Piece of an id exactly as stored (SPM with U+2581, BPE in the byte-level alphabet); NULL out of range. */
+const char *kv_tokenizer_piece(const kv_tokenizer *tok, int32_t id, size_t *len);
+float kv_tokenizer_score(const kv_tokenizer *tok, int32_t id);          /* SPM score; BPE: 0 */
+kv_token_type kv_tokenizer_token_type(const kv_tokenizer *tok, int32_t id); /* 0 out of range */
+/* BPE merges in rank order (for tokenizer.ggml.merges: "LEFT RIGHT" of the two pieces); 0 for SPM. */
+int64_t kv_tokenizer_n_merges(const kv_tokenizer *tok);
+kv_status kv_tokenizer_merge(const kv_tokenizer *tok, int64_t rank, int32_t *left, int32_t *right, kv_error *err);
 /* KVANT-SECTION tokenizer END */
 
 /* ============================================================================================== */
 /* model: forward pass (src/model) and kernels (src/kernels)                                       */
 /* ============================================================================================== */
 /* KVANT-SECTION model BEGIN */
+/* The runnable model (src/model/model.c) built from an opened kv_model_file, the reference forward pass
+ * (src/model/forward.c, llama2.c-style: embed, RMSNorm, RoPE, GQA attention, SwiGLU, head) and the weight
+ * seam: every linear layer is a kv_weight whose rows are in ANY kv_format; the matmul dequantizes weight
+ * tiles on the fly into fp32 panels (src/kernels/cpu/matmul.c). Activations are always fp32. */
+typedef struct kv_model kv_model;
+
+/* The linear layers of a decoder block, plus the output head. */
+typedef enum kv_linear_id {
+    KV_LINEAR_Q = 0, KV_LINEAR_K, KV_LINEAR_V, KV_LINEAR_O,
+    KV_LINEAR_GATE, KV_LINEAR_UP, KV_LINEAR_DOWN,
+    KV_LINEAR_HEAD,           /* output.weight (layer index = n_layer) */
+    KV_LINEAR_COUNT
+} kv_linear_id;
+const char *kv_linear_name(kv_linear_id id); /* "attn_q", ..., "ffn_down", "output" */
+
+/* One linear layer y = W·x (+ b): W is rows (out_features) × cols (in_features), each row packed in fmt. */
+typedef struct kv_weight {
+    kv_format fmt;            /* f32/f16/bf16 or any quantized format */
+    int64_t rows, cols;
+    const void *data;         /* rows × kv_format_row_bytes(&fmt, cols) bytes */
+    void *owned;              /* == data when the model owns it (free()d), else NULL (borrowed: mmap) */
+    float *bias;              /* rows floats (owned by the model) or NULL */
+    /* Online randomized Hadamard on the input: x <- H_b·diag(s)·x on each block of rht_block input
+     * features (kv_rht_forward(x, cols, rht_block, rht_seed) semantics) before the matmul; 0 = none. */
+    int32_t rht_block;
+    uint64_t rht_seed;
+    float *rht_signs;         /* cols signs cached by the model (internal; NULL when rht_block == 0) */
+} kv_weight;
+
+/* RoPE inverse frequencies. Hugging Face transformers keeps them in a buffer that is cast to the checkpoint's
+ * dtype when a bf16/f16 model is loaded in its own dtype, so its "fp32 forward" of a bf16 checkpoint rotates
+ * with bf16-rounded frequencies (proxy-27m's ref/ logits and PPLs were made that way); llama.cpp uses exact
+ * fp32 frequencies. AUTO: rounded like transformers for a Hugging Face directory whose weights are bf16/f16,
+ * exact for every other file (GGUF, llama2.c, safetensors of f32). */
+typedef enum kv_rope_freq_mode { KV_ROPE_FREQ_AUTO = 0, KV_ROPE_FREQ_EXACT, KV_ROPE_FREQ_BF16, KV_ROPE_FREQ_F16 }
+    kv_rope_freq_mode;
+
+typedef struct kv_model_load_opts {
+    kv_rope_freq_mode rope_freq;
+    int weights_f32;          /* 1: convert f16/bf16 linears to f32 at load (2x memory) */
+} kv_model_load_opts;
+
+/* Builds a runnable model: linears borrow the file's mapped bytes (bf16/f16/f32 or any type the formats
+ * module knows; kvant-only types via metadata kvant.tensor.<name>.format); norms and biases become fp32.
+ * mf must stay open while the model lives. opts may be NULL. */
+kv_status kv_model_load(const kv_model_file *mf, const kv_model_load_opts *opts, kv_model **out, kv_error *err);
+void kv_model_free(kv_model *m);
+const kv_hparams *kv_model_get_hparams(const kv_model *m);
+/* The linear `which` of `layer` (layer = n_layer with KV_LINEAR_HEAD); NULL when out of range. */
+const kv_weight *kv_model_weight(const kv_model *m, int layer, kv_linear_id which);
+/* The token embedding table (rows = n_vocab, cols = n_embd) in its storage format. */
+const kv_weight *kv_model_embedding(const kv_model *m);
+/* Maps a canonical tensor name ("blk.3.ffn_down.weight", "output.weight", "token_embd.weight") to a linear;
+ * returns 0 on success. token_embd.weight gives layer -1 (the embedding). */
+int kv_model_linear_by_name(const kv_model *m, const char *name, int *layer, kv_linear_id *which);
+/* Replaces one weight (a linear, or token_embd.weight; with tied embeddings setting token_embd also moves
+ * the head unless output.weight was set separately). data: rows × kv_format_row_bytes(fmt, cols) bytes;
+ * take_ownership = 1: the model free()s data (it must come from malloc). The shape is the old one. */
+kv_status kv_model_set_weight(kv_model *m, const char *tensor_name, const kv_format *fmt, const void *data,
+                              int take_ownership, kv_error *err);
+/* Records an online Hadamard on the input of one linear (see kv_weight.rht_block); block 0 removes it. */
+kv_status kv_model_set_rht(kv_model *m, const char *tensor_name, int32_t block, uint64_t seed, kv_error *err);
+/* Simulated activation quantization: the input of every DECODER linear (q/k/v, o, gate/up, down; not the
+ * head, not the embedding) is quantized-dequantized per token row with fmt (after any online Hadamard)
+ * before the matmul. NULL turns it off. include_head = 1 also quantizes the head input. The format's block
+ * must divide n_embd, n_ff and n_head*head_dim (else KV_EINVAL). */
+kv_status kv_model_set_act_quant(kv_model *m, const kv_format *fmt, int include_head, kv_error *err);
+
+/* Calibration hook: called with each DISTINCT linear input, before any online transform / act quant:
+ * which = KV_LINEAR_Q (input of q, k and v), KV_LINEAR_O, KV_LINEAR_GATE (input of gate and up),
+ * KV_LINEAR_DOWN, and KV_LINEAR_HEAD with layer = n_layer. x is [ntok × dim], row-major. Called from the
+ * caller's thread, in layer order. */
+typedef void (*kv_linear_input_fn)(void *user, int layer, kv_linear_id which, const float *x, int64_t ntok,
+                                   int64_t dim);
+typedef struct kv_forward_hooks {
+    kv_linear_input_fn on_linear_input;
+    void *user;
+} kv_forward_hooks;
+
+/* An inference context: KV cache for up to n_ctx positions plus scratch buffers. One per thread of use;
+ * the model may be shared by several contexts (read-only during forward). */
+typedef struct kv_context kv_context;
+kv_status kv_context_create(const kv_model *m, int32_t n_ctx, kv_context **out, kv_error *err);
+void kv_context_free(kv_context *ctx);
+int32_t kv_context_n_ctx(const kv_context *ctx);
+void kv_context_set_hooks(kv_context *ctx, const kv_forward_hooks *hooks); /* NULL: none */
+
+#define KV_FORWARD_LAST_ONLY 1u /* logits of the last token only (logits: n_vocab floats) */
+#define KV_FORWARD_NO_LOGITS 2u /* fill the KV cache only */
+/* Runs n tokens at positions pos0..pos0+n-1 (batched prefill: one GEMM per linear for all n tokens).
+ * Positions before pos0 must already be in the cache (earlier calls); pos0 = 0 starts afresh.
+ * logits: n × n_vocab floats (or n_vocab with KV_FORWARD_LAST_ONLY). pool may be NULL. */
+kv_status kv_forward(kv_context *ctx, const int32_t *tokens, int64_t n, int64_t pos0, float *logits,
+                     unsigned flags, kv_pool *pool, kv_error *err);
+/* The pieces of kv_forward for layer-by-layer work (GPTQ calibration):
+ *   kv_forward_embed: hidden [n × n_embd] <- embedding rows of tokens;
+ *   kv_forward_layer: one decoder block in place on hidden, positions pos0.., using/filling ctx's cache;
+ *   kv_forward_head: final RMSNorm + output head (logits n × n_vocab; hidden is left unchanged).
+ * Hooks of ctx are called. */
+kv_status kv_forward_embed(const kv_model *m, const int32_t *tokens, int64_t n, float *hidden, kv_error *err);
+kv_status kv_forward_layer(kv_context *ctx, int layer, float *hidden, int64_t n, int64_t pos0, kv_pool *pool,
+                           kv_error *err);
+kv_status kv_forward_head(kv_context *ctx, const float *hidden, int64_t n, float *logits, kv_pool *pool,
+                          kv_error *err);
+
+/* The weight-seam matmul: y[ntok × w->rows] = x[ntok × w->cols] · Wᵀ (+ bias). Online transforms and act
+ * quant are NOT applied here (the forward pass does that). */
+kv_status kv_weight_matmul(const kv_weight *w, const float *x, int64_t ntok, float *y, kv_pool *pool,
+                           kv_error *err);
 /* KVANT-SECTION model END */
 
 /* ============================================================================================== */
 /* eval: perplexity, KL-divergence (src/eval)                                                      */
 /* ============================================================================================== */
 /* KVANT-SECTION eval BEGIN */
+/* Perplexity and KL-divergence (src/eval; docs/eval.md). Inputs are token ids: the caller tokenizes.
+ *   KV_PPL_HF: the GPTQ / HIGGS papers' convention: non-overlapping windows of ctx tokens of ids (ids[0] is
+ *     the BOS the caller put first), tail dropped; every predicted token scored (ctx-1 per window).
+ *   KV_PPL_LLAMACPP: llama-perplexity: windows of ctx from an empty cache with the first token replaced by
+ *     BOS, only the second half scored (ctx-1-ctx/2 tokens per window); needs >= 2 windows of tokens. */
+typedef enum kv_ppl_style { KV_PPL_HF = 0, KV_PPL_LLAMACPP = 1 } kv_ppl_style;
+const char *kv_ppl_style_name(kv_ppl_style s); /* "hf", "llamacpp" */
+
+typedef void (*kv_eval_progress_fn)(void *user, int64_t windows_done, int64_t windows_total);
+
+typedef struct kv_eval_opts {
+    int32_t ctx;              /* window length; 0 = 512 */
+    int64_t chunks;           /* windows to evaluate; 0 = all */
+    kv_ppl_style style;
+    int32_t bos_id;           /* llamacpp style: BOS put at the start of each window; -1 = hparams bos_id */
+    const char *save_logits;  /* write the base log-probs file here (NULL: don't) */
+    const char *kld_base;     /* compare against this log-probs file (NULL: don't) */
+    kv_eval_progress_fn progress;
+    void *progress_user;
+} kv_eval_opts;
+
+/* The statistics of llama-perplexity's KL mode. */
+typedef struct kv_kld_stats {
+    int64_t n;                /* scored tokens */
+    double mean, mean_stderr, median, p90, p99, max, min;
+    double top1_agree;        /* percent of tokens with the same argmax */
+    double dp_mean, dp_rms;   /* Δp = p_model(correct) - p_base(correct), mean and RMS (as fractions) */
+    double ppl_base, ppl_ratio; /* PPL of the base log-probs; this model's PPL / base PPL */
+} kv_kld_stats;
+
+typedef struct kv_eval_result {
+    double ppl, ppl_stderr, nll; /* nll: mean negative log-likelihood (nats) */
+    int64_t tokens;           /* scored tokens */
+    int64_t windows;
+    int32_t ctx;
+    kv_ppl_style style;
+    double seconds, tokens_per_s; /* tokens_per_s counts every token run through the model */
+    int has_kld;
+    kv_kld_stats kld;
+} kv_eval_result;
+
+kv_status kv_eval_ppl(const kv_model *m, const int32_t *ids, int64_t n_ids, const kv_eval_opts *opts,
+                      kv_pool *pool, kv_eval_result *res, kv_error *err);
+
+/* In-memory base log-probs (the same records as the logits file; docs/FORMAT.md "kvant logits file"):
+ * compute once for the base model, then kv_eval_kld for several other models without files. */
+typedef struct kv_logprobs kv_logprobs;
+kv_status kv_eval_base_logprobs(const kv_model *base, const int32_t *ids, int64_t n_ids,
+                                const kv_eval_opts *opts, kv_pool *pool, kv_logprobs **out,
+                                kv_eval_result *res, kv_error *err);
+kv_status kv_eval_kld(const kv_model *m, const kv_logprobs *base, kv_pool *pool, kv_eval_result *res,
+                      kv_error *err);
+kv_status kv_logprobs_load(const char *path, kv_logprobs **out, kv_error *err);
+kv_status kv_logprobs_save(const kv_logprobs *lp, const char *path, kv_error *err);
+void kv_logprobs_free(kv_logprobs *lp);
 /* KVANT-SECTION eval END */
 
 /* ============================================================================================== */
 /* transforms and quantization pipeline (src/transforms, src/algos)                                */
 /* ============================================================================================== */
 /* KVANT-SECTION quantize BEGIN */
+/* Randomized Hadamard transform (rht) of the input features of a linear layer (src/transforms/hadamard.c).
+ * R = blockdiag(H_b · diag(s) / sqrt(b)) over the n inputs in contiguous blocks of b, with s_i = ±1 for every
+ * input i drawn from kv_rng seeded with `seed` (s_i = -1 iff bit 63 of the i-th kv_rng_u64 is set).
+ * H_b: b = 2^m is Sylvester's Hadamard in natural order; b = K·2^m (K = 12, 20, 28) is H_K ⊗ H_{2^m}
+ * (x viewed as K rows of 2^m, Paley H_K across rows), as QuaRot does. R is orthogonal.
+ * A weight stored with this transform holds W·Rᵀ (each row w replaced by R·w); the forward pass computes
+ * x ← R·x before the matmul, so W·x is unchanged before rounding. GGUF metadata (per weight tensor NAME):
+ *   kvant.transform.NAME.rht_block (uint32) and kvant.transform.NAME.rht_seed (uint64). */
+#define KV_META_RHT_BLOCK_FMT "kvant.transform.%s.rht_block"
+#define KV_META_RHT_SEED_FMT "kvant.transform.%s.rht_seed"
+/* 1 if b is a block size rht supports (b = K·2^m, K in {1, 12, 20, 28}, b >= 1). */
+int kv_rht_block_supported(int64_t b);
+/* Largest supported block <= max_block that divides n (>= 1: block 1 is the identity up to signs). */
+int64_t kv_rht_best_block(int64_t n, int64_t max_block);
+/* signs[0..n) = ±1.0f from seed (the convention above). */
+void kv_rht_signs(uint64_t seed, int64_t n, float *signs);
+/* x[0..n) ← R·x, R built from block and signs (NULL: all +1). n must be a multiple of a supported block. */
+void kv_rht_apply(float *x, int64_t n, int32_t block, const float *signs);
+/* x[0..n) ← Rᵀ·x (the inverse). */
+void kv_rht_apply_inverse(float *x, int64_t n, int32_t block, const float *signs);
+/* Convenience: kv_rht_signs + kv_rht_apply on one vector (the forward pass may precompute signs instead). */
+void kv_rht_forward(float *x, int64_t n, int32_t block, uint64_t seed);
+/* Per-tensor seed used by `kvant quantize --transform rht`: a hash of the run's seed and the tensor name. */
+uint64_t kv_rht_tensor_seed(uint64_t seed, const char *tensor_name);
+
+/* Importance matrices (src/algos/imatrix.c; docs/imatrix.md): per linear weight, the mean of x² of each input
+ * column over calibration tokens (llama.cpp tools/imatrix). Files: llama.cpp's legacy binary .dat and its
+ * GGUF imatrix (general.type = "imatrix", NAME.in_sum2 / NAME.counts tensors); both are read, the writer
+ * picks GGUF when the path ends in ".gguf". */
+typedef struct kv_imatrix kv_imatrix;
+kv_status kv_imatrix_create(kv_imatrix **out, kv_error *err);
+void kv_imatrix_free(kv_imatrix *im);
+int64_t kv_imatrix_n_entries(const kv_imatrix *im);
+const char *kv_imatrix_entry_name(const kv_imatrix *im, int64_t i);
+/* Mean x² per input column of a tensor ("blk.0.attn_q.weight"), NULL when absent; *nval gets the count. */
+const float *kv_imatrix_find(const kv_imatrix *im, const char *tensor_name, int64_t *nval);
+int32_t kv_imatrix_chunks(const kv_imatrix *im);  /* calibration chunks (windows) it was computed from */
+/* Adds x [ntok × dim] to the running Σx² of a tensor (creating it). Values read back are means. */
+kv_status kv_imatrix_accumulate(kv_imatrix *im, const char *tensor_name, const float *x, int64_t ntok,
+                                int64_t dim, kv_error *err);
+/* Marks the end of one calibration chunk (llama.cpp's ncall / chunk_count). */
+void kv_imatrix_end_chunk(kv_imatrix *im);
+void kv_imatrix_set_dataset(kv_imatrix *im, const char *name);
+kv_status kv_imatrix_save(const kv_imatrix *im, const char *path, kv_error *err);
+kv_status kv_imatrix_load(const char *path, kv_imatrix **out, kv_error *err);
+/* Runs the model over windows of ctx tokens of ids (each window one chunk) and collects the imatrix of every
+ * linear (q/k/v share their input, gate/up too; output.weight included). */
+kv_status kv_imatrix_collect(const kv_model *m, const int32_t *ids, int64_t n_ids, int32_t ctx, kv_pool *pool,
+                             kv_imatrix *im, kv_progress *progress, kv_error *err);
+
+/* The quantization pipeline (src/algos/quantize.c; docs/quantize.md): open → fp32 working copy → transforms
+ * (smoothquant, awq, quarot, rht; prescale selects the MX formats' _ps variants) → per-tensor formats
+ * (policy: llama.cpp mixes, --override) → method (rtn or a registered one) → GGUF (or safetensors). */
+typedef enum kv_out_format { KV_OUT_GGUF = 0, KV_OUT_SAFETENSORS = 1 } kv_out_format;
+
+/* Method hook (`--method NAME[:OPTIONS]`): the pipeline hands a method every tensor to quantize at once. */
+typedef struct kv_quant_job {
+    const char *name;         /* canonical tensor name */
+    int layer;                /* decoder layer; -1 token_embd, n_layer output.weight */
+    kv_format fmt;            /* chosen by the policy */
+    const float *w;           /* rows × cols fp32 weights after the transforms */
+    int64_t rows, cols;
+    const float *importance;  /* cols: imatrix mean x² in the transformed basis, or NULL */
+    int32_t rht_block;        /* online rotation of this weight's input (0: none): w is already rotated */
+    uint64_t rht_seed;
+    void *dst;                /* rows × kv_format_row_bytes(&fmt, cols) bytes for the packed rows */
+} kv_quant_job;
+
+typedef struct kv_quant_method_ctx {
+    kv_quant_job *jobs;
+    int64_t n_jobs;
+    /* The unquantized TRANSFORMED model (what the jobs' w come from), runnable: calibration forward passes
+     * see exactly the activations the quantized weights will get (online rotations included). */
+    const kv_model *model;
+    const int32_t *calib_ids; /* calibration windows (calib_ctx tokens each), NULL without --calib */
+    int64_t n_calib_ids;
+    int32_t calib_ctx;
+    const char *options;      /* text after ':' in --method NAME:OPTIONS ("" when none) */
+    uint64_t seed;
+    kv_pool *pool;
+    kv_progress *progress;    /* advance by jobs done; may be NULL */
+    void (*log)(void *user, const char *msg); /* notes for the user; may be NULL */
+    void *log_user;
+} kv_quant_method_ctx;
+typedef kv_status (*kv_quant_method_fn)(kv_quant_method_ctx *c, kv_error *err);
+typedef struct kv_quant_method {
+    const char *name;
+    int needs_calib;          /* 1: --calib required */
+    kv_quant_method_fn run;
+    const char *summary;
+} kv_quant_method;
+/* NULL when unknown; kv_quant_method_names() lists them. */
+const kv_quant_method *kv_quant_method_find(const char *name);
+const char *kv_quant_method_names(void);
+/* Round-to-nearest with each format's own (importance-aware) quantizer; jobs run in parallel. */
+kv_status kv_method_rtn(kv_quant_method_ctx *c, kv_error *err);
+
+typedef struct kv_quantize_opts {
+    const char *format;       /* NULL: "q4_k_m" (a format name or a llama.cpp mix) */
+    const char *method;       /* NULL: "rtn"; "NAME:OPTIONS" passes OPTIONS to the method */
+    const char *transforms;   /* comma list: rht[:BLOCK], quarot, smoothquant[:ALPHA], awq, prescale; NULL none */
+    const char *const *overrides; /* "REGEX=FORMAT" (last match wins) */
+    int n_overrides;
+    int pure;                 /* every quantizable tensor gets the format (no llama.cpp mix rules) */
+    const char *calib_path;   /* calibration text (smoothquant, awq, imatrix, calibrated methods) */
+    int64_t calib_tokens;     /* 0: 128 × 512 */
+    int32_t calib_ctx;        /* 0: 512 */
+    int no_imatrix;           /* 1: do not compute an imatrix from calib_path */
+    const char *imatrix_path; /* importance from a file (llama.cpp .dat or GGUF imatrix) */
+    const char *act;          /* activation format recorded as kvant.act (none|int8|fp8|mxfp8|mxfp4) */
+    int transform_only;       /* write the transformed model unquantized (f32 tensors; AWQ still searches
+                               * with the formats the policy picks) */
+    kv_out_format out_format;
+    uint64_t seed;
+    kv_pool *pool;            /* NULL: serial */
+    int quiet;                /* no progress lines */
+    void (*log)(void *user, const char *msg); /* notes (fallbacks, warnings); NULL: dropped */
+    void *log_user;
+} kv_quantize_opts;
+
+typedef struct kv_quantize_report {
+    int64_t n_tensors;        /* tensors written */
+    int64_t n_quantized;      /* tensors stored in a format other than their source type or f32 */
+    int64_t n_fallback;       /* tensors whose row length forced a fallback format */
+    int64_t n_params;         /* elements of all tensors */
+    uint64_t tensor_bytes;    /* bytes of tensor data */
+    uint64_t file_bytes;
+    double bpw;               /* tensor_bytes · 8 / n_params */
+    double seconds;
+    char transforms[128];     /* the transforms applied, in order ("" when none) */
+} kv_quantize_report;
+
+kv_status kv_quantize_model(const char *model_path, const char *out_path, const kv_quantize_opts *opts,
+                            kv_quantize_report *report, kv_error *err);
+/* Maps --act names to the format used for simulated activation quantization ("int8" -> per-token int8 ...);
+ * NULL for "none"; KV_EINVAL for unknown names (listing the valid ones). */
+kv_status kv_act_format(const char *act, kv_format *out, int *is_none, kv_error *err);
+/* Applies the online transforms a quantized file records (kvant.transform.NAME.rht_block / rht_seed) to a
+ * model loaded from it (kv_model_set_rht on each weight). A no-op for files without them. */
+kv_status kv_model_apply_transforms(kv_model *m, const kv_model_file *mf, kv_error *err);
 /* KVANT-SECTION quantize END */
 
 /* ============================================================================================== */
 /* algos: error compensation (GPTQ, MR-GPTQ, WaterSIC, LLM.int8) (src/algos)                        */
 /* ============================================================================================== */
 /* KVANT-SECTION algos BEGIN */
+/* Matrix-level methods: W [rows × cols] row-major fp32 (a linear layer, rows = out_features), H [cols × cols]
+ * fp64 = Σ x·xᵀ over calibration inputs x (kv_hessian_*). docs/methods.md. */
+
+/* GPTQ (Frantar et al. 2022, arXiv 2210.17323, Alg. 1 with lazy batches) onto ANY kv_format whose block
+ * parameters are fixed per block: INTn groups, NF4, FP4/MX/NVFP4, ggml legacy and k-quants, HIGGS p=2 grids.
+ * A format block's parameters are computed by the format's own quantizer when GPTQ first reaches one of its
+ * columns (on the updated weights; static_groups: on the original W before the loop; formats with a row
+ * header, e.g. a per-tensor scale, always use static parameters), then each column is rounded to that
+ * block's grid; vector formats (p elements per code) are rounded p columns jointly. out gets the exact
+ * format bytes (rows × kv_format_row_bytes(fmt, cols)). */
+typedef struct kv_gptq_opts {
+    double percdamp;     /* λ = percdamp·mean(diag H); default 0.01 */
+    int32_t block;       /* lazy-update batch in columns; default 128 */
+    int act_order;       /* process columns by decreasing diag(H) */
+    int static_groups;   /* format-block parameters from the original W, before the loop */
+    int use_importance;  /* pass diag(H) to the format's quantizer as element importance */
+} kv_gptq_opts;
+void kv_gptq_opts_default(kv_gptq_opts *o);
+
+typedef struct kv_gptq_stats {
+    double loss;          /* tr((W−Q)·H_damped·(W−Q)ᵀ) accumulated by the algorithm */
+    double damp;          /* λ finally added to diag(H) */
+    double damp_factor;   /* λ / (percdamp·mean diag H): 1 unless H needed extra damping */
+    int64_t dead_cols;    /* inputs with H_ii = 0 (their weights are zeroed) */
+    int static_params;    /* 1 when block parameters were computed before the loop */
+    int32_t unit;         /* elements coded jointly (2 for HIGGS p=2) */
+    char warning[256];    /* "" or e.g. "H not positive definite: damping raised 100x to 0.42" */
+} kv_gptq_stats;
+
+kv_status kv_gptq_quantize(const kv_format *fmt, const float *w, int64_t rows, int64_t cols, const double *h,
+                           const kv_gptq_opts *opts, void *out, kv_gptq_stats *stats, kv_pool *pool,
+                           kv_error *err);
+
+/* tr((W−Q)·H·(W−Q)ᵀ) (fp64). */
+double kv_hessian_loss(const float *w, const float *q, int64_t rows, int64_t cols, const double *h,
+                       kv_pool *pool);
+/* h [cols × cols] += xᵀ·x for x [ntok × cols]; deterministic for any thread count. KV_EINVAL naming
+ * `what` (e.g. "blk.3.attn_q input") when x holds NaN/Inf. */
+kv_status kv_hessian_add(double *h, const float *x, int64_t ntok, int64_t cols, const char *what, kv_pool *pool,
+                         kv_error *err);
+
+/* `kvant quantize --method NAME[:OPTIONS]` entries (kv_quant_method.run; all need --calib). They calibrate
+ * layer by layer (GPTQ's sequential protocol): each block's H from the outputs of the already-quantized
+ * blocks. The model in the context is the pipeline's calibration copy: its weights are replaced by the
+ * quantized ones as calibration proceeds. Options (comma-separated):
+ *   gptq: act-order, static, importance, damp=F (0.01), block=N (128), save-hessians=DIR, load-hessians=DIR */
+kv_status kv_method_gptq(kv_quant_method_ctx *c, kv_error *err);
 /* KVANT-SECTION algos END */
 
 /* ============================================================================================== */
 /* algos: bit allocation (src/algos/allocation)                                                    */
 /* ============================================================================================== */
 /* KVANT-SECTION alloc BEGIN */
+/* Bit allocation across layers as a multiple-choice knapsack (HIGGS, arXiv 2411.17525 §5): choose one candidate
+ * format per layer minimising sum_l cost[l][c] subject to sum_l size_bits[l][c] <= budget_bits. */
+typedef struct kv_alloc_problem {
+    int n_layers;
+    int n_cand;
+    const double *size_bits;  /* [n_layers * n_cand] exact bits of layer l stored in candidate c; < 0: not allowed */
+    const double *cost;       /* [n_layers * n_cand] predicted loss, e.g. alpha_l * t_l(c) */
+    double budget_bits;
+    int resolution;           /* DP budget buckets (0: default 20000); sizes round up, so results stay feasible */
+} kv_alloc_problem;
+
+typedef struct kv_alloc_result {
+    double total_cost;
+    double total_bits;
+    double min_bits;          /* smallest achievable size (every layer at its smallest allowed candidate) */
+    double max_bits;          /* size with every layer at its largest candidate */
+} kv_alloc_result;
+
+/* Exact DP over the discretised budget after removing dominated candidates; choice[l] gets the candidate index.
+ * A budget below min_bits fails with KV_ERANGE and a message naming the feasible range. */
+kv_status kv_alloc_dp(const kv_alloc_problem *p, int *choice, kv_alloc_result *res, kv_error *err);
+/* Reverse waterfilling: target rate b_l = mean + 1/2 log2(w_l / geometric mean of w) per layer, where
+ * w_l = cost of layer l at its median candidate scaled to unit size (the effective variance), then the closest
+ * allowed candidate, then a greedy repair to meet the budget. For comparison with the DP. */
+kv_status kv_alloc_waterfill(const kv_alloc_problem *p, const double *params, int *choice, kv_alloc_result *res,
+                             kv_error *err);
 /* KVANT-SECTION alloc END */
 
 #ifdef __cplusplus

@@ -1,10 +1,361 @@
-/* cmd_quantize.c — `kvant quantize` (placeholder until its issue lands). */
+/* cmd_quantize.c — `kvant quantize`: parse options (and an optional JSON recipe), call kv_quantize_model,
+ * print the summary line (tensors, bytes, bits/weight, time) or JSON, and with --eval compare the base and
+ * the quantized model on a text: size, bits/weight, PPL, ΔPPL, KLD, top-1 agreement. docs/quantize.md. */
 #include "cli.h"
+#include "io/json.h"
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_OVERRIDES 64
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: kvant quantize MODEL -o OUT.gguf [options]\n"
+            "  MODEL                 a Hugging Face directory, a .gguf, or a llama2.c checkpoint\n"
+            "  -o, --output PATH     output file (written atomically: nothing is left on failure)\n"
+            "  --format F            a format (q4_0, q4_k, int4_g128_asym, mxfp4_ocp, nvfp4_ts, nf4, higgs_p2_b4, ...)\n"
+            "                        or a llama.cpp mix (q2_k q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m q6_k\n"
+            "                        q4_0 q4_1 q5_0 q5_1 q8_0 iq4_nl iq4_xs); default q4_k_m. `kvant formats` lists formats\n"
+            "  --pure                every quantizable tensor gets F (no llama.cpp mix rules)\n"
+            "  --method M[:OPTS]     rtn (default)\n"
+            "  --transform T[,T...]  rht[:BLOCK] (default block 512), quarot, smoothquant[:ALPHA], awq, prescale\n"
+            "  --transform-only      write the transformed model unquantized (f32), e.g. to check a rotation\n"
+            "  --act A               simulated activation quantization for --eval: none int8 fp8 mxfp8 mxfp4\n"
+            "  --calib FILE          calibration text (imatrix, smoothquant, awq)\n"
+            "  --calib-tokens N      calibration tokens (default 65536 = 128 windows of 512)\n"
+            "  --no-imatrix          do not compute importance from --calib\n"
+            "  --imatrix FILE        importance from a llama.cpp imatrix file (.dat or .gguf)\n"
+            "  --override 'RE=F'     tensors whose name matches the POSIX regex RE get format F (repeatable)\n"
+            "  --recipe FILE.json    options from a JSON object (keys as the long options; command line wins)\n"
+            "  --out-format gguf|safetensors\n"
+            "  --eval TEXT           afterwards, compare base and quantized on TEXT (hf style)\n"
+            "  --ctx N               eval window (default 512)\n"
+            "  --chunks K            eval windows (default 40; 0 = all)\n"
+            "  --seed S              seed of the random rotations and calibration windows (default 0)\n"
+            "  -t, --threads N       threads (default: all cores)\n"
+            "  --quiet               no progress lines\n"
+            "  --json                print the report as JSON\n");
+}
+
+typedef struct qargs {
+    const char *model, *out, *format, *method, *transform, *act, *calib, *imatrix, *recipe, *out_format, *eval;
+    const char *overrides[MAX_OVERRIDES];
+    int n_overrides;
+    long long calib_tokens, ctx, chunks, seed, threads;
+    int pure, no_imatrix, quiet, json, transform_only;
+    int set_calib_tokens, set_seed;
+} qargs;
+
+static void log_note(void *user, const char *msg) {
+    (void)user;
+    fprintf(stderr, "kvant quantize: note: %s\n", msg);
+}
+
+/* Recipe values fill what the command line left unset. Strings point into doc (kept alive by the caller). */
+static int apply_recipe(qargs *a, const kv_json_doc *doc) {
+    const kv_json *r = kv_json_root(doc);
+    if (!r || r->type != KV_JSON_OBJECT) return kv_cli_usage("quantize", "recipe: the top level must be a JSON object");
+    static const char *const known[] = {"format", "method", "transform", "act", "calib", "calib_tokens", "imatrix",
+                                        "overrides", "pure", "seed", "out_format", "no_imatrix"};
+    for (uint64_t i = 0; i < r->len; i++) {
+        int ok = 0;
+        for (size_t k = 0; k < sizeof known / sizeof known[0]; k++) ok |= !strcmp(r->u.items[i].key, known[k]);
+        if (!ok) return kv_cli_usage("quantize", "recipe: unknown key '%s'", r->u.items[i].key);
+    }
+    struct { const char *key; const char **dst; } strs[] = {
+        {"format", &a->format}, {"method", &a->method}, {"transform", &a->transform}, {"act", &a->act},
+        {"calib", &a->calib}, {"imatrix", &a->imatrix}, {"out_format", &a->out_format},
+    };
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+        const char *v;
+        int rc = kv_json_get_str(r, strs[i].key, &v);
+        if (rc < 0) return kv_cli_usage("quantize", "recipe: '%s' must be a string", strs[i].key);
+        if (rc == 1 && !*strs[i].dst) *strs[i].dst = v;
+    }
+    int64_t iv;
+    int b, rc;
+    if ((rc = kv_json_get_int(r, "calib_tokens", &iv)) < 0 || (rc == 1 && iv <= 0)) return kv_cli_usage("quantize", "recipe: bad calib_tokens");
+    if (rc == 1 && !a->set_calib_tokens) a->calib_tokens = iv;
+    if ((rc = kv_json_get_int(r, "seed", &iv)) < 0 || (rc == 1 && iv < 0)) return kv_cli_usage("quantize", "recipe: bad seed");
+    if (rc == 1 && !a->set_seed) a->seed = iv;
+    if ((rc = kv_json_get_bool(r, "pure", &b)) < 0) return kv_cli_usage("quantize", "recipe: 'pure' must be true or false");
+    if (rc == 1 && b) a->pure = 1;
+    if ((rc = kv_json_get_bool(r, "no_imatrix", &b)) < 0) return kv_cli_usage("quantize", "recipe: 'no_imatrix' must be true or false");
+    if (rc == 1 && b) a->no_imatrix = 1;
+    const kv_json *ov = kv_json_get(r, "overrides");
+    if (ov && ov->type != KV_JSON_ARRAY) return kv_cli_usage("quantize", "recipe: 'overrides' must be an array of \"REGEX=FORMAT\" strings");
+    /* recipe overrides come first so that command-line ones win (the last match wins) */
+    if (ov) {
+        if (a->n_overrides + (int)ov->len > MAX_OVERRIDES) return kv_cli_usage("quantize", "too many overrides");
+        memmove(a->overrides + ov->len, a->overrides, (size_t)a->n_overrides * sizeof a->overrides[0]);
+        for (uint64_t i = 0; i < ov->len; i++) {
+            if (ov->u.items[i].type != KV_JSON_STRING) return kv_cli_usage("quantize", "recipe: overrides[%llu] is not a string", (unsigned long long)i);
+            a->overrides[i] = ov->u.items[i].u.str;
+        }
+        a->n_overrides += (int)ov->len;
+    }
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, qargs *a) {
+    memset(a, 0, sizeof *a);
+    a->ctx = 512;
+    a->chunks = 40;
+    for (int i = 1; i < argc; i++) {
+        const char *v = NULL;
+        if (kv_cli_flag(argv, i, "--pure", NULL)) a->pure = 1;
+        else if (kv_cli_flag(argv, i, "--no-imatrix", NULL)) a->no_imatrix = 1;
+        else if (kv_cli_flag(argv, i, "--transform-only", NULL)) a->transform_only = 1;
+        else if (kv_cli_flag(argv, i, "--quiet", "-q")) a->quiet = 1;
+        else if (kv_cli_flag(argv, i, "--json", NULL)) a->json = 1;
+#define STR_OPT(l, s, dst) else if (kv_cli_opt(argc, argv, &i, l, s, &v)) { if (!v) return kv_cli_usage("quantize", "%s needs a value", l); dst = v; }
+#define INT_OPT(l, s, dst, lo, hi, flag) else if (kv_cli_opt(argc, argv, &i, l, s, &v)) { \
+            if (!v || kv_cli_parse_int(v, lo, hi, &dst)) { \
+                return kv_cli_usage("quantize", "%s needs an integer in [%lld, %lld]", l, (long long)(lo), (long long)(hi)); \
+            } \
+            flag; }
+        STR_OPT("--output", "-o", a->out)
+        STR_OPT("--format", NULL, a->format)
+        STR_OPT("--method", NULL, a->method)
+        STR_OPT("--transform", NULL, a->transform)
+        STR_OPT("--act", NULL, a->act)
+        STR_OPT("--calib", NULL, a->calib)
+        STR_OPT("--imatrix", NULL, a->imatrix)
+        STR_OPT("--recipe", NULL, a->recipe)
+        STR_OPT("--out-format", NULL, a->out_format)
+        STR_OPT("--eval", NULL, a->eval)
+        INT_OPT("--calib-tokens", NULL, a->calib_tokens, 1, 1LL << 32, a->set_calib_tokens = 1)
+        INT_OPT("--ctx", NULL, a->ctx, 8, 1 << 20, (void)0)
+        INT_OPT("--chunks", NULL, a->chunks, 0, 1LL << 32, (void)0)
+        INT_OPT("--seed", NULL, a->seed, 0, 1LL << 62, a->set_seed = 1)
+        INT_OPT("--threads", "-t", a->threads, 1, 1024, (void)0)
+        else if (kv_cli_opt(argc, argv, &i, "--override", NULL, &v)) {
+            if (!v) return kv_cli_usage("quantize", "--override needs 'REGEX=FORMAT'");
+            if (a->n_overrides == MAX_OVERRIDES) return kv_cli_usage("quantize", "too many overrides (max %d)", MAX_OVERRIDES);
+            a->overrides[a->n_overrides++] = v;
+        } else if (argv[i][0] == '-' && argv[i][1]) return kv_cli_usage("quantize", "unknown option '%s'", argv[i]);
+        else if (!a->model) a->model = argv[i];
+        else return kv_cli_usage("quantize", "unexpected argument '%s'", argv[i]);
+#undef STR_OPT
+#undef INT_OPT
+    }
+    if (!a->model) return kv_cli_usage("quantize", "missing MODEL");
+    if (!a->out) return kv_cli_usage("quantize", "missing -o OUT");
+    return 0;
+}
+
+/* ---- --eval: base vs quantized ---- */
+
+typedef struct eval_row {
+    const char *name;
+    double mib, bpw, ppl, dppl, kld, top1;
+    int has_kld;
+} eval_row;
+
+static void eval_progress(void *user, int64_t done, int64_t total) { kv_progress_update(user, done); (void)total; }
+
+static double model_tensor_bytes(const kv_model_file *mf, int64_t *params) {
+    double bytes = 0;
+    *params = 0;
+    for (int64_t i = 0; i < kv_model_n_tensors(mf); i++) {
+        const kv_tensor *t = kv_model_tensor(mf, i);
+        if (!t->name[0]) continue;
+        bytes += (double)t->nbytes;
+        *params += kv_tensor_nelements(t);
+    }
+    return bytes;
+}
+
+static int run_eval(const qargs *a, kv_pool *pool, eval_row rows[2], kv_error *err) {
+    kv_model_file *src = NULL, *qf = NULL;
+    kv_model *base = NULL, *qm = NULL;
+    kv_tokenizer *tok = NULL;
+    kv_logprobs *lp = NULL;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    kv_mapped text = {0};
+    int mapped = 0;
+    kv_status st = kv_model_open(a->model, &src, err);
+    if (st == KV_OK) st = kv_model_open(a->out, &qf, err);
+    if (st == KV_OK) st = kv_tokenizer_load_for_model(src, &tok, err);
+    if (st == KV_OK && (st = kv_map_file(a->eval, &text, err)) == KV_OK) mapped = 1;
+    if (st == KV_OK) st = kv_tokenize(tok, (const char *)text.data, text.size, kv_tokenizer_bos(tok) >= 0, &ids, &n_ids, err);
+    if (st == KV_OK) st = kv_model_load(src, NULL, &base, err);
+    if (st == KV_OK) st = kv_model_load(qf, NULL, &qm, err);
+    if (st == KV_OK) st = kv_model_apply_transforms(qm, qf, err);
+    if (st == KV_OK && a->act) {
+        kv_format af;
+        int none = 1;
+        if ((st = kv_act_format(a->act, &af, &none, err)) == KV_OK && !none) {
+            if ((st = kv_model_set_act_quant(qm, &af, 0, err)) == KV_OK) st = kv_model_set_act_quant(base, NULL, 0, err);
+        }
+    }
+    kv_eval_opts eo;
+    memset(&eo, 0, sizeof eo);
+    eo.ctx = (int32_t)a->ctx;
+    eo.chunks = a->chunks;
+    eo.style = KV_PPL_HF;
+    eo.bos_id = -1;
+    kv_eval_result rb, rq;
+    memset(&rb, 0, sizeof rb);
+    memset(&rq, 0, sizeof rq);
+    kv_progress prog;
+    if (st == KV_OK) {
+        int64_t windows = (int64_t)n_ids / a->ctx;
+        if (a->chunks > 0 && a->chunks < windows) windows = a->chunks;
+        eo.progress = eval_progress;
+        eo.progress_user = &prog;
+        kv_progress_begin(&prog, "eval base", windows, a->quiet);
+        st = kv_eval_base_logprobs(base, ids, (int64_t)n_ids, &eo, pool, &lp, &rb, err);
+        kv_progress_end(&prog);
+        if (st == KV_OK) {
+            kv_progress_begin(&prog, "eval quantized", windows, a->quiet);
+            st = kv_eval_kld(qm, lp, pool, &rq, err);
+            kv_progress_end(&prog);
+        }
+    }
+    if (st == KV_OK) {
+        int64_t pb = 0, pq = 0;
+        double bb = model_tensor_bytes(src, &pb), bq = model_tensor_bytes(qf, &pq);
+        rows[0] = (eval_row){"base", bb / 1048576.0, pb ? bb * 8 / (double)pb : 0, rb.ppl, 0, 0, 100, 1};
+        rows[1] = (eval_row){"quantized", bq / 1048576.0, pq ? bq * 8 / (double)pq : 0, rq.ppl, rq.ppl - rb.ppl,
+                             rq.kld.mean, rq.kld.top1_agree, rq.has_kld};
+    }
+    kv_logprobs_free(lp);
+    free(ids);
+    if (mapped) kv_unmap_file(&text);
+    kv_tokenizer_free(tok);
+    kv_model_free(qm);
+    kv_model_free(base);
+    kv_model_close(qf);
+    kv_model_close(src);
+    return st;
+}
 
 int kv_cmd_quantize(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "kvant quantize: not yet implemented\n");
-    return 2;
+    if (kv_cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    qargs a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc) return rc;
+    kv_error err;
+    kv_error_clear(&err);
+    kv_json_doc *recipe = NULL;
+    if (a.recipe) {
+        if (kv_json_parse_file(a.recipe, 0, &recipe, &err) != KV_OK) {
+            err.status = KV_EINVAL;
+            return kv_cli_fail("quantize", &err);
+        }
+        if ((rc = apply_recipe(&a, recipe)) != 0) {
+            kv_json_free(recipe);
+            return rc;
+        }
+    }
+    kv_quantize_opts o;
+    memset(&o, 0, sizeof o);
+    o.format = a.format;
+    o.method = a.method;
+    o.transforms = a.transform;
+    o.overrides = a.overrides;
+    o.n_overrides = a.n_overrides;
+    o.pure = a.pure;
+    o.calib_path = a.calib;
+    o.calib_tokens = a.calib_tokens;
+    o.no_imatrix = a.no_imatrix;
+    o.imatrix_path = a.imatrix;
+    o.act = a.act;
+    o.transform_only = a.transform_only;
+    o.seed = (uint64_t)a.seed;
+    o.quiet = a.quiet;
+    o.log = log_note;
+    if (a.out_format && !strcmp(a.out_format, "safetensors")) o.out_format = KV_OUT_SAFETENSORS;
+    else if (a.out_format && strcmp(a.out_format, "gguf")) {
+        kv_json_free(recipe);
+        return kv_cli_usage("quantize", "--out-format must be gguf or safetensors, not '%s'", a.out_format);
+    }
+    if (a.eval && o.out_format == KV_OUT_SAFETENSORS) {
+        kv_json_free(recipe);
+        return kv_cli_usage("quantize", "--eval needs GGUF output (kvant runs GGUF files)");
+    }
+    kv_pool *pool = kv_pool_create(a.threads > 0 ? (int)a.threads : 0);
+    o.pool = pool;
+    kv_quantize_report rep;
+    kv_status st = kv_quantize_model(a.model, a.out, &o, &rep, &err);
+    eval_row rows[2];
+    int have_eval = 0;
+    if (st == KV_OK && a.eval) {
+        st = run_eval(&a, pool, rows, &err);
+        have_eval = st == KV_OK;
+    }
+    kv_pool_destroy(pool);
+    if (st != KV_OK) {
+        kv_json_free(recipe);
+        return kv_cli_fail("quantize", &err);
+    }
+    if (a.json) {
+        kv_jw w;
+        kv_jw_init(&w, stdout, 1);
+        kv_jw_obj_begin(&w);
+        kv_jw_key(&w, "model"), kv_jw_str(&w, a.model);
+        kv_jw_key(&w, "output"), kv_jw_str(&w, a.out);
+        kv_jw_key(&w, "format"), kv_jw_str(&w, a.format ? a.format : "q4_k_m");
+        kv_jw_key(&w, "method"), kv_jw_str(&w, a.method ? a.method : "rtn");
+        kv_jw_key(&w, "transforms"), kv_jw_str(&w, rep.transforms);
+        kv_jw_key(&w, "tensors"), kv_jw_int(&w, rep.n_tensors);
+        kv_jw_key(&w, "quantized"), kv_jw_int(&w, rep.n_quantized);
+        kv_jw_key(&w, "fallbacks"), kv_jw_int(&w, rep.n_fallback);
+        kv_jw_key(&w, "params"), kv_jw_int(&w, rep.n_params);
+        kv_jw_key(&w, "tensor_bytes"), kv_jw_int(&w, (int64_t)rep.tensor_bytes);
+        kv_jw_key(&w, "file_bytes"), kv_jw_int(&w, (int64_t)rep.file_bytes);
+        kv_jw_key(&w, "bits_per_weight"), kv_jw_num(&w, rep.bpw);
+        kv_jw_key(&w, "seconds"), kv_jw_num(&w, rep.seconds);
+        if (have_eval) {
+            kv_jw_key(&w, "eval");
+            kv_jw_obj_begin(&w);
+            kv_jw_key(&w, "text"), kv_jw_str(&w, a.eval);
+            kv_jw_key(&w, "ctx"), kv_jw_int(&w, a.ctx);
+            kv_jw_key(&w, "chunks"), kv_jw_int(&w, a.chunks);
+            kv_jw_key(&w, "act"), kv_jw_str(&w, a.act ? a.act : "none");
+            kv_jw_key(&w, "rows");
+            kv_jw_arr_begin(&w);
+            for (int i = 0; i < 2; i++) {
+                kv_jw_obj_begin(&w);
+                kv_jw_key(&w, "model"), kv_jw_str(&w, rows[i].name);
+                kv_jw_key(&w, "size_mib"), kv_jw_num(&w, rows[i].mib);
+                kv_jw_key(&w, "bits_per_weight"), kv_jw_num(&w, rows[i].bpw);
+                kv_jw_key(&w, "ppl"), kv_jw_num(&w, rows[i].ppl);
+                kv_jw_key(&w, "delta_ppl"), kv_jw_num(&w, rows[i].dppl);
+                kv_jw_key(&w, "kld_mean"), kv_jw_num(&w, rows[i].kld);
+                kv_jw_key(&w, "top1_agree"), kv_jw_num(&w, rows[i].top1);
+                kv_jw_obj_end(&w);
+            }
+            kv_jw_arr_end(&w);
+            kv_jw_obj_end(&w);
+        }
+        kv_jw_obj_end(&w);
+        kv_jw_end(&w);
+    } else {
+        printf("quantized %s -> %s: %lld tensors (%lld quantized, %lld fallbacks), %.2f MiB, %.3f bits/weight, %.1f s%s%s\n",
+               a.model, a.out, (long long)rep.n_tensors, (long long)rep.n_quantized, (long long)rep.n_fallback,
+               (double)rep.file_bytes / 1048576.0, rep.bpw, rep.seconds, rep.transforms[0] ? ", transforms " : "",
+               rep.transforms);
+        if (have_eval) {
+            char win[64];
+            if (a.chunks) snprintf(win, sizeof win, "first %lld windows", a.chunks);
+            else snprintf(win, sizeof win, "all windows");
+            printf("\neval: %s, hf style, ctx %lld, %s%s%s\n", a.eval, a.ctx, win,
+                   a.act && strcmp(a.act, "none") ? ", activations " : "", a.act && strcmp(a.act, "none") ? a.act : "");
+            printf("| model | size (MiB) | bits/weight | PPL | ΔPPL | KLD mean | top-1 agree |\n");
+            printf("|---|---:|---:|---:|---:|---:|---:|\n");
+            printf("| base | %.2f | %.3f | %.4f | — | — | — |\n", rows[0].mib, rows[0].bpw, rows[0].ppl);
+            printf("| %s%s%s | %.2f | %.3f | %.4f | %+.4f | %.5f | %.2f%% |\n", a.format ? a.format : "q4_k_m",
+                   a.act && strcmp(a.act, "none") ? " A:" : "", a.act && strcmp(a.act, "none") ? a.act : "", rows[1].mib,
+                   rows[1].bpw, rows[1].ppl, rows[1].dppl, rows[1].kld, rows[1].top1);
+        }
+    }
+    kv_json_free(recipe);
+    return 0;
 }

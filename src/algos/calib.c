@@ -1,0 +1,342 @@
+/* calib.c — layer-by-layer calibration (the sequential protocol of GPTQ, arXiv 2210.17323 §5 and
+ * IST-DASLab/gptq llama.py llama_sequential): run the calibration windows through the embedding; for each
+ * decoder block collect H = Σ x·xᵀ of every distinct linear input through the forward hooks, quantize the
+ * block, write the quantized weights into the calibration model and recompute the block's outputs, which feed
+ * the next block. Only one block's activations and Hessians are alive at a time.
+ * Hessian files (--method NAME:save-hessians=DIR / load-hessians=DIR): DIR/blk.L.<tensor>.kvh, docs/FORMAT.md. */
+#include "algos/calib.h"
+#include <errno.h>
+#include <stdarg.h>
+#include <math.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+enum { N_POINTS = 4, MAX_GROUPS = 8 };
+
+/* The input point of each linear: 0 attention input (q/k/v), 1 attention output (o), 2 MLP input (gate/up),
+ * 3 down input. */
+static int point_of(kv_linear_id which) {
+    switch (which) {
+    case KV_LINEAR_Q: case KV_LINEAR_K: case KV_LINEAR_V: return 0;
+    case KV_LINEAR_O: return 1;
+    case KV_LINEAR_GATE: case KV_LINEAR_UP: return 2;
+    case KV_LINEAR_DOWN: return 3;
+    default: return -1;
+    }
+}
+
+typedef struct {
+    int point;
+    int32_t rht_block;
+    uint64_t rht_seed;
+    int64_t dim;
+    double *h;
+    float *signs;       /* dim, when rotated */
+    int64_t ntok;
+    char what[200];     /* "blk.L.attn_q input" for errors */
+    char file[64];      /* "blk.L.attn_q" for hessian files */
+} hgroup;
+
+typedef struct {
+    int layer;          /* collecting for this layer, -1: not collecting */
+    hgroup g[MAX_GROUPS];
+    int ng;
+    float *rot;         /* scratch for rotated inputs */
+    int64_t rot_cap;
+    kv_pool *pool;
+    kv_status st;
+    kv_error err;
+} calib_state;
+
+const char *kv_method_option(const char *options, const char *key, char *buf, size_t n) {
+    if (!options || !key || !n) return NULL;
+    size_t kl = strlen(key);
+    const char *p = options;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len >= kl && !strncmp(p, key, kl) && (len == kl || p[kl] == '=')) {
+            size_t vl = len == kl ? 0 : len - kl - 1;
+            if (vl >= n) vl = n - 1;
+            memcpy(buf, p + (len == kl ? kl : kl + 1), vl);
+            buf[vl] = 0;
+            return buf;
+        }
+        p += len;
+        if (*p == ',') p++;
+    }
+    return NULL;
+}
+
+static void on_input(void *user, int layer, kv_linear_id which, const float *x, int64_t ntok, int64_t dim) {
+    calib_state *s = user;
+    if (s->st || layer != s->layer) return;
+    int pt = point_of(which);
+    for (int k = 0; k < s->ng && !s->st; k++) {
+        hgroup *g = &s->g[k];
+        if (g->point != pt) continue;
+        if (g->dim != dim) {
+            s->st = kv_fail(&s->err, KV_EINVAL, "%s: input has %lld features, the weight %lld", g->what,
+                            (long long)dim, (long long)g->dim);
+            return;
+        }
+        const float *xx = x;
+        if (g->rht_block > 0) { /* the weight is stored rotated: its input is R·x */
+            if (s->rot_cap < ntok * dim) {
+                float *r = realloc(s->rot, sizeof(float) * (size_t)(ntok * dim));
+                if (!r) { s->st = kv_fail(&s->err, KV_ENOMEM, "out of memory"); return; }
+                s->rot = r;
+                s->rot_cap = ntok * dim;
+            }
+            memcpy(s->rot, x, sizeof(float) * (size_t)(ntok * dim));
+            for (int64_t t = 0; t < ntok; t++) kv_rht_apply(s->rot + t * dim, dim, g->rht_block, g->signs);
+            xx = s->rot;
+        }
+        s->st = kv_hessian_add(g->h, xx, ntok, dim, g->what, s->pool, &s->err);
+        g->ntok += ntok;
+    }
+}
+
+/* ---- Hessian files: "KVH1", int64 dim, int64 ntok, dim·dim float64 (little-endian) ---- */
+
+static kv_status save_h(const char *dir, const hgroup *g, kv_error *err) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s.kvh", dir, g->file);
+    kv_outfile *f;
+    kv_status st = kv_outfile_open(path, &f, err);
+    if (st) return st;
+    int64_t hdr[2] = {g->dim, g->ntok};
+    if ((st = kv_outfile_write(f, "KVH1", 4, err)) == KV_OK && (st = kv_outfile_write(f, hdr, sizeof hdr, err)) == KV_OK)
+        st = kv_outfile_write(f, g->h, sizeof(double) * (size_t)(g->dim * g->dim), err);
+    if (st) { kv_outfile_abort(f); return st; }
+    return kv_outfile_commit(f, err);
+}
+
+static kv_status load_h(const char *dir, hgroup *g, kv_error *err) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s.kvh", dir, g->file);
+    kv_mapped m;
+    kv_status st = kv_map_file(path, &m, err);
+    if (st) return st;
+    size_t want = 20 + sizeof(double) * (size_t)(g->dim * g->dim);
+    if (m.size != want || memcmp(m.data, "KVH1", 4) || (int64_t)kv_rd_u64(m.data + 4) != g->dim) {
+        kv_unmap_file(&m);
+        kv_fail(err, KV_EFORMAT, "not a %lld x %lld Hessian file of kvant (%zu bytes)", (long long)g->dim,
+                (long long)g->dim, m.size);
+        kv_error_context(err, path, 0, NULL);
+        return KV_EFORMAT;
+    }
+    g->ntok = (int64_t)kv_rd_u64(m.data + 12);
+    memcpy(g->h, m.data + 20, sizeof(double) * (size_t)(g->dim * g->dim));
+    kv_unmap_file(&m);
+    for (int64_t i = 0; i < g->dim * g->dim; i++)
+        if (!isfinite(g->h[i])) {
+            kv_fail(err, KV_EFORMAT, "Hessian holds a non-finite value");
+            kv_error_context(err, path, 20 + 8 * i, NULL);
+            return KV_EFORMAT;
+        }
+    return KV_OK;
+}
+
+static void free_groups(calib_state *s) {
+    for (int k = 0; k < s->ng; k++) {
+        free(s->g[k].h);
+        free(s->g[k].signs);
+    }
+    memset(s->g, 0, sizeof s->g);
+    s->ng = 0;
+}
+
+/* One H per distinct (input point, online rotation) among the layer's jobs; gidx[j] = group of job j. */
+static kv_status make_groups(calib_state *s, int layer, kv_quant_job **jl, const kv_linear_id *which, int nj,
+                             int *gidx, uint64_t *hbytes, kv_error *err) {
+    for (int j = 0; j < nj; j++) {
+        int pt = point_of(which[j]), found = -1;
+        for (int k = 0; k < s->ng; k++)
+            if (s->g[k].point == pt && s->g[k].rht_block == jl[j]->rht_block &&
+                (jl[j]->rht_block == 0 || s->g[k].rht_seed == jl[j]->rht_seed))
+                found = k;
+        if (found < 0) {
+            if (s->ng >= MAX_GROUPS) return kv_fail(err, KV_EINVAL, "too many linear inputs in layer %d", layer);
+            hgroup *g = &s->g[s->ng];
+            g->point = pt;
+            g->rht_block = jl[j]->rht_block;
+            g->rht_seed = jl[j]->rht_seed;
+            g->dim = jl[j]->cols;
+            g->h = calloc((size_t)(g->dim * g->dim), sizeof(double));
+            if (g->rht_block > 0) {
+                g->signs = malloc(sizeof(float) * (size_t)g->dim);
+                if (g->signs) kv_rht_signs(g->rht_seed, g->dim, g->signs);
+            }
+            if (!g->h || (g->rht_block > 0 && !g->signs)) return kv_fail(err, KV_ENOMEM, "out of memory for H");
+            const char *nm = jl[j]->name;
+            const char *dot = strrchr(nm, '.');
+            int l = dot ? (int)(dot - nm) : (int)strlen(nm);
+            snprintf(g->what, sizeof g->what, "%.*s input", l, nm);
+            snprintf(g->file, sizeof g->file, "%.*s", l > 60 ? 60 : l, nm);
+            *hbytes += sizeof(double) * (uint64_t)(g->dim * g->dim);
+            found = s->ng++;
+        }
+        gidx[j] = found;
+    }
+    return KV_OK;
+}
+
+static void logf_(kv_quant_method_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void logf_(kv_quant_method_ctx *c, const char *fmt, ...) {
+    if (!c->log) return;
+    char buf[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    c->log(c->log_user, buf);
+}
+
+static kv_status ensure_dir(const char *dir, kv_error *err) {
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
+        kv_fail(err, KV_EIO, "cannot create directory: %s", strerror(errno));
+        kv_error_context(err, dir, -1, NULL);
+        return KV_EIO;
+    }
+    return KV_OK;
+}
+
+kv_status kv_calib_run(kv_quant_method_ctx *c, const kv_calib_opts *o, kv_calib_quant_fn fn, void *user,
+                       kv_calib_report *rep, kv_error *err) {
+    kv_calib_opts dflt = {0};
+    kv_calib_report lrep;
+    if (!o) o = &dflt;
+    if (!rep) rep = &lrep;
+    memset(rep, 0, sizeof *rep);
+    double t0 = kv_now_seconds();
+    /* The pipeline hands its private calibration copy of the model: layers are replaced by their quantized
+     * weights as calibration proceeds (the GPTQ protocol), and the pipeline does not use it afterwards. */
+    kv_model *m = (kv_model *)c->model;
+    if (!m) return kv_fail(err, KV_EINVAL, "calibration needs the model and --calib text");
+    const kv_hparams *hp = kv_model_get_hparams(m);
+    int L = hp->n_layer;
+    int64_t D = hp->n_embd, ctx = c->calib_ctx, nwin = ctx > 0 ? c->n_calib_ids / ctx : 0;
+    if (!o->load_dir && (!c->calib_ids || nwin < 1))
+        return kv_fail(err, KV_EINVAL, "calibration needs at least one window of %lld tokens", (long long)ctx);
+
+    /* jobs of decoder linears by layer; the rest is rounded to nearest */
+    kv_quant_job **byl = calloc((size_t)L * KV_LINEAR_COUNT, sizeof *byl);
+    kv_quant_job *rest = calloc((size_t)KV_MAX(c->n_jobs, 1), sizeof *rest);
+    if (!byl || !rest) {
+        free(byl);
+        free(rest);
+        return kv_fail(err, KV_ENOMEM, "out of memory");
+    }
+    int64_t nrest = 0;
+    for (int64_t j = 0; j < c->n_jobs; j++) {
+        int layer;
+        kv_linear_id which;
+        if (kv_model_linear_by_name(m, c->jobs[j].name, &layer, &which) == 0 && layer >= 0 && layer < L &&
+            point_of(which) >= 0)
+            byl[layer * KV_LINEAR_COUNT + which] = &c->jobs[j];
+        else
+            rest[nrest++] = c->jobs[j];
+    }
+
+    calib_state s;
+    memset(&s, 0, sizeof s);
+    s.layer = -1;
+    s.pool = c->pool;
+    float *hidden = NULL, *win = NULL;
+    kv_context *kctx = NULL;
+    kv_status st = KV_OK;
+    int64_t done = 0;
+    if (o->save_dir) st = ensure_dir(o->save_dir, err);
+    if (!st && !o->load_dir) {
+        rep->act_bytes = sizeof(float) * (uint64_t)(nwin * ctx * D + ctx * D);
+        hidden = malloc(sizeof(float) * (size_t)(nwin * ctx * D));
+        win = malloc(sizeof(float) * (size_t)(ctx * D));
+        if (!hidden || !win) st = kv_fail(err, KV_ENOMEM, "out of memory for %lld calibration activations",
+                                          (long long)(nwin * ctx));
+        if (!st) st = kv_context_create(m, (int32_t)ctx, &kctx, err);
+        if (!st) {
+            kv_forward_hooks hk = {on_input, &s};
+            kv_context_set_hooks(kctx, &hk);
+        }
+        for (int64_t w = 0; w < nwin && !st; w++)
+            st = kv_forward_embed(m, c->calib_ids + w * ctx, ctx, hidden + w * ctx * D, err);
+        rep->tokens = nwin * ctx;
+        rep->windows = nwin;
+    }
+
+    for (int l = 0; l < L && !st; l++) {
+        kv_quant_job *jl[KV_LINEAR_COUNT];
+        kv_linear_id wh[KV_LINEAR_COUNT];
+        int gidx[KV_LINEAR_COUNT], nj = 0;
+        for (int k = 0; k < KV_LINEAR_COUNT; k++)
+            if (byl[l * KV_LINEAR_COUNT + k]) {
+                jl[nj] = byl[l * KV_LINEAR_COUNT + k];
+                wh[nj++] = (kv_linear_id)k;
+            }
+        uint64_t hbytes = 0;
+        st = make_groups(&s, l, jl, wh, nj, gidx, &hbytes, err);
+        rep->hess_bytes = KV_MAX(rep->hess_bytes, hbytes);
+        if (!st && o->load_dir) {
+            for (int k = 0; k < s.ng && !st; k++) st = load_h(o->load_dir, &s.g[k], err);
+        } else if (!st) {
+            s.layer = l;
+            for (int64_t w = 0; w < nwin && !st; w++) {
+                memcpy(win, hidden + w * ctx * D, sizeof(float) * (size_t)(ctx * D));
+                st = kv_forward_layer(kctx, l, win, ctx, 0, c->pool, err);
+                if (!st && s.st) {
+                    st = s.st;
+                    *err = s.err;
+                }
+            }
+            s.layer = -1;
+        }
+        if (!st && o->save_dir)
+            for (int k = 0; k < s.ng && !st; k++) st = save_h(o->save_dir, &s.g[k], err);
+        for (int j = 0; j < nj && !st; j++) {
+            char note[512] = "";
+            hgroup *g = &s.g[gidx[j]];
+            st = fn(user, jl[j], g->h, g->ntok, c->pool, note, sizeof note, err);
+            if (st) {
+                kv_error_context(err, NULL, -1, jl[j]->name);
+                break;
+            }
+            if (note[0]) logf_(c, "%s: %s", jl[j]->name, note);
+            if (!o->load_dir) { /* the next blocks see this weight quantized */
+                size_t nb = kv_format_row_bytes(&jl[j]->fmt, jl[j]->cols) * (size_t)jl[j]->rows;
+                void *copy = malloc(nb);
+                if (!copy) { st = kv_fail(err, KV_ENOMEM, "out of memory"); break; }
+                memcpy(copy, jl[j]->dst, nb);
+                st = kv_model_set_weight(m, jl[j]->name, &jl[j]->fmt, copy, 1, err);
+                if (!st && jl[j]->rht_block > 0)
+                    st = kv_model_set_rht(m, jl[j]->name, jl[j]->rht_block, jl[j]->rht_seed, err);
+            }
+            if (c->progress) kv_progress_update(c->progress, ++done);
+        }
+        free_groups(&s);
+        for (int64_t w = 0; w < nwin && !st && !o->load_dir; w++)
+            st = kv_forward_layer(kctx, l, hidden + w * ctx * D, ctx, 0, c->pool, err);
+    }
+    rep->peak_bytes = rep->act_bytes + rep->hess_bytes;
+    free(hidden);
+    free(win);
+    free(s.rot);
+    free_groups(&s);
+    kv_context_free(kctx);
+    if (!st && nrest > 0) {
+        kv_quant_method_ctx rc = *c;
+        rc.jobs = rest;
+        rc.n_jobs = nrest;
+        rc.progress = NULL;
+        st = kv_method_rtn(&rc, err);
+    }
+    if (c->progress) kv_progress_update(c->progress, done + nrest);
+    free(byl);
+    free(rest);
+    rep->seconds = kv_now_seconds() - t0;
+    if (!st)
+        logf_(c, "calibration: %lld windows x %lld tokens, peak %.1f MiB (activations %.1f, Hessians %.1f), %.1f s",
+              (long long)rep->windows, (long long)ctx, rep->peak_bytes / 1048576.0, rep->act_bytes / 1048576.0,
+              rep->hess_bytes / 1048576.0, rep->seconds);
+    return st;
+}

@@ -1,0 +1,141 @@
+/* quantize.h — internal interfaces of the quantization pipeline (src/algos/policy.c, rtn.c, imatrix.c,
+ * quantize.c) and the model transforms (src/transforms/quarot.c, smooth.c, awq.c). The public entry point,
+ * kv_quantize_model, is in include/kvant.h (quantize section). */
+#ifndef KV_ALGOS_QUANTIZE_H
+#define KV_ALGOS_QUANTIZE_H
+
+#include "core/core.h"
+#include <regex.h>
+
+/* ---------------------------------------------------------------------------------------------- */
+/* policy.c: which tensor gets which format (llama.cpp src/llama-quant.cpp llama_tensor_get_type)   */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* llama.cpp's file types (include/llama.h enum llama_ftype), written as general.file_type. */
+enum {
+    KV_FTYPE_ALL_F32 = 0, KV_FTYPE_F16 = 1, KV_FTYPE_Q4_0 = 2, KV_FTYPE_Q4_1 = 3, KV_FTYPE_Q8_0 = 7,
+    KV_FTYPE_Q5_0 = 8, KV_FTYPE_Q5_1 = 9, KV_FTYPE_Q2_K = 10, KV_FTYPE_Q3_K_S = 11, KV_FTYPE_Q3_K_M = 12,
+    KV_FTYPE_Q3_K_L = 13, KV_FTYPE_Q4_K_S = 14, KV_FTYPE_Q4_K_M = 15, KV_FTYPE_Q5_K_S = 16,
+    KV_FTYPE_Q5_K_M = 17, KV_FTYPE_Q6_K = 18, KV_FTYPE_Q2_K_S = 21, KV_FTYPE_IQ4_NL = 25,
+    KV_FTYPE_IQ4_XS = 30, KV_FTYPE_BF16 = 32, KV_FTYPE_GUESSED = 1024
+};
+
+#define KV_FORMAT_NAME_MAX 48
+
+typedef struct kv_policy_override {
+    char pattern[256];
+    char format[KV_FORMAT_NAME_MAX];
+    regex_t re;
+} kv_policy_override;
+
+typedef struct kv_policy {
+    char format[KV_FORMAT_NAME_MAX];      /* --format, lower case */
+    int ftype;                            /* llama.cpp ftype when format is a llama.cpp mix, else -1 */
+    char base_format[KV_FORMAT_NAME_MAX]; /* the format most tensors get */
+    int pure;                             /* 1: every quantizable tensor gets base_format (llama-quantize --pure) */
+    int has_imatrix;
+    char embd_format[KV_FORMAT_NAME_MAX]; /* "" = rules (llama-quantize --token-embedding-type) */
+    char head_format[KV_FORMAT_NAME_MAX]; /* "" = rules (--output-tensor-type) */
+    int n_overrides;
+    kv_policy_override *overrides;
+} kv_policy;
+
+typedef struct kv_policy_choice {
+    int quantize;                         /* 0: stored as-is (1-D tensors: f32) */
+    char format[KV_FORMAT_NAME_MAX];
+    int fallback;                         /* the block did not divide the row: a fallback format was used */
+    char note[256];                       /* why (for the fallback message), "" otherwise */
+} kv_policy_choice;
+
+/* The mixes kvant knows (llama.cpp names): returns the ftype, or -1. default_type gets the base ggml type. */
+int kv_policy_mix_ftype(const char *name, const char **default_type);
+/* Space-separated list of the mix names, for error messages. */
+const char *kv_policy_mix_names(void);
+kv_status kv_policy_init(kv_policy *p, const char *format, kv_error *err);
+/* spec "REGEX=FORMAT" (POSIX extended regex searched in the tensor name; the last matching override wins). */
+kv_status kv_policy_add_override(kv_policy *p, const char *spec, kv_error *err);
+void kv_policy_free(kv_policy *p);
+/* The format of one tensor (canonical name, kvant shape order). hp gives n_layer/n_head/n_head_kv;
+ * has_output: the model has its own output.weight (else token_embd doubles as the head). */
+kv_status kv_policy_choose(const kv_policy *p, const kv_hparams *hp, int has_output, const char *name,
+                           int n_dims, const int64_t *shape, kv_policy_choice *out, kv_error *err);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* imatrix.c: importance matrices (llama.cpp tools/imatrix)                                         */
+/* ---------------------------------------------------------------------------------------------- */
+
+typedef struct kv_imatrix_entry {
+    char name[160];     /* tensor name, e.g. blk.0.attn_q.weight */
+    int32_t ncall;      /* chunks accumulated (llama.cpp's ncall) */
+    int64_t nval;       /* number of input columns */
+    float *values;      /* nval: mean of x² per input column */
+    double *sums;       /* nval: running Σx² (collection only; NULL when loaded) */
+    int64_t count;      /* tokens accumulated (collection only) */
+} kv_imatrix_entry;
+
+/* ---------------------------------------------------------------------------------------------- */
+/* the working model: fp32 copies the transforms edit (quantize.c)                                  */
+/* ---------------------------------------------------------------------------------------------- */
+
+typedef struct kv_wtensor {
+    char name[160];
+    int n_dims;
+    int64_t shape[4];         /* outermost first */
+    const kv_tensor *src;     /* NULL for a tensor the pipeline created (an untied output.weight) */
+    float *w;                 /* fp32 copy, nelements floats */
+    int modified;             /* a transform changed w */
+    int32_t rht_block;        /* online input rotation (0: none) */
+    uint64_t rht_seed;
+} kv_wtensor;
+
+typedef struct kv_wmodel {
+    kv_hparams hp;
+    kv_wtensor *t;
+    int64_t n, cap;
+    int untied;               /* output.weight was created from token_embd.weight */
+} kv_wmodel;
+
+kv_wtensor *kv_wmodel_find(kv_wmodel *wm, const char *name);
+/* "blk.%d.<suffix>" of layer l */
+kv_wtensor *kv_wmodel_layer(kv_wmodel *wm, int l, const char *suffix);
+/* Gives tied models their own output.weight (a copy of token_embd) so that the head can change alone. */
+kv_status kv_wmodel_untie(kv_wmodel *wm, kv_error *err);
+
+/* Activation statistics at the inputs of the linears (collected on the unquantized model, quantize.c):
+ * point 0 = attention input (q/k/v), 1 = attention output (o), 2 = MLP input (gate/up), 3 = down input. */
+#define KV_ACT_POINTS 4
+typedef struct kv_act_point {
+    int64_t dim;
+    float *absmax;            /* dim: max |x_j| */
+    double *abssum;           /* dim: Σ |x_j| */
+    int64_t count;            /* tokens seen */
+    float *sample;            /* nsample × dim tokens kept for output-error searches (AWQ) */
+    int64_t nsample;
+} kv_act_point;
+typedef struct kv_act_stats {
+    int n_layer;
+    int64_t max_sample;       /* tokens kept per point */
+    kv_act_point *p;          /* n_layer × KV_ACT_POINTS */
+} kv_act_stats;
+void kv_act_stats_free(kv_act_stats *s);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* transforms (src/transforms)                                                                      */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* QuaRot (quarot.c): fold RMSNorm gains, rotate the residual stream, per-head Hadamard on v/o, online
+ * Hadamard before ffn_down (recorded as rht on ffn_down). */
+kv_status kv_transform_quarot(kv_wmodel *wm, uint64_t seed, kv_error *err);
+/* rht on every linear's input (block, or the largest supported block dividing the row), skipping weights
+ * that already have an online rotation. The embedding is not touched. */
+kv_status kv_transform_rht(kv_wmodel *wm, int32_t block, uint64_t seed, kv_error *err);
+/* SmoothQuant (smooth.c): s_j = max|X_j|^α / max|W_j|^(1−α) folded into attn_norm/ffn_norm. */
+kv_status kv_transform_smoothquant(kv_wmodel *wm, const kv_act_stats *st, float alpha, kv_error *err);
+/* AWQ (awq.c): per input group, grid search of s = mean|x|^α on the output error of the group's linears
+ * quantized with their chosen formats, folded into the previous op; then a clipping search.
+ * fmt_of(name) gives a tensor's format. */
+typedef const kv_format *(*kv_format_of_fn)(void *user, const char *tensor_name);
+kv_status kv_transform_awq(kv_wmodel *wm, const kv_act_stats *st, kv_format_of_fn fmt_of, void *user,
+                           kv_pool *pool, char *summary, size_t summary_len, kv_error *err);
+
+#endif

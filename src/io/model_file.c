@@ -1,0 +1,433 @@
+/* model_file.c — kv_model_open: detects the container (HF directory, GGUF, safetensors, llama2.c), hands it
+ * to its loader, and answers questions about the result (tensors, hparams, totals, fp32 rows). */
+#include "io/model_file.h"
+#include "io/safetensors.h"
+#include <stdio.h>
+#include <sys/stat.h>
+
+static kv_status kv_gguf_model_open(kv_model_file *mf, const char *path, kv_error *err);
+static void kv_gguf_model_close(kv_model_file *mf);
+static const char *kv_gguf_model_meta_string(const kv_model_file *mf, const char *key);
+
+int64_t kv_tensor_nelements(const kv_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->n_dims; i++) n *= t->shape[i];
+    return n;
+}
+
+kv_status kv_mf_add_map(kv_model_file *mf, const char *path, int *index, kv_error *err) {
+    if (mf->n_maps == mf->cap_maps) {
+        int cap = mf->cap_maps ? mf->cap_maps * 2 : 4;
+        kv_mapped *m = realloc(mf->maps, (size_t)cap * sizeof *m);
+        if (!m) return kv_fail(err, KV_ENOMEM, "out of memory");
+        mf->maps = m;
+        mf->cap_maps = cap;
+    }
+    kv_status st = kv_map_file(path, &mf->maps[mf->n_maps], err);
+    if (st) return st;
+    *index = mf->n_maps++;
+    return KV_OK;
+}
+
+kv_tensor *kv_mf_add_tensor(kv_model_file *mf, kv_error *err) {
+    if (mf->n_tensors == mf->cap_tensors) {
+        int64_t cap = mf->cap_tensors ? mf->cap_tensors * 2 : 64;
+        kv_tensor *t = realloc(mf->tensors, (size_t)cap * sizeof *t);
+        if (!t) { kv_fail(err, KV_ENOMEM, "out of memory"); return NULL; }
+        mf->tensors = t;
+        mf->cap_tensors = cap;
+    }
+    kv_tensor *t = &mf->tensors[mf->n_tensors++];
+    memset(t, 0, sizeof *t);
+    return t;
+}
+
+void *kv_mf_alloc(kv_model_file *mf, size_t n, kv_error *err) {
+    if (mf->n_owned == mf->cap_owned) {
+        int cap = mf->cap_owned ? mf->cap_owned * 2 : 16;
+        void **o = realloc(mf->owned, (size_t)cap * sizeof *o);
+        if (!o) { kv_fail(err, KV_ENOMEM, "out of memory"); return NULL; }
+        mf->owned = o;
+        mf->cap_owned = cap;
+    }
+    void *p = kv_malloc_aligned(n, err);
+    if (p) mf->owned[mf->n_owned++] = p;
+    return p;
+}
+
+/* llama2.c checkpoints have no magic: 7 int32 whose values are plausible model sizes. */
+static int looks_like_safetensors(const kv_mapped *m) {
+    return m->size >= 10 && m->data[8] == '{' && kv_rd_u64(m->data) <= m->size - 8;
+}
+
+static kv_status sniff_file(const char *path, kv_file_format *fmt, kv_error *err) {
+    kv_mapped m;
+    kv_status st = kv_map_file(path, &m, err);
+    if (st) return st;
+    size_t len = strlen(path);
+    int st_ext = len > 12 && !strcmp(path + len - 12, ".safetensors");
+    if (m.size >= 4 && !memcmp(m.data, "GGUF", 4)) *fmt = KV_FILE_GGUF;
+    else if (st_ext || looks_like_safetensors(&m)) *fmt = KV_FILE_SAFETENSORS;
+    else if (len > 5 && !strcmp(path + len - 5, ".gguf")) *fmt = KV_FILE_GGUF; /* the reader reports the bad magic */
+    else *fmt = KV_FILE_LLAMA2C;
+    kv_unmap_file(&m);
+    return KV_OK;
+}
+
+void kv_model_close(kv_model_file *mf) {
+    if (!mf) return;
+    if (mf->gguf) kv_gguf_model_close(mf);
+    for (int i = 0; i < mf->n_maps; i++) kv_unmap_file(&mf->maps[i]);
+    for (int i = 0; i < mf->n_owned; i++) kv_free_aligned(mf->owned[i]);
+    free(mf->maps);
+    free(mf->owned);
+    free(mf->tensors);
+    free(mf);
+}
+
+kv_status kv_model_open(const char *path, kv_model_file **out, kv_error *err) {
+    *out = NULL;
+    if (!path || !*path) return kv_fail(err, KV_EINVAL, "empty model path");
+    kv_model_file *mf = kv_calloc(1, sizeof *mf, err);
+    if (!mf) return KV_ENOMEM;
+    if (strlen(path) >= sizeof mf->path) {
+        free(mf);
+        return kv_fail(err, KV_EINVAL, "model path too long");
+    }
+    kv_strlcpy(mf->path, path, sizeof mf->path);
+    mf->hp.bos_id = mf->hp.eos_id = -1;
+    struct stat sb;
+    kv_status st;
+    if (stat(path, &sb) != 0) {
+        st = kv_fail(err, KV_ENOTFOUND, "no such file or directory");
+        kv_error_context(err, path, -1, NULL);
+    } else if (S_ISDIR(sb.st_mode)) {
+        mf->format = KV_FILE_HF;
+        st = kv_hf_open_dir(mf, path, err);
+    } else if ((st = sniff_file(path, &mf->format, err)) == KV_OK) {
+        switch (mf->format) {
+        case KV_FILE_GGUF: st = kv_gguf_model_open(mf, path, err); break;
+        case KV_FILE_SAFETENSORS: st = kv_safetensors_open_file(mf, path, err); break;
+        default: st = kv_llama2c_open_file(mf, path, err); break;
+        }
+    }
+    if (st) {
+        kv_model_close(mf);
+        return st;
+    }
+    *out = mf;
+    return KV_OK;
+}
+
+kv_file_format kv_model_format(const kv_model_file *mf) { return mf->format; }
+
+const char *kv_file_format_name(kv_file_format f) {
+    switch (f) {
+    case KV_FILE_HF: return "hf";
+    case KV_FILE_SAFETENSORS: return "safetensors";
+    case KV_FILE_GGUF: return "gguf";
+    case KV_FILE_LLAMA2C: return "llama2c";
+    default: return "unknown";
+    }
+}
+
+const char *kv_model_path(const kv_model_file *mf) { return mf->path; }
+const kv_hparams *kv_model_hparams(const kv_model_file *mf) { return mf->has_hparams ? &mf->hp : NULL; }
+int64_t kv_model_n_tensors(const kv_model_file *mf) { return mf->n_tensors; }
+
+const kv_tensor *kv_model_tensor(const kv_model_file *mf, int64_t i) {
+    return i >= 0 && i < mf->n_tensors ? &mf->tensors[i] : NULL;
+}
+
+const kv_tensor *kv_model_find(const kv_model_file *mf, const char *canonical_name) {
+    for (int64_t i = 0; i < mf->n_tensors; i++)
+        if (!strcmp(mf->tensors[i].name, canonical_name)) return &mf->tensors[i];
+    return NULL;
+}
+
+kv_tokenizer_source kv_model_tokenizer(const kv_model_file *mf, const char **path) {
+    if (path) *path = mf->tok == KV_TOKSRC_NONE ? NULL : mf->tok_path;
+    return mf->tok;
+}
+
+int64_t kv_model_n_params(const kv_model_file *mf) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < mf->n_tensors; i++) n += kv_tensor_nelements(&mf->tensors[i]);
+    return n;
+}
+
+uint64_t kv_model_n_bytes(const kv_model_file *mf) {
+    uint64_t n = 0;
+    for (int64_t i = 0; i < mf->n_tensors; i++) n += mf->tensors[i].nbytes;
+    return n;
+}
+
+const char *kv_model_meta_string(const kv_model_file *mf, const char *key) {
+    return mf && mf->gguf ? kv_gguf_model_meta_string(mf, key) : NULL;
+}
+
+/* ---- fp32 access ------------------------------------------------------------------------------------ */
+
+kv_status kv_tensor_row_f32(const kv_tensor *t, int64_t row, float *dst, kv_error *err) {
+    int64_t n = t->n_dims ? t->shape[t->n_dims - 1] : 1;
+    int64_t rows = n ? kv_tensor_nelements(t) / n : 0;
+    if (row < 0 || row >= rows) {
+        kv_fail(err, KV_ERANGE, "row %lld out of range (tensor has %lld rows)", (long long)row, (long long)rows);
+        kv_error_context(err, NULL, -1, t->name[0] ? t->name : t->src_name);
+        return KV_ERANGE;
+    }
+    const uint8_t *src = t->data;
+    switch (t->type) {
+    case KV_TYPE_F32: memcpy(dst, src + (size_t)row * (size_t)n * 4, (size_t)n * 4); return KV_OK;
+    case KV_TYPE_F16: kv_fp16_to_fp32_row((const uint16_t *)(const void *)(src + (size_t)row * (size_t)n * 2), dst, (size_t)n); return KV_OK;
+    case KV_TYPE_BF16: kv_bf16_to_fp32_row((const uint16_t *)(const void *)(src + (size_t)row * (size_t)n * 2), dst, (size_t)n); return KV_OK;
+    default: {
+        const kv_type_info *ti = kv_type_get(t->type);
+        kv_fail(err, KV_EUNSUPPORTED, "conversion of type %s to f32 is not supported here", ti ? ti->name : "(kvant format)");
+        kv_error_context(err, NULL, -1, t->name[0] ? t->name : t->src_name);
+        return KV_EUNSUPPORTED;
+    }
+    }
+}
+
+kv_status kv_tensor_to_f32(const kv_tensor *t, float *dst, kv_error *err) {
+    int64_t n = t->n_dims ? t->shape[t->n_dims - 1] : 1;
+    if (n == 0) return KV_OK;
+    int64_t rows = kv_tensor_nelements(t) / n;
+    for (int64_t r = 0; r < rows; r++) {
+        kv_status st = kv_tensor_row_f32(t, r, dst + r * n, err);
+        if (st) return st;
+    }
+    return KV_OK;
+}
+
+/* ---- shape checks against hparams ---------------------------------------------------------------------- */
+
+static kv_status shape_fail(const kv_model_file *mf, const kv_tensor *t, int n_dims, const int64_t *want, kv_error *err) {
+    char got[96], exp[96];
+    int a = snprintf(got, sizeof got, "[");
+    for (int i = 0; i < t->n_dims; i++) a += snprintf(got + a, sizeof got - (size_t)a, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+    snprintf(got + a, sizeof got - (size_t)a, "]");
+    a = snprintf(exp, sizeof exp, "[");
+    for (int i = 0; i < n_dims; i++) a += snprintf(exp + a, sizeof exp - (size_t)a, "%s%lld", i ? ", " : "", (long long)want[i]);
+    snprintf(exp + a, sizeof exp - (size_t)a, "]");
+    kv_fail(err, KV_EFORMAT, "shape %s does not match the hyper-parameters (expected %s)", got, exp);
+    kv_error_context(err, mf->maps && t->file_index < mf->n_maps ? mf->maps[t->file_index].path : mf->path,
+                     (int64_t)t->offset, t->src_name);
+    return KV_EFORMAT;
+}
+
+/* Expected shape of a canonical name; 0 when the name is not a Llama-family tensor kvant knows. */
+static int expected_shape(const kv_hparams *hp, const char *name, int64_t *shape, int *layer) {
+    int64_t q = (int64_t)hp->n_head * hp->head_dim, kv = (int64_t)hp->n_head_kv * hp->head_dim;
+    *layer = -1;
+    if (!strcmp(name, "token_embd.weight") || !strcmp(name, "output.weight")) { shape[0] = hp->n_vocab; shape[1] = hp->n_embd; return 2; }
+    if (!strcmp(name, "output_norm.weight")) { shape[0] = hp->n_embd; return 1; }
+    int l, used = 0;
+    char rest[64];
+    if (strncmp(name, "blk.", 4) || name[4] < '0' || name[4] > '9') return 0;
+    if (sscanf(name, "blk.%d.%63s%n", &l, rest, &used) != 2) return 0;
+    *layer = l;
+    if (!strcmp(rest, "attn_norm.weight") || !strcmp(rest, "ffn_norm.weight")) { shape[0] = hp->n_embd; return 1; }
+    if (!strcmp(rest, "attn_q.weight")) { shape[0] = q; shape[1] = hp->n_embd; return 2; }
+    if (!strcmp(rest, "attn_k.weight") || !strcmp(rest, "attn_v.weight")) { shape[0] = kv; shape[1] = hp->n_embd; return 2; }
+    if (!strcmp(rest, "attn_q.bias")) { shape[0] = q; return 1; }
+    if (!strcmp(rest, "attn_k.bias") || !strcmp(rest, "attn_v.bias")) { shape[0] = kv; return 1; }
+    if (!strcmp(rest, "attn_output.weight")) { shape[0] = hp->n_embd; shape[1] = q; return 2; }
+    if (!strcmp(rest, "ffn_gate.weight") || !strcmp(rest, "ffn_up.weight")) { shape[0] = hp->n_ff; shape[1] = hp->n_embd; return 2; }
+    if (!strcmp(rest, "ffn_down.weight")) { shape[0] = hp->n_embd; shape[1] = hp->n_ff; return 2; }
+    return 0;
+}
+
+static const char *const k_layer_required[] = {
+    "attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
+    "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight",
+    "attn_q.bias", "attn_k.bias", "attn_v.bias", /* only with attn_bias */
+};
+#define KV_N_LAYER_NO_BIAS 9
+
+kv_status kv_mf_check_shapes(const kv_model_file *mf, kv_error *err) {
+    const kv_hparams *hp = &mf->hp;
+    for (int64_t i = 0; i < mf->n_tensors; i++) {
+        const kv_tensor *t = &mf->tensors[i];
+        int64_t want[4];
+        int layer;
+        int nd = t->name[0] ? expected_shape(hp, t->name, want, &layer) : 0;
+        if (!nd) continue;
+        if (layer >= hp->n_layer) {
+            kv_fail(err, KV_EFORMAT, "layer %d is beyond the model's %d layers", layer, hp->n_layer);
+            kv_error_context(err, mf->maps && t->file_index < mf->n_maps ? mf->maps[t->file_index].path : mf->path,
+                             (int64_t)t->offset, t->src_name);
+            return KV_EFORMAT;
+        }
+        int ok = nd == t->n_dims;
+        for (int d = 0; ok && d < nd; d++) ok = t->shape[d] == want[d];
+        if (!ok) return shape_fail(mf, t, nd, want, err);
+    }
+    char name[64];
+    const char *global[] = {"token_embd.weight", "output_norm.weight", "output.weight"};
+    for (size_t g = 0; g < KV_ARRAY_LEN(global); g++) {
+        if (g == 2 && hp->tie_embeddings) continue;
+        if (!kv_model_find(mf, global[g])) {
+            kv_fail(err, KV_ENOTFOUND, "tensor %s is missing%s", global[g],
+                    g == 2 ? " (tie_word_embeddings is false)" : "");
+            kv_error_context(err, mf->path, -1, global[g]);
+            return KV_ENOTFOUND;
+        }
+    }
+    for (int l = 0; l < hp->n_layer; l++)
+        for (size_t k = 0; k < (hp->attn_bias ? KV_ARRAY_LEN(k_layer_required) : KV_N_LAYER_NO_BIAS); k++) {
+            snprintf(name, sizeof name, "blk.%d.%s", l, k_layer_required[k]);
+            if (!kv_model_find(mf, name)) {
+                kv_fail(err, KV_ENOTFOUND, "tensor %s is missing (the model has %d layers)", name, hp->n_layer);
+                kv_error_context(err, mf->path, -1, name);
+                return KV_ENOTFOUND;
+            }
+        }
+    return KV_OK;
+}
+
+/* ---- GGUF models (llama.cpp src/llama-arch.cpp LLM_KV_* key names; convert_hf_to_gguf.py LlamaModel.permute) -- */
+
+/* Optional integer "<arch>.<suffix>"; absent keeps *out. */
+static kv_status gguf_int(const kv_gguf *g, const char *arch, const char *suffix, int32_t *out, kv_error *err) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    if (!kv_gguf_find(g, key)) return KV_OK;
+    int64_t v;
+    kv_status st = kv_gguf_get_i64(g, key, &v, err);
+    if (st) return st;
+    if (v < 0 || v > (1 << 24)) {
+        kv_fail(err, KV_ERANGE, "metadata %s = %lld is out of range", key, (long long)v);
+        kv_error_context(err, kv_gguf_path(g), (int64_t)kv_gguf_find(g, key)->offset, NULL);
+        return KV_ERANGE;
+    }
+    *out = (int32_t)v;
+    return KV_OK;
+}
+
+static kv_status gguf_float(const kv_gguf *g, const char *arch, const char *suffix, float *out, kv_error *err) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    if (!kv_gguf_find(g, key)) return KV_OK;
+    return kv_gguf_get_f32(g, key, out, err);
+}
+
+static int is_llama_family(const char *arch) {
+    return !strcmp(arch, "llama") || !strcmp(arch, "mistral") || !strcmp(arch, "qwen2");
+}
+
+static kv_status gguf_hparams(kv_model_file *mf, kv_gguf *g, kv_error *err) {
+    kv_hparams *hp = &mf->hp;
+    const char *arch = NULL;
+    if (kv_gguf_find(g, "general.architecture")) {
+        kv_status st = kv_gguf_get_str(g, "general.architecture", &arch, err);
+        if (st) return st;
+    }
+    if (!arch) return KV_OK; /* no architecture: tensors only */
+    mf->has_hparams = 1;
+    kv_strlcpy(hp->arch, arch, sizeof hp->arch);
+    hp->rope_theta = 10000.0f;
+    hp->norm_eps = 1e-5f;
+    kv_status st;
+    if ((st = gguf_int(g, arch, "block_count", &hp->n_layer, err)) ||
+        (st = gguf_int(g, arch, "embedding_length", &hp->n_embd, err)) ||
+        (st = gguf_int(g, arch, "feed_forward_length", &hp->n_ff, err)) ||
+        (st = gguf_int(g, arch, "attention.head_count", &hp->n_head, err)) ||
+        (st = gguf_int(g, arch, "context_length", &hp->n_ctx_train, err)) ||
+        (st = gguf_int(g, arch, "vocab_size", &hp->n_vocab, err)) ||
+        (st = gguf_float(g, arch, "rope.freq_base", &hp->rope_theta, err)) ||
+        (st = gguf_float(g, arch, "attention.layer_norm_rms_epsilon", &hp->norm_eps, err)))
+        return st;
+    hp->n_head_kv = hp->n_head;
+    if ((st = gguf_int(g, arch, "attention.head_count_kv", &hp->n_head_kv, err))) return st;
+    if (hp->n_head) hp->head_dim = hp->n_embd / hp->n_head;
+    if ((st = gguf_int(g, arch, "attention.key_length", &hp->head_dim, err))) return st;
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    if (kv_gguf_find(g, key)) {
+        const char *type;
+        if ((st = kv_gguf_get_str(g, key, &type, err))) return st;
+        if (!strcmp(type, "linear")) hp->rope_scaling = KV_ROPE_SCALING_LINEAR;
+        if ((st = gguf_float(g, arch, "rope.scaling.factor", &hp->rope_factor, err))) return st;
+        if ((st = gguf_int(g, arch, "rope.scaling.original_context_length", &hp->rope_orig_ctx, err))) return st;
+    }
+    kv_gguf_value toks;
+    if (!hp->n_vocab && kv_gguf_find(g, "tokenizer.ggml.tokens") && !kv_gguf_get_arr(g, "tokenizer.ggml.tokens", &toks, NULL))
+        hp->n_vocab = toks.n > INT32_MAX ? INT32_MAX : (int32_t)toks.n;
+    const kv_gguf_tensor *emb = kv_gguf_find_tensor(g, "token_embd.weight");
+    if (!hp->n_vocab && emb && emb->n_dims == 2) hp->n_vocab = (int32_t)emb->shape[0];
+    hp->tie_embeddings = kv_gguf_n_tensors(g) > 0 && !kv_gguf_find_tensor(g, "output.weight");
+    hp->attn_bias = kv_gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL || !strcmp(arch, "qwen2");
+    hp->bos_id = hp->eos_id = -1;
+    int64_t id;
+    if (kv_gguf_find(g, "tokenizer.ggml.bos_token_id") && !kv_gguf_get_i64(g, "tokenizer.ggml.bos_token_id", &id, NULL) &&
+        id >= 0 && id <= INT32_MAX)
+        hp->bos_id = (int32_t)id;
+    if (kv_gguf_find(g, "tokenizer.ggml.eos_token_id") && !kv_gguf_get_i64(g, "tokenizer.ggml.eos_token_id", &id, NULL) &&
+        id >= 0 && id <= INT32_MAX)
+        hp->eos_id = (int32_t)id;
+    return KV_OK;
+}
+
+/* llama.cpp permutes q/k rows (weights and biases) of arch "llama" only; qwen2 keeps HF order. */
+static int gguf_needs_unpermute(const kv_hparams *hp, const char *name, int *n_head) {
+    if (strcmp(hp->arch, "llama") || strncmp(name, "blk.", 4)) return 0;
+    const char *rest = strchr(name + 4, '.');
+    if (!rest) return 0;
+    rest++;
+    if (!strcmp(rest, "attn_q.weight") || !strcmp(rest, "attn_q.bias")) { *n_head = hp->n_head; return 1; }
+    if (!strcmp(rest, "attn_k.weight") || !strcmp(rest, "attn_k.bias")) { *n_head = hp->n_head_kv; return 1; }
+    return 0;
+}
+
+static kv_status kv_gguf_model_open(kv_model_file *mf, const char *path, kv_error *err) {
+    kv_gguf *g;
+    kv_status st = kv_gguf_open(path, &g, err);
+    if (st) return st;
+    mf->gguf = g;
+    if ((st = gguf_hparams(mf, g, err))) return st;
+    if (kv_gguf_find(g, "tokenizer.ggml.model")) {
+        mf->tok = KV_TOKSRC_GGUF;
+        kv_strlcpy(mf->tok_path, path, sizeof mf->tok_path);
+    }
+    uint64_t base = kv_gguf_data_offset(g);
+    for (int64_t i = 0; i < kv_gguf_n_tensors(g); i++) {
+        const kv_gguf_tensor *gt = kv_gguf_tensor_at(g, i);
+        kv_tensor *t = kv_mf_add_tensor(mf, err);
+        if (!t) return KV_ENOMEM;
+        kv_strlcpy(t->name, gt->name, sizeof t->name);
+        kv_strlcpy(t->src_name, gt->name, sizeof t->src_name);
+        t->n_dims = gt->n_dims;
+        for (int d = 0; d < 4; d++) t->shape[d] = d < gt->n_dims ? gt->shape[d] : 1;
+        t->type = gt->type;
+        t->offset = base + gt->offset;
+        t->nbytes = gt->nbytes;
+        t->data = gt->data;
+        int n_head;
+        if (mf->has_hparams && gguf_needs_unpermute(&mf->hp, t->name, &n_head) && t->n_dims >= 1 && t->shape[0] > 0) {
+            void *buf = kv_mf_alloc(mf, t->nbytes, err);
+            if (!buf) return KV_ENOMEM;
+            st = kv_permute_qk_from_gguf(t->data, buf, t->shape[0], (size_t)(t->nbytes / (uint64_t)t->shape[0]), n_head, err);
+            if (st) {
+                kv_error_context(err, path, (int64_t)gt->info_offset, t->name);
+                return st;
+            }
+            t->data = buf;
+        }
+    }
+    if (mf->has_hparams && mf->n_tensors > 0 && is_llama_family(mf->hp.arch)) return kv_mf_check_shapes(mf, err);
+    return KV_OK;
+}
+
+static void kv_gguf_model_close(kv_model_file *mf) {
+    kv_gguf_close(mf->gguf);
+    mf->gguf = NULL;
+}
+
+static const char *kv_gguf_model_meta_string(const kv_model_file *mf, const char *key) {
+    const kv_gguf_value *v = kv_gguf_find(mf->gguf, key);
+    const char *s = NULL;
+    if (!v || v->type != KV_GGUF_STRING || kv_gguf_get_str(mf->gguf, key, &s, NULL)) return NULL;
+    return s;
+}

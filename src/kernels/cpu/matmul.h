@@ -1,0 +1,27 @@
+/* matmul.h — CPU kernels of the forward pass (internal): a blocked, threaded fp32 GEMM C = A·Bᵀ whose B
+ * rows are weight rows of any kv_format (dequantized tile by tile into fp32 panels: the "weight seam"), and
+ * the small vector helpers the attention uses. Source: the GotoBLAS/BLIS blocking scheme (packed B
+ * micro-panels kept in L1, A blocks in L2, an MR x NR register micro-kernel). */
+#ifndef KV_KERNELS_CPU_MATMUL_H
+#define KV_KERNELS_CPU_MATMUL_H
+
+#include "core/core.h"
+
+/* C[M×N] = A[M×K] · B[N×K]ᵀ with fp32 B rows (row stride ldb floats); threaded over column tiles of C.
+ * Results are identical for every thread count (each C element is summed in one fixed order). */
+void kv_gemm_f32_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
+                    float *C, int64_t ldc, kv_pool *pool);
+
+/* Name of the micro-kernel compiled in ("avx512", "avx2", "generic"). */
+const char *kv_gemm_kernel_name(void);
+
+/* 1 when OpenBLAS was found at build time; kv_gemm_openblas_nt then runs cblas_sgemm (benchmarks). */
+int kv_have_openblas(void);
+void kv_gemm_openblas_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
+                         int64_t ldb, float *C, int64_t ldc);
+
+/* Dot product and y += a·x over n floats (fixed summation order: results do not depend on threads). */
+float kv_dot_f32(const float *a, const float *b, int64_t n);
+void kv_axpy_f32(float *y, float a, const float *x, int64_t n);
+
+#endif

@@ -1,0 +1,46 @@
+/* model.h — internals of the runnable model (src/model/model.c) and the forward pass (src/model/forward.c),
+ * shared with src/eval. Layout follows llama2.c's run.c: weights struct, run state, then the operations. */
+#ifndef KV_MODEL_MODEL_H
+#define KV_MODEL_MODEL_H
+
+#include "core/core.h"
+
+/* The linears of one decoder block are indexed by kv_linear_id (KV_LINEAR_Q .. KV_LINEAR_DOWN). */
+#define KV_N_BLOCK_LINEARS 7
+
+typedef struct kv_layer {
+    float *attn_norm;                 /* n_embd */
+    float *ffn_norm;                  /* n_embd */
+    kv_weight w[KV_N_BLOCK_LINEARS];
+} kv_layer;
+
+struct kv_model {
+    kv_hparams hp;
+    const kv_model_file *mf;
+    kv_weight tok_embd;               /* n_vocab × n_embd, storage format (row lookup dequantizes) */
+    kv_layer *layers;                 /* n_layer */
+    float *output_norm;               /* n_embd */
+    kv_weight head;                   /* n_vocab × n_embd */
+    int head_tied;                    /* head shares tok_embd's bytes (until output.weight is set) */
+    double *rope_inv_freq;            /* head_dim / 2 inverse frequencies, scaling applied */
+    int act_quant;                    /* simulated activation quantization on */
+    int act_quant_head;
+    kv_format act_fmt;
+};
+
+struct kv_context {
+    const kv_model *m;
+    int32_t n_ctx;
+    float *kcache, *vcache;           /* [n_layer][n_ctx][n_head_kv * head_dim] */
+    kv_forward_hooks hooks;
+    /* scratch for up to cap tokens */
+    int64_t cap;
+    float *x, *xn, *q, *k, *v, *att, *gate, *up, *tin;
+    int nthreads_alloc;
+    float *scores;                    /* nthreads_alloc × n_ctx */
+};
+
+/* Weight of (layer, which), writable. NULL when out of range. */
+kv_weight *kv_model_weight_mut(kv_model *m, int layer, kv_linear_id which);
+
+#endif

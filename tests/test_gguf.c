@@ -1,0 +1,838 @@
+/* test_gguf.c — GGUF v3 reader/writer (src/io/gguf.c, gguf_write.c), q/k permutation (src/io/permute.c):
+ * round trips of every value type, llama.cpp's own files read and re-written byte for byte, and a corpus of
+ * malformed files each rejected with the right status and a message naming the offset or tensor. */
+#include "test.h"
+#include "../src/io/gguf.h"
+#include <stdarg.h>
+
+/* ---- helpers ------------------------------------------------------------------------------------ */
+
+static const char *tmp_path(char *buf, size_t n, const char *name) {
+    snprintf(buf, n, "%s/%s", kv_test_tmpdir(), name);
+    return buf;
+}
+
+/* Bytes of a tensor filled deterministically from a seed. */
+static void fill_bytes(uint8_t *p, size_t n, uint32_t seed) {
+    uint32_t x = seed * 2654435761u + 12345u;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        p[i] = (uint8_t)x;
+    }
+}
+
+typedef struct rows_ctx {
+    const uint8_t *src;
+    size_t row_bytes;
+    int64_t next_row; /* checks the writer asks for rows in order, once each */
+    int calls;
+} rows_ctx;
+
+static kv_status rows_cb(void *ctx, int64_t first_row, int64_t nrows, void *dst, kv_error *err) {
+    rows_ctx *c = ctx;
+    if (first_row != c->next_row) return kv_fail(err, KV_EINVAL, "rows out of order");
+    memcpy(dst, c->src + (size_t)first_row * c->row_bytes, (size_t)nrows * c->row_bytes);
+    c->next_row += nrows;
+    c->calls++;
+    return KV_OK;
+}
+
+static kv_status failing_rows(void *ctx, int64_t first_row, int64_t nrows, void *dst, kv_error *err) {
+    (void)ctx, (void)first_row, (void)nrows, (void)dst;
+    return kv_fail(err, KV_EIO, "producer failed");
+}
+
+static int files_equal(const char *a, const char *b) {
+    size_t na, nb;
+    uint8_t *pa = kv_test_read_file(a, &na), *pb = kv_test_read_file(b, &nb);
+    int eq = pa && pb && na == nb && memcmp(pa, pb, na) == 0;
+    free(pa);
+    free(pb);
+    return eq;
+}
+
+/* Re-writes every key and tensor of g (values copied verbatim) to path. */
+static kv_status rewrite_gguf(const kv_gguf *g, const char *path, kv_error *err) {
+    kv_gguf_writer *w;
+    kv_status st = kv_gguf_writer_create(&w, err);
+    if (st) return st;
+    for (int64_t i = 0; i < kv_gguf_n_kv(g) && !st; i++)
+        st = kv_gguf_writer_add_value(w, kv_gguf_kv_key(g, i), kv_gguf_kv_value(g, i), err);
+    for (int64_t i = 0; i < kv_gguf_n_tensors(g) && !st; i++) {
+        const kv_gguf_tensor *t = kv_gguf_tensor_at(g, i);
+        st = kv_gguf_writer_add_tensor(w, t->name, t->n_dims, t->shape, t->type, t->data, err);
+    }
+    if (!st) st = kv_gguf_writer_write(w, path, NULL, err);
+    kv_gguf_writer_free(w);
+    return st;
+}
+
+/* ---- round trip of every value type ------------------------------------------------------------- */
+
+static const char *const k_utf8[] = {"", "plain", "héllo wörld", "日本語テキスト", "emoji 🦙 llama", "tab\tnewline\n"};
+
+static void roundtrip_with_alignment(kv_test_ctx *T, uint32_t alignment) {
+    kv_error err;
+    kv_error_clear(&err);
+    char path[600], path2[600];
+    tmp_path(path, sizeof path, "rt.gguf");
+    tmp_path(path2, sizeof path2, "rt2.gguf");
+
+    /* tensors: plain, fp16, bf16, quantized (opaque bytes), 1..4 dims, one streamed */
+    static const int64_t s_f32[2] = {3, 5}, s_f16[1] = {7}, s_bf16[3] = {2, 3, 4}, s_q80[2] = {4, 64},
+                         s_q4k[4] = {1, 2, 1, 256}, s_stream[2] = {300, 32};
+    size_t n_f32 = 3 * 5 * 4, n_f16 = 7 * 2, n_bf16 = 24 * 2, n_q80 = 4 * 2 * 34, n_q4k = 2 * 144, n_stream = 300 * 32 * 4;
+    uint8_t *b_f32 = malloc(n_f32), *b_f16 = malloc(n_f16), *b_bf16 = malloc(n_bf16), *b_q80 = malloc(n_q80),
+            *b_q4k = malloc(n_q4k), *b_stream = malloc(n_stream);
+    REQUIRE(b_f32 && b_f16 && b_bf16 && b_q80 && b_q4k && b_stream);
+    fill_bytes(b_f32, n_f32, 1), fill_bytes(b_f16, n_f16, 2), fill_bytes(b_bf16, n_bf16, 3);
+    fill_bytes(b_q80, n_q80, 4), fill_bytes(b_q4k, n_q4k, 5), fill_bytes(b_stream, n_stream, 6);
+    rows_ctx rc = {b_stream, 32 * 4, 0, 0};
+
+    kv_gguf_writer *w;
+    REQUIRE_OK(kv_gguf_writer_create(&w, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_str(w, "general.architecture", "llama", &err), &err);
+    if (alignment != KV_GGUF_DEFAULT_ALIGNMENT) CHECK_OK(kv_gguf_writer_add_u32(w, "general.alignment", alignment, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_u8(w, "t.u8", 200, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_i8(w, "t.i8", -100, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_u16(w, "t.u16", 65000, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_i16(w, "t.i16", -32000, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_u32(w, "t.u32", 4000000000u, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_i32(w, "t.i32", -2000000000, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_u64(w, "t.u64", UINT64_MAX - 5, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_i64(w, "t.i64", INT64_MIN + 7, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_f32(w, "t.f32", 1e-5f, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_f64(w, "t.f64", -3.141592653589793, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_bool(w, "t.bool", 1, &err), &err);
+    for (size_t i = 0; i < KV_ARRAY_LEN(k_utf8); i++) {
+        char key[32];
+        snprintf(key, sizeof key, "t.str%zu", i);
+        CHECK_OK(kv_gguf_writer_add_str(w, key, k_utf8[i], &err), &err);
+    }
+    CHECK_OK(kv_gguf_writer_add_strn(w, "t.str_nul", "a\0b", 3, &err), &err);
+    const int32_t ai32[5] = {-1, 0, 1, INT32_MAX, INT32_MIN};
+    const float af32[3] = {0.5f, -2.0f, 1e30f};
+    const uint8_t abool[4] = {1, 0, 0, 1};
+    const uint64_t au64[2] = {0, UINT64_MAX};
+    const double af64[2] = {1.0 / 3, -0.0};
+    CHECK_OK(kv_gguf_writer_add_arr(w, "a.i32", KV_GGUF_I32, ai32, 5, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_arr(w, "a.f32", KV_GGUF_F32, af32, 3, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_arr(w, "a.bool", KV_GGUF_BOOL, abool, 4, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_arr(w, "a.u64", KV_GGUF_U64, au64, 2, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_arr(w, "a.f64", KV_GGUF_F64, af64, 2, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_arr(w, "a.empty_u8", KV_GGUF_U8, NULL, 0, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_arr_str(w, "a.str", k_utf8, NULL, KV_ARRAY_LEN(k_utf8), &err), &err);
+    CHECK_OK(kv_gguf_writer_add_arr_str(w, "a.empty_str", NULL, NULL, 0, &err), &err);
+    /* nested: [[1,2,3],[],[-4]] of i32, [["x","yz"],[]] of strings, and three levels [[[7]]] */
+    CHECK_OK(kv_gguf_writer_begin_array(w, "n.i32", KV_GGUF_ARRAY, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_arr(w, NULL, KV_GGUF_I32, ai32, 3, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_arr(w, NULL, KV_GGUF_I32, NULL, 0, &err), &err);
+    CHECK_OK(kv_gguf_writer_begin_array(w, NULL, KV_GGUF_I32, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_i32(w, NULL, -4, &err), &err);
+    CHECK_OK(kv_gguf_writer_end_array(w, &err), &err);
+    CHECK_OK(kv_gguf_writer_end_array(w, &err), &err);
+    const char *xs[2] = {"x", "yz"};
+    CHECK_OK(kv_gguf_writer_begin_array(w, "n.str", KV_GGUF_ARRAY, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_arr_str(w, NULL, xs, NULL, 2, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_arr_str(w, NULL, NULL, NULL, 0, &err), &err);
+    CHECK_OK(kv_gguf_writer_end_array(w, &err), &err);
+    CHECK_OK(kv_gguf_writer_begin_array(w, "n.deep", KV_GGUF_ARRAY, &err), &err);
+    CHECK_OK(kv_gguf_writer_begin_array(w, NULL, KV_GGUF_ARRAY, &err), &err);
+    CHECK_OK(kv_gguf_writer_begin_array(w, NULL, KV_GGUF_U16, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_u16(w, NULL, 7, &err), &err);
+    CHECK_OK(kv_gguf_writer_end_array(w, &err), &err);
+    CHECK_OK(kv_gguf_writer_end_array(w, &err), &err);
+    CHECK_OK(kv_gguf_writer_end_array(w, &err), &err);
+
+    CHECK_OK(kv_gguf_writer_add_tensor(w, "t.f32", 2, s_f32, KV_TYPE_F32, b_f32, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_tensor(w, "t.f16", 1, s_f16, KV_TYPE_F16, b_f16, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_tensor(w, "t.bf16", 3, s_bf16, KV_TYPE_BF16, b_bf16, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_tensor(w, "t.q8_0", 2, s_q80, KV_TYPE_Q8_0, b_q80, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_tensor(w, "t.q4_k", 4, s_q4k, KV_TYPE_Q4_K, b_q4k, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_tensor_fn(w, "t.stream", 2, s_stream, KV_TYPE_F32, rows_cb, &rc, &err), &err);
+    REQUIRE_OK(kv_gguf_writer_write(w, path, NULL, &err), &err);
+    kv_gguf_writer_free(w);
+    CHECK_EQ_INT(rc.next_row, 300);
+
+    kv_gguf *g;
+    REQUIRE_OK(kv_gguf_open(path, &g, &err), &err);
+    CHECK_EQ_INT(kv_gguf_version(g), 3);
+    CHECK_EQ_INT(kv_gguf_alignment(g), alignment);
+    CHECK_EQ_INT(kv_gguf_data_offset(g) % alignment, 0);
+    uint32_t u32;
+    int32_t i32;
+    uint64_t u64;
+    int64_t i64;
+    float f32;
+    double f64;
+    int b;
+    const char *s;
+    CHECK_OK(kv_gguf_get_u32(g, "t.u8", &u32, &err), &err);
+    CHECK_EQ_INT(u32, 200);
+    CHECK_OK(kv_gguf_get_i32(g, "t.i8", &i32, &err), &err);
+    CHECK_EQ_INT(i32, -100);
+    CHECK_OK(kv_gguf_get_u32(g, "t.u16", &u32, &err), &err);
+    CHECK_EQ_INT(u32, 65000);
+    CHECK_OK(kv_gguf_get_i32(g, "t.i16", &i32, &err), &err);
+    CHECK_EQ_INT(i32, -32000);
+    CHECK_OK(kv_gguf_get_u32(g, "t.u32", &u32, &err), &err);
+    CHECK(u32 == 4000000000u);
+    CHECK_OK(kv_gguf_get_i32(g, "t.i32", &i32, &err), &err);
+    CHECK_EQ_INT(i32, -2000000000);
+    CHECK_OK(kv_gguf_get_u64(g, "t.u64", &u64, &err), &err);
+    CHECK(u64 == UINT64_MAX - 5);
+    CHECK_OK(kv_gguf_get_i64(g, "t.i64", &i64, &err), &err);
+    CHECK(i64 == INT64_MIN + 7);
+    CHECK_OK(kv_gguf_get_f32(g, "t.f32", &f32, &err), &err);
+    CHECK(f32 == 1e-5f);
+    CHECK_OK(kv_gguf_get_f64(g, "t.f64", &f64, &err), &err);
+    CHECK(f64 == -3.141592653589793);
+    CHECK_OK(kv_gguf_get_bool(g, "t.bool", &b, &err), &err);
+    CHECK_EQ_INT(b, 1);
+    for (size_t i = 0; i < KV_ARRAY_LEN(k_utf8); i++) {
+        char key[32];
+        snprintf(key, sizeof key, "t.str%zu", i);
+        CHECK_OK(kv_gguf_get_str(g, key, &s, &err), &err);
+        CHECK_STR(s, k_utf8[i]);
+    }
+    const kv_gguf_value *nul = kv_gguf_find(g, "t.str_nul");
+    REQUIRE(nul && nul->type == KV_GGUF_STRING && nul->n == 3);
+    CHECK(memcmp(nul->data, "a\0b", 3) == 0);
+    /* conversions that must fail */
+    CHECK_EQ_INT(kv_gguf_get_u32(g, "t.i32", &u32, &err), KV_ERANGE);
+    CHECK(strstr(err.message, "t.i32") != NULL);
+    CHECK_EQ_INT(kv_gguf_get_i32(g, "t.u32", &i32, &err), KV_ERANGE);
+    CHECK_EQ_INT(kv_gguf_get_i64(g, "t.u64", &i64, &err), KV_ERANGE);
+    CHECK_EQ_INT(kv_gguf_get_u32(g, "t.str1", &u32, &err), KV_EFORMAT);
+    CHECK_EQ_INT(kv_gguf_get_f32(g, "t.u32", &f32, &err), KV_EFORMAT);
+    CHECK_EQ_INT(kv_gguf_get_str(g, "t.u8", &s, &err), KV_EFORMAT);
+    CHECK_EQ_INT(kv_gguf_get_u32(g, "no.such.key", &u32, &err), KV_ENOTFOUND);
+    CHECK(strstr(err.message, "no.such.key") != NULL);
+
+    kv_gguf_value arr, e;
+    REQUIRE_OK(kv_gguf_get_arr(g, "a.i32", &arr, &err), &err);
+    CHECK_EQ_INT(arr.elem_type, KV_GGUF_I32);
+    REQUIRE(arr.n == 5);
+    for (uint64_t i = 0; i < 5; i++) {
+        CHECK_OK(kv_gguf_arr_get(&arr, i, &e, &err), &err);
+        CHECK_OK(kv_gguf_value_i64(&e, &i64, &err), &err);
+        CHECK_EQ_INT(i64, ai32[i]);
+    }
+    CHECK_EQ_INT(kv_gguf_arr_get(&arr, 5, &e, &err), KV_ERANGE);
+    REQUIRE_OK(kv_gguf_get_arr(g, "a.f32", &arr, &err), &err);
+    REQUIRE(arr.n == 3);
+    CHECK(memcmp(arr.data, af32, sizeof af32) == 0);
+    REQUIRE_OK(kv_gguf_get_arr(g, "a.bool", &arr, &err), &err);
+    CHECK(arr.n == 4 && arr.elem_type == KV_GGUF_BOOL && memcmp(arr.data, abool, 4) == 0);
+    REQUIRE_OK(kv_gguf_get_arr(g, "a.u64", &arr, &err), &err);
+    CHECK(arr.n == 2 && memcmp(arr.data, au64, sizeof au64) == 0);
+    REQUIRE_OK(kv_gguf_get_arr(g, "a.f64", &arr, &err), &err);
+    REQUIRE(arr.n == 2);
+    CHECK_OK(kv_gguf_arr_get(&arr, 0, &e, &err), &err);
+    CHECK_OK(kv_gguf_value_f64(&e, &f64, &err), &err);
+    CHECK(f64 == 1.0 / 3);
+    REQUIRE_OK(kv_gguf_get_arr(g, "a.empty_u8", &arr, &err), &err);
+    CHECK(arr.n == 0 && arr.elem_type == KV_GGUF_U8);
+    REQUIRE_OK(kv_gguf_get_arr(g, "a.empty_str", &arr, &err), &err);
+    CHECK(arr.n == 0 && arr.elem_type == KV_GGUF_STRING);
+    REQUIRE_OK(kv_gguf_get_arr(g, "a.str", &arr, &err), &err);
+    REQUIRE(arr.n == KV_ARRAY_LEN(k_utf8));
+    for (uint64_t i = 0; i < arr.n; i++) {
+        CHECK_OK(kv_gguf_arr_get(&arr, i, &e, &err), &err);
+        CHECK(e.type == KV_GGUF_STRING && e.n == strlen(k_utf8[i]) && memcmp(e.data, k_utf8[i], e.n) == 0);
+    }
+    REQUIRE_OK(kv_gguf_get_arr(g, "n.i32", &arr, &err), &err);
+    REQUIRE(arr.n == 3 && arr.elem_type == KV_GGUF_ARRAY);
+    kv_gguf_value sub;
+    CHECK_OK(kv_gguf_arr_get(&arr, 0, &sub, &err), &err);
+    CHECK(sub.type == KV_GGUF_ARRAY && sub.elem_type == KV_GGUF_I32 && sub.n == 3 && !memcmp(sub.data, ai32, 12));
+    CHECK_OK(kv_gguf_arr_get(&arr, 1, &sub, &err), &err);
+    CHECK(sub.n == 0);
+    CHECK_OK(kv_gguf_arr_get(&arr, 2, &sub, &err), &err);
+    CHECK(sub.n == 1 && (int32_t)kv_rd_u32(sub.data) == -4);
+    REQUIRE_OK(kv_gguf_get_arr(g, "n.str", &arr, &err), &err);
+    REQUIRE(arr.n == 2);
+    CHECK_OK(kv_gguf_arr_get(&arr, 0, &sub, &err), &err);
+    REQUIRE(sub.n == 2 && sub.elem_type == KV_GGUF_STRING);
+    CHECK_OK(kv_gguf_arr_get(&sub, 1, &e, &err), &err);
+    CHECK(e.n == 2 && !memcmp(e.data, "yz", 2));
+    REQUIRE_OK(kv_gguf_get_arr(g, "n.deep", &arr, &err), &err);
+    REQUIRE_OK(kv_gguf_arr_get(&arr, 0, &sub, &err), &err);
+    REQUIRE_OK(kv_gguf_arr_get(&sub, 0, &e, &err), &err);
+    REQUIRE(e.type == KV_GGUF_ARRAY && e.elem_type == KV_GGUF_U16 && e.n == 1);
+    CHECK_EQ_INT(kv_rd_u16(e.data), 7);
+
+    REQUIRE(kv_gguf_n_tensors(g) == 6);
+    const struct { const char *name; const uint8_t *bytes; size_t n; int nd; const int64_t *shape; uint32_t type; } want[] = {
+        {"t.f32", b_f32, n_f32, 2, s_f32, KV_TYPE_F32},     {"t.f16", b_f16, n_f16, 1, s_f16, KV_TYPE_F16},
+        {"t.bf16", b_bf16, n_bf16, 3, s_bf16, KV_TYPE_BF16}, {"t.q8_0", b_q80, n_q80, 2, s_q80, KV_TYPE_Q8_0},
+        {"t.q4_k", b_q4k, n_q4k, 4, s_q4k, KV_TYPE_Q4_K},   {"t.stream", b_stream, n_stream, 2, s_stream, KV_TYPE_F32},
+    };
+    size_t fsize;
+    const uint8_t *base = kv_gguf_bytes(g, &fsize);
+    for (int i = 0; i < 6; i++) {
+        const kv_gguf_tensor *t = kv_gguf_tensor_at(g, i);
+        CHECK_STR(t->name, want[i].name);
+        CHECK(kv_gguf_find_tensor(g, want[i].name) == t);
+        CHECK_EQ_INT(t->n_dims, want[i].nd);
+        for (int d = 0; d < t->n_dims; d++) CHECK_EQ_INT(t->shape[d], want[i].shape[d]);
+        CHECK_EQ_INT(t->type, want[i].type);
+        CHECK_EQ_INT(t->nbytes, want[i].n);
+        CHECK_EQ_INT(t->offset % alignment, 0);
+        CHECK((const uint8_t *)t->data == base + kv_gguf_data_offset(g) + t->offset);
+        CHECK(memcmp(t->data, want[i].bytes, want[i].n) == 0);
+    }
+    CHECK(kv_gguf_find_tensor(g, "nope") == NULL);
+    /* every tensor (the last one too) is padded: the file ends on the alignment */
+    CHECK_EQ_INT(fsize % alignment, 0);
+    /* re-writing what was read gives the same bytes */
+    REQUIRE_OK(rewrite_gguf(g, path2, &err), &err);
+    CHECK(files_equal(path, path2));
+    kv_gguf_close(g);
+    free(b_f32), free(b_f16), free(b_bf16), free(b_q80), free(b_q4k), free(b_stream);
+}
+
+KV_TEST(gguf_roundtrip_all_value_types_align32) { roundtrip_with_alignment(T, 32); }
+KV_TEST(gguf_roundtrip_all_value_types_align64) { roundtrip_with_alignment(T, 64); }
+
+KV_TEST(gguf_writer_rejects_misuse) {
+    kv_error err;
+    kv_error_clear(&err);
+    char path[600];
+    tmp_path(path, sizeof path, "bad.gguf");
+    kv_gguf_writer *w;
+    REQUIRE_OK(kv_gguf_writer_create(&w, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_u32(w, "k", 1, &err), &err);
+    CHECK_EQ_INT(kv_gguf_writer_add_u32(w, "k", 2, &err), KV_EINVAL);
+    CHECK(strstr(err.message, "duplicate") != NULL);
+    CHECK_EQ_INT(kv_gguf_writer_add_u32(w, "general.alignment", 48, &err), KV_EINVAL);
+    CHECK_EQ_INT(kv_gguf_writer_add_u32(w, "general.alignment", 0, &err), KV_EINVAL);
+    CHECK_EQ_INT(kv_gguf_writer_add_u64(w, "general.alignment", 64, &err), KV_EINVAL);
+    CHECK_EQ_INT(kv_gguf_writer_add_u32(w, NULL, 1, &err), KV_EINVAL);
+    int64_t shape[2] = {2, 32};
+    float data[64] = {0};
+    char long_name[80];
+    memset(long_name, 'x', 64);
+    long_name[64] = 0;
+    CHECK_EQ_INT(kv_gguf_writer_add_tensor(w, long_name, 2, shape, KV_TYPE_F32, data, &err), KV_EINVAL);
+    long_name[63] = 0; /* 63 bytes is the longest llama.cpp accepts */
+    CHECK_OK(kv_gguf_writer_add_tensor(w, long_name, 2, shape, KV_TYPE_F32, data, &err), &err);
+    CHECK_EQ_INT(kv_gguf_writer_add_tensor(w, long_name, 2, shape, KV_TYPE_F32, data, &err), KV_EINVAL);
+    int64_t odd[2] = {2, 31};
+    CHECK_EQ_INT(kv_gguf_writer_add_tensor(w, "q", 2, odd, KV_TYPE_Q8_0, data, &err), KV_EINVAL);
+    CHECK_STR(err.tensor, "q");
+    CHECK_EQ_INT(kv_gguf_writer_add_tensor(w, "u", 2, shape, 4, data, &err), KV_EINVAL); /* removed ggml id */
+    CHECK_EQ_INT(kv_gguf_writer_add_tensor(w, "k5", 5, shape, KV_TYPE_F32, data, &err), KV_EINVAL);
+    CHECK_EQ_INT(kv_gguf_writer_add_tensor(w, "kv", 2, shape, KV_TYPE_KVANT_BASE, data, &err), KV_EINVAL);
+    CHECK(strstr(err.message, "kvant.tensor.kv.format") != NULL);
+    /* arrays: element type enforced, keys refused inside, open arrays refused at write */
+    CHECK_OK(kv_gguf_writer_begin_array(w, "arr", KV_GGUF_I32, &err), &err);
+    CHECK_EQ_INT(kv_gguf_writer_add_u32(w, NULL, 1, &err), KV_EINVAL);
+    CHECK_EQ_INT(kv_gguf_writer_add_i32(w, "x", 1, &err), KV_EINVAL);
+    CHECK_EQ_INT(kv_gguf_writer_write(w, path, NULL, &err), KV_EINVAL);
+    CHECK(!kv_test_exists(path));
+    CHECK_OK(kv_gguf_writer_end_array(w, &err), &err);
+    CHECK_EQ_INT(kv_gguf_writer_end_array(w, &err), KV_EINVAL);
+    /* a failing producer leaves no output file */
+    CHECK_OK(kv_gguf_writer_add_tensor_fn(w, "late", 2, shape, KV_TYPE_F32, failing_rows, NULL, &err), &err);
+    CHECK_EQ_INT(kv_gguf_writer_write(w, path, NULL, &err), KV_EIO);
+    CHECK_STR(err.tensor, "late");
+    CHECK(!kv_test_exists(path));
+    kv_gguf_writer_free(w);
+}
+
+/* ---- llama.cpp's own files ---------------------------------------------------------------------- */
+
+KV_TEST(gguf_reads_llama_cpp_proxy_model) {
+    char path[600];
+    kv_test_shared(path, sizeof path, "models/proxy-27m-gguf/proxy-27m-bf16.gguf");
+    if (!kv_test_exists(path)) SKIP("shared file missing: %.200s", path);
+    kv_error err;
+    kv_gguf *g;
+    REQUIRE_OK(kv_gguf_open(path, &g, &err), &err);
+    CHECK_EQ_INT(kv_gguf_version(g), 3);
+    CHECK_EQ_INT(kv_gguf_alignment(g), 32);
+    CHECK_EQ_INT(kv_gguf_n_tensors(g), 57);
+    const char *s;
+    uint32_t u;
+    float f;
+    CHECK_OK(kv_gguf_get_str(g, "general.architecture", &s, &err), &err);
+    CHECK_STR(s, "llama");
+    CHECK_OK(kv_gguf_get_str(g, "tokenizer.ggml.model", &s, &err), &err);
+    CHECK_STR(s, "llama");
+    CHECK_OK(kv_gguf_get_u32(g, "llama.block_count", &u, &err), &err);
+    CHECK_EQ_INT(u, 6);
+    CHECK_OK(kv_gguf_get_u32(g, "llama.embedding_length", &u, &err), &err);
+    CHECK_EQ_INT(u, 512);
+    CHECK_OK(kv_gguf_get_u32(g, "llama.attention.head_count_kv", &u, &err), &err);
+    CHECK_EQ_INT(u, 4);
+    CHECK_OK(kv_gguf_get_u32(g, "llama.feed_forward_length", &u, &err), &err);
+    CHECK_EQ_INT(u, 1536);
+    CHECK_OK(kv_gguf_get_f32(g, "llama.rope.freq_base", &f, &err), &err);
+    CHECK(f == 10000.0f);
+    CHECK_OK(kv_gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &f, &err), &err);
+    CHECK(f == 1e-5f);
+    kv_gguf_value toks, e;
+    REQUIRE_OK(kv_gguf_get_arr(g, "tokenizer.ggml.tokens", &toks, &err), &err);
+    CHECK_EQ_INT(toks.n, 8192);
+    REQUIRE_OK(kv_gguf_arr_get(&toks, 1, &e, &err), &err);
+    CHECK(e.n == 3 && !memcmp(e.data, "<s>", 3));
+    REQUIRE_OK(kv_gguf_get_arr(g, "tokenizer.ggml.token_type", &toks, &err), &err);
+    CHECK(toks.n == 8192 && toks.elem_type == KV_GGUF_I32);
+    const kv_gguf_tensor *t = kv_gguf_find_tensor(g, "token_embd.weight");
+    REQUIRE(t);
+    CHECK(t->n_dims == 2 && t->shape[0] == 8192 && t->shape[1] == 512 && t->type == KV_TYPE_BF16);
+    CHECK_EQ_INT(t->nbytes, 8192 * 512 * 2);
+    t = kv_gguf_find_tensor(g, "blk.3.attn_k.weight");
+    REQUIRE(t);
+    CHECK(t->shape[0] == 256 && t->shape[1] == 512);
+    t = kv_gguf_find_tensor(g, "output_norm.weight");
+    REQUIRE(t);
+    CHECK(t->n_dims == 1 && t->shape[0] == 512 && t->type == KV_TYPE_F32);
+    kv_gguf_close(g);
+}
+
+KV_TEST(gguf_rewrite_of_llama_cpp_file_is_byte_identical) {
+    char path[600], out[600];
+    kv_test_shared(path, sizeof path, "models/proxy-27m-gguf/proxy-27m-bf16.gguf");
+    if (!kv_test_exists(path)) SKIP("shared file missing: %.200s", path);
+    tmp_path(out, sizeof out, "proxy-rewritten.gguf");
+    kv_error err;
+    kv_gguf *g;
+    REQUIRE_OK(kv_gguf_open(path, &g, &err), &err);
+    REQUIRE_OK(rewrite_gguf(g, out, &err), &err);
+    kv_gguf_close(g);
+    CHECK(files_equal(path, out));
+}
+
+KV_TEST(gguf_reads_vocab_only_files) {
+    static const struct { const char *file, *model, *tok1; uint64_t n_tokens; int has_merges; } files[] = {
+        {"tokenizers/ggml-vocab-llama-spm.gguf", "llama", "<s>", 32000, 0},
+        {"tokenizers/ggml-vocab-llama-bpe.gguf", "gpt2", "\"", 128256, 1},
+        {"tokenizers/ggml-vocab-qwen2.gguf", "gpt2", "\"", 151936, 1},
+        {"tokenizers/ggml-vocab-gpt-2.gguf", "gpt2", "\"", 50257, 1},
+    };
+    for (size_t i = 0; i < KV_ARRAY_LEN(files); i++) {
+        char path[600];
+        kv_test_shared(path, sizeof path, files[i].file);
+        if (!kv_test_exists(path)) SKIP("shared file missing: %.200s", path);
+        kv_error err;
+        kv_gguf *g;
+        REQUIRE_OK(kv_gguf_open(path, &g, &err), &err);
+        CHECK_EQ_INT(kv_gguf_n_tensors(g), 0);
+        const char *s;
+        CHECK_OK(kv_gguf_get_str(g, "tokenizer.ggml.model", &s, &err), &err);
+        CHECK_STR(s, files[i].model);
+        kv_gguf_value toks, types, e;
+        REQUIRE_OK(kv_gguf_get_arr(g, "tokenizer.ggml.tokens", &toks, &err), &err);
+        CHECK_EQ_INT(toks.n, files[i].n_tokens);
+        REQUIRE_OK(kv_gguf_arr_get(&toks, 1, &e, &err), &err);
+        CHECK(e.n == strlen(files[i].tok1) && !memcmp(e.data, files[i].tok1, e.n));
+        /* the last token's bytes end inside the file */
+        size_t fsize;
+        const uint8_t *base = kv_gguf_bytes(g, &fsize);
+        REQUIRE_OK(kv_gguf_arr_get(&toks, toks.n - 1, &e, &err), &err);
+        CHECK((const uint8_t *)e.data + e.n <= base + fsize && e.offset + 8 + e.n <= fsize);
+        REQUIRE_OK(kv_gguf_get_arr(g, "tokenizer.ggml.token_type", &types, &err), &err);
+        CHECK_EQ_INT(types.n, toks.n);
+        CHECK_EQ_INT(kv_gguf_find_key(g, "tokenizer.ggml.merges") >= 0, files[i].has_merges);
+        kv_gguf_close(g);
+    }
+}
+
+/* ---- q/k permutation ---------------------------------------------------------------------------- */
+
+KV_TEST(permute_qk_matches_llama_cpp_and_inverts) {
+    kv_error err;
+    /* one head of 4 rows: HF (rotate-half) rows 0 1 | 2 3 pair as (0,2) (1,3): GGUF order 0 2 1 3 */
+    const int32_t hf[8] = {0, 1, 2, 3, 10, 11, 12, 13};
+    int32_t gg[8], back[8];
+    REQUIRE_OK(kv_permute_qk_to_gguf(hf, gg, 8, sizeof(int32_t), 2, &err), &err);
+    const int32_t want[8] = {0, 2, 1, 3, 10, 12, 11, 13};
+    CHECK(memcmp(gg, want, sizeof want) == 0);
+    REQUIRE_OK(kv_permute_qk_from_gguf(gg, back, 8, sizeof(int32_t), 2, &err), &err);
+    CHECK(memcmp(back, hf, sizeof hf) == 0);
+    /* rows of several bytes, 3 heads of 6 */
+    uint8_t src[18 * 5], mid[18 * 5], out[18 * 5];
+    fill_bytes(src, sizeof src, 9);
+    REQUIRE_OK(kv_permute_qk_to_gguf(src, mid, 18, 5, 3, &err), &err);
+    REQUIRE_OK(kv_permute_qk_from_gguf(mid, out, 18, 5, 3, &err), &err);
+    CHECK(memcmp(src, out, sizeof src) == 0);
+    CHECK(memcmp(mid + 5 * 1, src + 5 * 3, 5) == 0); /* GGUF row 1 = HF row hd/2 = 3 */
+    CHECK_EQ_INT(kv_permute_qk_to_gguf(src, mid, 18, 5, 4, &err), KV_EINVAL);
+    CHECK_EQ_INT(kv_permute_qk_to_gguf(src, mid, 15, 5, 3, &err), KV_EINVAL);
+}
+
+/* ---- malformed files ---------------------------------------------------------------------------- */
+
+/* A tiny GGUF assembled field by field so that each field can be broken on purpose. */
+typedef struct mk_opts {
+    const char *magic;
+    uint32_t version;
+    int64_t n_tensors, n_kv;        /* -1: the real counts */
+    uint32_t name_type;             /* type field of general.name (STRING) */
+    uint64_t name_len_extra;        /* added to general.name's declared length */
+    uint32_t arr_elem;              /* element type of a.arr (U8) */
+    uint64_t arr_count;             /* declared count of a.arr (3) */
+    int nest;                       /* extra nesting levels around a.arr */
+    int align_kind;                 /* 0 none, 1 u32, 2 u64 */
+    uint32_t align;
+    int dup_key;
+    const char *t0_name, *t1_name;
+    uint32_t t0_ndims;
+    uint64_t t0_dims[5];
+    uint32_t t0_type;
+    uint64_t t0_off, t1_off;
+    int64_t truncate;               /* bytes kept (-1: all) */
+} mk_opts;
+
+typedef struct mk_buf {
+    uint8_t b[8192];
+    size_t n;
+} mk_buf;
+
+static void mk_put(mk_buf *m, const void *p, size_t n) {
+    if (m->n + n <= sizeof m->b) memcpy(m->b + m->n, p, n);
+    m->n += n;
+}
+static void mk_u32(mk_buf *m, uint32_t v) { mk_put(m, &v, 4); }
+static void mk_u64(mk_buf *m, uint64_t v) { mk_put(m, &v, 8); }
+static void mk_str(mk_buf *m, const char *s) { mk_u64(m, strlen(s)); mk_put(m, s, strlen(s)); }
+
+static mk_opts mk_defaults(void) {
+    mk_opts o;
+    memset(&o, 0, sizeof o);
+    o.magic = "GGUF";
+    o.version = 3;
+    o.n_tensors = o.n_kv = -1;
+    o.name_type = KV_GGUF_STRING;
+    o.arr_elem = KV_GGUF_U8;
+    o.arr_count = 3;
+    o.t0_name = "t0";
+    o.t1_name = "t1";
+    o.t0_ndims = 2;
+    o.t0_dims[0] = 8, o.t0_dims[1] = 2; /* ne0 = 8 innermost */
+    o.t0_type = KV_TYPE_F32;
+    o.t0_off = 0;
+    o.t1_off = 64;
+    o.truncate = -1;
+    return o;
+}
+
+/* Builds the file: 2 tensors (t0 f32 [2][8] = 64 bytes, t1 f32 [4] = 16 bytes). */
+static void mk_build(const mk_opts *o, mk_buf *m) {
+    m->n = 0;
+    uint32_t align = o->align_kind ? o->align : 32;
+    int n_kv = 2 + (o->align_kind != 0) + (o->dup_key != 0);
+    mk_put(m, o->magic, 4);
+    mk_u32(m, o->version);
+    mk_u64(m, o->n_tensors >= 0 ? (uint64_t)o->n_tensors : 2);
+    mk_u64(m, o->n_kv >= 0 ? (uint64_t)o->n_kv : (uint64_t)n_kv);
+    mk_str(m, "general.name");
+    mk_u32(m, o->name_type);
+    mk_u64(m, 4 + o->name_len_extra);
+    mk_put(m, "tiny", 4);
+    mk_str(m, "a.arr");
+    mk_u32(m, KV_GGUF_ARRAY);
+    for (int d = 0; d < o->nest; d++) {
+        mk_u32(m, KV_GGUF_ARRAY);
+        mk_u64(m, 1);
+    }
+    mk_u32(m, o->arr_elem);
+    mk_u64(m, o->arr_count);
+    mk_put(m, "\1\2\3", 3);
+    if (o->align_kind == 1) {
+        mk_str(m, "general.alignment");
+        mk_u32(m, KV_GGUF_U32);
+        mk_u32(m, o->align);
+    } else if (o->align_kind == 2) {
+        mk_str(m, "general.alignment");
+        mk_u32(m, KV_GGUF_U64);
+        mk_u64(m, o->align);
+    }
+    if (o->dup_key) {
+        mk_str(m, "a.arr");
+        mk_u32(m, KV_GGUF_U8);
+        mk_put(m, "\7", 1);
+    }
+    mk_str(m, o->t0_name);
+    mk_u32(m, o->t0_ndims);
+    for (uint32_t d = 0; d < o->t0_ndims && d < 5; d++) mk_u64(m, o->t0_dims[d]);
+    mk_u32(m, o->t0_type);
+    mk_u64(m, o->t0_off);
+    mk_str(m, o->t1_name);
+    mk_u32(m, 1);
+    mk_u64(m, 4);
+    mk_u32(m, KV_TYPE_F32);
+    mk_u64(m, o->t1_off);
+    uint32_t a = align && !(align & (align - 1)) ? align : 32;
+    while (m->n % a) mk_put(m, "", 1);
+    uint8_t data[96];
+    fill_bytes(data, sizeof data, 77);
+    mk_put(m, data, sizeof data);
+    if (o->truncate >= 0 && (size_t)o->truncate < m->n) m->n = (size_t)o->truncate;
+}
+
+static kv_status mk_open(const mk_opts *o, kv_error *err) {
+    mk_buf *m = malloc(sizeof *m);
+    if (!m) return KV_ENOMEM;
+    mk_build(o, m);
+    kv_gguf *g = NULL;
+    kv_status st = kv_gguf_open_memory(m->b, m->n, "bad.gguf", &g, err);
+    kv_gguf_close(g);
+    free(m);
+    return st;
+}
+
+KV_TEST(gguf_malformed_base_file_is_valid) {
+    kv_error err;
+    mk_opts o = mk_defaults();
+    CHECK_OK(mk_open(&o, &err), &err);
+    o.align_kind = 1, o.align = 64, o.t1_off = 64;
+    CHECK_OK(mk_open(&o, &err), &err);
+    o = mk_defaults();
+    o.t0_name = "123456789012345678901234567890123456789012345678901234567890123"; /* 63 bytes */
+    CHECK_OK(mk_open(&o, &err), &err);
+    o = mk_defaults();
+    o.version = 2;
+    CHECK_OK(mk_open(&o, &err), &err);
+    o = mk_defaults();
+    o.nest = KV_GGUF_MAX_ARRAY_DEPTH - 1;
+    CHECK_OK(mk_open(&o, &err), &err);
+}
+
+typedef struct bad_case {
+    const char *what;
+    mk_opts o;
+    kv_status status;
+    const char *needle;  /* in the message */
+    const char *tensor;  /* expected err.tensor, or NULL */
+} bad_case;
+
+KV_TEST(gguf_malformed_corpus_rejected) {
+    bad_case c[40];
+    int n = 0;
+#define CASE(desc, st, msg, tn, ...) do { c[n].what = desc; c[n].o = mk_defaults(); { mk_opts *o = &c[n].o; __VA_ARGS__; } \
+        c[n].status = st; c[n].needle = msg; c[n].tensor = tn; n++; } while (0)
+    CASE("bad magic", KV_EFORMAT, "magic", NULL, o->magic = "GGML");
+    CASE("empty file", KV_EFORMAT, "magic", NULL, o->truncate = 0);
+    CASE("version 1", KV_EUNSUPPORTED, "version 1", NULL, o->version = 1);
+    CASE("version 4", KV_EUNSUPPORTED, "version 4", NULL, o->version = 4);
+    CASE("big-endian", KV_EUNSUPPORTED, "big-endian", NULL, o->version = 0x03000000);
+    CASE("truncated header", KV_EFORMAT, "truncated", NULL, o->truncate = 12);
+    CASE("huge tensor count", KV_EFORMAT, "tensor count", NULL, o->n_tensors = (int64_t)1 << 60);
+    CASE("huge kv count", KV_EFORMAT, "metadata count", NULL, o->n_kv = (int64_t)1 << 59);
+    CASE("string beyond file", KV_EFORMAT, "beyond the end", NULL, o->name_len_extra = 1u << 20);
+    CASE("string length 2^64-1", KV_EFORMAT, "beyond the end", NULL, o->name_len_extra = UINT64_MAX - 3);
+    CASE("unknown value type", KV_EFORMAT, "unknown value type 13", NULL, o->name_type = 13);
+    CASE("unknown array element type", KV_EFORMAT, "unknown array element type", NULL, o->arr_elem = 77);
+    CASE("array count beyond file", KV_EFORMAT, "beyond the end", NULL, o->arr_count = (uint64_t)1 << 40);
+    CASE("array count overflow", KV_EFORMAT, "beyond the end", NULL, o->arr_elem = KV_GGUF_U64, o->arr_count = (uint64_t)1 << 62);
+    CASE("huge array of strings", KV_EFORMAT, "cannot fit", NULL, o->arr_elem = KV_GGUF_STRING, o->arr_count = (uint64_t)1 << 58);
+    CASE("nested arrays too deep", KV_EFORMAT, "nested deeper", NULL, o->nest = KV_GGUF_MAX_ARRAY_DEPTH);
+    CASE("duplicate key", KV_EFORMAT, "duplicate metadata key 'a.arr'", NULL, o->dup_key = 1);
+    CASE("alignment 0", KV_EFORMAT, "power of two", NULL, o->align_kind = 1, o->align = 0);
+    CASE("alignment 48", KV_EFORMAT, "power of two", NULL, o->align_kind = 1, o->align = 48);
+    CASE("alignment u64", KV_EFORMAT, "expected u32", NULL, o->align_kind = 2, o->align = 32);
+    CASE("tensor name too long", KV_EFORMAT, "too long", NULL,
+         o->t0_name = "1234567890123456789012345678901234567890123456789012345678901234");
+    CASE("n_dims 5", KV_EFORMAT, "5 dimensions", "t0", o->t0_ndims = 5, o->t0_dims[2] = o->t0_dims[3] = o->t0_dims[4] = 1);
+    CASE("dimension beyond int64", KV_ERANGE, "beyond int64", "t0", o->t0_dims[1] = UINT64_MAX);
+    CASE("shape product overflow", KV_ERANGE, "overflow", "t0", o->t0_dims[0] = (uint64_t)1 << 40, o->t0_dims[1] = (uint64_t)1 << 40);
+    CASE("removed ggml type 4", KV_EFORMAT, "unknown ggml type 4", "t0", o->t0_type = 4);
+    CASE("ggml type 500", KV_EFORMAT, "unknown ggml type 500", "t0", o->t0_type = 500);
+    CASE("kvant type without format key", KV_EFORMAT, "kvant.tensor.t0.format", "t0", o->t0_type = KV_TYPE_KVANT_BASE);
+    CASE("type 3000", KV_EFORMAT, "unknown ggml type 3000", "t0", o->t0_type = 3000);
+    CASE("row not a multiple of the block", KV_EFORMAT, "block size", "t0", o->t0_type = KV_TYPE_Q8_0);
+    CASE("offset not aligned", KV_EFORMAT, "alignment", "t1", o->t1_off = 72);
+    CASE("data beyond EOF", KV_EFORMAT, "beyond the end of the file", "t1", o->t1_off = 4096);
+    CASE("data offset overflow", KV_EFORMAT, "beyond the end of the file", "t1", o->t1_off = UINT64_MAX - 31);
+    CASE("overlapping tensors", KV_EFORMAT, "overlaps tensor 't0'", "t1", o->t1_off = 32);
+    CASE("duplicate tensor names", KV_EFORMAT, "duplicate tensor", "t0", o->t1_name = "t0");
+    CASE("data truncated", KV_EFORMAT, "beyond the end of the file", NULL, o->truncate = 200);
+#undef CASE
+    CHECK(n >= 30);
+    for (int i = 0; i < n; i++) {
+        kv_error err;
+        kv_status st = mk_open(&c[i].o, &err);
+        CHECK_MSG(st == c[i].status, "%s: status %s, expected %s (%s)", c[i].what, kv_status_name(st),
+                  kv_status_name(c[i].status), err.message);
+        CHECK_MSG(strstr(err.message, c[i].needle) != NULL, "%s: message '%s' lacks '%s'", c[i].what, err.message,
+                  c[i].needle);
+        CHECK_MSG(!strcmp(err.file, "bad.gguf"), "%s: file '%s'", c[i].what, err.file);
+        CHECK_MSG(err.offset >= 0, "%s: no offset (%s)", c[i].what, err.message);
+        if (c[i].tensor) CHECK_MSG(!strcmp(err.tensor, c[i].tensor), "%s: tensor '%s'", c[i].what, err.tensor);
+    }
+}
+
+KV_TEST(gguf_truncated_at_every_byte) {
+    mk_opts o = mk_defaults();
+    mk_buf *m = malloc(sizeof *m);
+    REQUIRE(m);
+    mk_build(&o, m);
+    size_t full = m->n;
+    /* the last 16 bytes are the padding after t1's data: cutting them leaves a valid file */
+    for (size_t cut = 0; cut + 16 < full; cut++) {
+        kv_error err;
+        kv_gguf *g = NULL;
+        kv_status st = kv_gguf_open_memory(m->b, cut, "cut.gguf", &g, &err);
+        kv_gguf_close(g);
+        if (st != KV_EFORMAT || err.offset < 0) {
+            CHECK_MSG(0, "cut at %zu: %s (%s)", cut, kv_status_name(st), err.message);
+            break;
+        }
+    }
+    /* and from a file on disk: the message names the file */
+    char path[600];
+    tmp_path(path, sizeof path, "cut.gguf");
+    REQUIRE(kv_test_write_file(path, m->b, 100) == 0);
+    kv_error err;
+    kv_gguf *g;
+    CHECK_EQ_INT(kv_gguf_open(path, &g, &err), KV_EFORMAT);
+    char buf[1200];
+    CHECK(strstr(kv_error_format(&err, buf, sizeof buf), "cut.gguf: offset ") != NULL);
+    CHECK_EQ_INT(kv_gguf_open("/nonexistent/x.gguf", &g, &err), KV_ENOTFOUND);
+    free(m);
+}
+
+/* ---- kvant convert ------------------------------------------------------------------------------ */
+
+KV_TEST(convert_proxy_bf16_is_byte_identical_to_llama_cpp) {
+    char src[600], ref[600], out[600];
+    kv_test_shared(src, sizeof src, "models/proxy-27m");
+    kv_test_shared(ref, sizeof ref, "models/proxy-27m-gguf/proxy-27m-bf16.gguf");
+    if (!kv_test_exists(src) || !kv_test_exists(ref)) SKIP("proxy-27m missing under ../shared");
+    tmp_path(out, sizeof out, "proxy-27m-bf16.gguf");
+    kv_error err;
+    kv_convert_result res;
+    REQUIRE_OK(kv_gguf_convert(src, out, KV_TYPE_BF16, 1, &res, &err), &err);
+    CHECK_EQ_INT(res.n_tensors, 57);
+    CHECK_EQ_INT(res.n_skipped, 0);
+    /* same key set, key order, values, tensor order, types, q/k permutation and padding as llama.cpp */
+    CHECK(files_equal(out, ref));
+    kv_gguf *a, *b;
+    REQUIRE_OK(kv_gguf_open(out, &a, &err), &err);
+    REQUIRE_OK(kv_gguf_open(ref, &b, &err), &err);
+    CHECK_EQ_INT(kv_gguf_n_kv(a), kv_gguf_n_kv(b));
+    for (int64_t i = 0; i < kv_gguf_n_kv(b); i++) {
+        const kv_gguf_value *vb = kv_gguf_kv_value(b, i), *va = kv_gguf_find(a, kv_gguf_kv_key(b, i));
+        CHECK_MSG(va && va->type == vb->type && va->raw_size == vb->raw_size &&
+                      !memcmp(va->data, vb->data, (size_t)(vb->type == KV_GGUF_ARRAY ? vb->raw_size - 12 : vb->type == KV_GGUF_STRING ? vb->n : vb->raw_size)),
+                  "key %s differs", kv_gguf_kv_key(b, i));
+    }
+    kv_gguf_close(a);
+    kv_gguf_close(b);
+}
+
+/* Every tensor of src and of the GGUF made from it hold the same fp32 values (kv_model_open undoes the q/k
+ * permutation of GGUF files). */
+static void check_same_tensors(kv_test_ctx *T, const char *src, const char *gguf, int exact_f16) {
+    kv_error err;
+    kv_model_file *ms, *mg;
+    REQUIRE_OK(kv_model_open(src, &ms, &err), &err);
+    kv_status st = kv_model_open(gguf, &mg, &err);
+    if (st) kv_model_close(ms);
+    REQUIRE_OK(st, &err);
+    CHECK_EQ_INT(kv_model_format(mg), KV_FILE_GGUF);
+    CHECK_EQ_INT(kv_model_n_tensors(mg), kv_model_n_tensors(ms));
+    for (int64_t i = 0; i < kv_model_n_tensors(ms); i++) {
+        const kv_tensor *ts = kv_model_tensor(ms, i), *tg = kv_model_find(mg, ts->name);
+        CHECK_MSG(tg != NULL, "%s missing from the GGUF", ts->name);
+        if (!tg) continue;
+        int64_t n = kv_tensor_nelements(ts);
+        CHECK_EQ_INT(kv_tensor_nelements(tg), n);
+        CHECK_EQ_INT(tg->n_dims, ts->n_dims);
+        for (int d = 0; d < ts->n_dims; d++) CHECK_EQ_INT(tg->shape[d], ts->shape[d]);
+        float *a = malloc((size_t)n * sizeof *a), *b = malloc((size_t)n * sizeof *b);
+        REQUIRE(a && b);
+        CHECK_OK(kv_tensor_to_f32(ts, a, &err), &err);
+        CHECK_OK(kv_tensor_to_f32(tg, b, &err), &err);
+        int64_t bad = 0;
+        for (int64_t k = 0; k < n; k++) {
+            float want = exact_f16 && tg->type == KV_TYPE_F16 ? kv_fp16_to_fp32(kv_fp32_to_fp16(a[k])) : a[k];
+            if (memcmp(&want, &b[k], 4) != 0) bad++;
+        }
+        CHECK_MSG(bad == 0, "%s: %lld of %lld values differ", ts->name, (long long)bad, (long long)n);
+        free(a);
+        free(b);
+    }
+    kv_model_close(ms);
+    kv_model_close(mg);
+}
+
+KV_TEST(convert_proxy_f32_reads_back_identical_to_hf) {
+    char src[600], out[600];
+    kv_test_shared(src, sizeof src, "models/proxy-27m");
+    if (!kv_test_exists(src)) SKIP("proxy-27m missing under ../shared");
+    tmp_path(out, sizeof out, "proxy-27m-f32.gguf");
+    kv_error err;
+    REQUIRE_OK(kv_gguf_convert(src, out, KV_TYPE_F32, 1, NULL, &err), &err);
+    kv_gguf *g;
+    REQUIRE_OK(kv_gguf_open(out, &g, &err), &err);
+    uint32_t ft;
+    CHECK_OK(kv_gguf_get_u32(g, "general.file_type", &ft, &err), &err);
+    CHECK_EQ_INT(ft, 0);
+    CHECK_EQ_INT(kv_gguf_find_tensor(g, "blk.0.attn_q.weight")->type, KV_TYPE_F32);
+    kv_gguf_close(g);
+    check_same_tensors(T, src, out, 0);
+}
+
+KV_TEST(convert_llama2c_f16) {
+    char src[600], out[600];
+    kv_test_shared(src, sizeof src, "models/stories260K/stories260K.bin");
+    if (!kv_test_exists(src)) SKIP("stories260K missing under ../shared");
+    tmp_path(out, sizeof out, "stories.gguf");
+    kv_error err;
+    kv_convert_result res;
+    REQUIRE_OK(kv_gguf_convert(src, out, KV_TYPE_F16, 1, &res, &err), &err);
+    kv_gguf *g;
+    REQUIRE_OK(kv_gguf_open(out, &g, &err), &err);
+    const char *s;
+    uint32_t u;
+    CHECK_OK(kv_gguf_get_str(g, "general.name", &s, &err), &err);
+    CHECK_STR(s, "stories260K");
+    CHECK_OK(kv_gguf_get_u32(g, "llama.embedding_length", &u, &err), &err);
+    CHECK_EQ_INT(u, 64);
+    CHECK_OK(kv_gguf_get_u32(g, "llama.attention.head_count_kv", &u, &err), &err);
+    CHECK_EQ_INT(u, 4);
+    CHECK_OK(kv_gguf_get_u32(g, "general.file_type", &u, &err), &err);
+    CHECK_EQ_INT(u, 1);
+    CHECK(kv_gguf_find_key(g, "tokenizer.ggml.tokens") < 0); /* the checkpoint has no tokenizer */
+    CHECK(kv_gguf_find_tensor(g, "output.weight") == NULL);   /* shared classifier */
+    CHECK_EQ_INT(kv_gguf_find_tensor(g, "blk.0.attn_norm.weight")->type, KV_TYPE_F32);
+    CHECK_EQ_INT(kv_gguf_find_tensor(g, "blk.0.ffn_up.weight")->type, KV_TYPE_F16);
+    CHECK_EQ_INT(kv_gguf_n_tensors(g), res.n_tensors);
+    kv_gguf_close(g);
+    check_same_tensors(T, src, out, 1);
+}
+
+KV_TEST(convert_cli) {
+    char src[600], out[900], args[2400];
+    kv_test_shared(src, sizeof src, "models/stories260K/stories260K.bin");
+    if (!kv_test_exists(src)) SKIP("stories260K missing under ../shared");
+    tmp_path(out, sizeof out, "cli.gguf");
+    char *o = NULL;
+    CHECK_EQ_INT(kv_test_run_cli("convert --help", &o), 0);
+    CHECK(o && strstr(o, "--outtype"));
+    free(o);
+    snprintf(args, sizeof args, "convert %s", src);
+    CHECK_EQ_INT(kv_test_run_cli(args, &o), 2);
+    free(o);
+    snprintf(args, sizeof args, "convert %s -o %s --outtype q4", src, out);
+    CHECK_EQ_INT(kv_test_run_cli(args, &o), 2);
+    free(o);
+    snprintf(args, sizeof args, "convert %s/nope -o %s", kv_test_tmpdir(), out);
+    CHECK_EQ_INT(kv_test_run_cli(args, &o), 1);
+    CHECK(o && strstr(o, "nope"));
+    CHECK(!kv_test_exists(out));
+    free(o);
+    snprintf(args, sizeof args, "convert %s -o %s --outtype f32 --json", src, out);
+    CHECK_EQ_INT(kv_test_run_cli(args, &o), 0);
+    CHECK(o && strstr(o, "\"tensors\"") && strstr(o, "\"outtype\": \"f32\""));
+    free(o);
+    kv_error err;
+    kv_gguf *g;
+    REQUIRE_OK(kv_gguf_open(out, &g, &err), &err);
+    CHECK_EQ_INT(kv_gguf_find_tensor(g, "token_embd.weight")->type, KV_TYPE_F32);
+    kv_gguf_close(g);
+}
