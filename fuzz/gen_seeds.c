@@ -1,8 +1,8 @@
 /* gen_seeds.c — writes small valid seed inputs for the fuzz targets (run by fuzz/run.sh; not a fuzz target):
- *   DIR/gguf/*.gguf        GGUF files made with kvant's own writer (every value type, nested arrays, tensors
+ *   DIR/gguf/NAME.gguf     GGUF files made with kvant's own writer (every value type, nested arrays, tensors
  *                          of plain and block types, alignment 32 and 64, a vocab-like array of strings);
- *   DIR/safetensors/*      safetensors files (header JSON + byte buffer) of several dtypes and shapes;
- *   DIR/json/*.json        JSON texts exercising escapes, surrogate pairs, numbers and nesting.
+ *   DIR/safetensors/NAME   safetensors files (header JSON + byte buffer) of several dtypes and shapes;
+ *   DIR/json/NAME.json     JSON texts exercising escapes, surrogate pairs, numbers and nesting.
  * usage: gen_seeds DIR */
 #include "io/gguf.h"
 #include <stdio.h>
@@ -82,8 +82,8 @@ static const char *const k_json[] = {
     "{\"s\":\"esc \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\u00e9 \\ud83e\\udd99 \\u0000\"}",
     "[0,-0,1.5,-2.5e10,1E-7,123456789012345678901234567890,9007199254740993,-9223372036854775808]",
     "[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]",
-    "{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":64,\"num_attention_heads\":8,"
-    "\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0},\"torch_dtype\":\"bfloat16\"}",
+    ("{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":64,\"num_attention_heads\":8,"
+     "\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0},\"torch_dtype\":\"bfloat16\"}"),
     "  \"just a string with UTF-8 \xc3\xa9\xe2\x82\xac\"  ",
     "{\"dup\":1,\"dup\":2}",
 };

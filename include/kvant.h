@@ -278,10 +278,13 @@ uint64_t kv_model_n_bytes(const kv_model_file *mf);
 const char *kv_model_meta_string(const kv_model_file *mf, const char *key);
 
 /* A tensor's rows as fp32. A row is the innermost dimension (shape[n_dims-1] elements); rows are counted over
- * all outer dimensions. F32, F16 and BF16 are converted here; other types give KV_EUNSUPPORTED until the
- * formats module decodes them. kv_tensor_to_f32 writes all kv_tensor_nelements(t) values. */
+ * all outer dimensions. F32, F16 and BF16 are converted directly, other types through the formats module
+ * (kv_format_from_type; KV_EUNSUPPORTED for types it cannot decode). kv_tensor_to_f32 writes all
+ * kv_tensor_nelements(t) values. kv_model_tensor_row_f32 also decodes parametric kvant formats, whose name it
+ * reads from the GGUF metadata "kvant.tensor.<name>.format". */
 kv_status kv_tensor_row_f32(const kv_tensor *t, int64_t row, float *dst, kv_error *err);
 kv_status kv_tensor_to_f32(const kv_tensor *t, float *dst, kv_error *err);
+kv_status kv_model_tensor_row_f32(const kv_model_file *mf, const kv_tensor *t, int64_t row, float *dst, kv_error *err);
 
 /* Hugging Face <-> canonical tensor names ("model.layers.3.self_attn.q_proj.weight" <-> "blk.3.attn_q.weight").
  * Return 1 and fill out when the name is mapped, 0 otherwise. */
@@ -554,7 +557,9 @@ void kv_tokenizer_free(kv_tokenizer *tok);
 
 /* text[0..len) (any bytes; UTF-8 expected) -> *ids (malloc'd, caller frees; NULL when *n is 0).
  * add_bos prepends the BOS id (an error if the tokenizer has none). Malformed UTF-8 bytes are kept: SPM
- * encodes each as its <0xNN> byte token, BPE through the byte-level alphabet, so decoding gives them back. */
+ * encodes each as its <0xNN> byte token, BPE through the byte-level alphabet, so decoding gives them back.
+ * Tokens written out in the text are matched first: SPM user-defined pieces; BPE control and user-defined
+ * (added) tokens, e.g. "<|endoftext|>". A loaded tokenizer is read-only: share it between threads freely. */
 kv_status kv_tokenize(const kv_tokenizer *tok, const char *text, size_t len, int add_bos, int32_t **ids,
                       size_t *n, kv_error *err);
 /* ids -> UTF-8 bytes in *text (malloc'd, NUL-terminated, caller frees). Control tokens (BOS, EOS) give
@@ -578,7 +583,7 @@ int kv_tokenizer_add_bos_default(const kv_tokenizer *tok); /* whether the model 
 int kv_tokenizer_add_space_prefix(const kv_tokenizer *tok); /* SPM dummy prefix (GGUF add_space_prefix) */
 /* Piece of an id exactly as stored (SPM with U+2581, BPE in the byte-level alphabet); NULL out of range. */
 const char *kv_tokenizer_piece(const kv_tokenizer *tok, int32_t id, size_t *len);
-float kv_tokenizer_score(const kv_tokenizer *tok, int32_t id);          /* SPM score; BPE: 0 */
+float kv_tokenizer_score(const kv_tokenizer *tok, int32_t id);          /* SPM merge score; BPE: 0 or GGUF's */
 kv_token_type kv_tokenizer_token_type(const kv_tokenizer *tok, int32_t id); /* 0 out of range */
 /* BPE merges in rank order (for tokenizer.ggml.merges: "LEFT RIGHT" of the two pieces); 0 for SPM. */
 int64_t kv_tokenizer_n_merges(const kv_tokenizer *tok);
@@ -629,6 +634,9 @@ typedef enum kv_rope_freq_mode { KV_ROPE_FREQ_AUTO = 0, KV_ROPE_FREQ_EXACT, KV_R
 typedef struct kv_model_load_opts {
     kv_rope_freq_mode rope_freq;
     int weights_f32;          /* 1: convert f16/bf16 linears to f32 at load (2x memory) */
+    int bf16_dot;             /* 1: bf16 linears multiply activations rounded to bf16 with AVX512-BF16 dot
+                               * products (llama.cpp's CPU arithmetic; ~2x faster; logits move by ~1e-2).
+                               * Default 0: exact fp32 activations. No effect without AVX512-BF16. */
 } kv_model_load_opts;
 
 /* Builds a runnable model: linears borrow the file's mapped bytes (bf16/f16/f32 or any type the formats
@@ -956,8 +964,70 @@ kv_status kv_hessian_add(double *h, const float *x, int64_t ntok, int64_t cols, 
  * layer by layer (GPTQ's sequential protocol): each block's H from the outputs of the already-quantized
  * blocks. The model in the context is the pipeline's calibration copy: its weights are replaced by the
  * quantized ones as calibration proceeds. Options (comma-separated):
- *   gptq: act-order, static, importance, damp=F (0.01), block=N (128), save-hessians=DIR, load-hessians=DIR */
+ *   gptq: act-order, static, importance, damp=F (0.01), block=N (128), save-hessians=DIR, load-hessians=DIR
+ *   watersic: bits=R (target rate incl. side information) or step=C, damp=F (1e-4), no-rescale, ecw-dir=DIR
+ *     (writes each matrix's entropy-coded codes DIR/NAME.kvec), save-/load-hessians; needs --format f16|f32
+ *     for the decoded weights the GGUF holds. */
 kv_status kv_method_gptq(kv_quant_method_ctx *c, kv_error *err);
+kv_status kv_method_watersic(kv_quant_method_ctx *c, kv_error *err);
+/* mr-gptq (MR-GPTQ, arXiv 2509.23202): with --transform rht:G (G = the format's group), GPTQ on the rotated
+ * weights with the format's scales fixed before the loop. Options: act-order, damp=F, save-/load-hessians. */
+kv_status kv_method_mrgptq(kv_quant_method_ctx *c, kv_error *err);
+
+/* WaterSIC (Lifar, Savkin, Ordentlich, Polyanskiy, arXiv 2603.04956; egorlifar/watersic zsic.py): in the
+ * Cholesky basis of Σ_X (L lower, Y = W·L) every column is quantized with a scalar uniform quantizer of step
+ * c in Y space (so α_i = c / L_ii on weights: rate is allocated by reverse waterfilling on the Cholesky
+ * diagonal), interference is cancelled successively from the last column to the first, each column gets its
+ * LMMSE gain, then row/column rescalers are fitted by alternating least squares. The step c is searched (secant
+ * on log c) so that the rate — entropy of the pooled integer codes plus the fp16 side information — hits
+ * target_bits. Ŵ = row_scale[r] · z[r][i] · col_step[i] (fp16 side information). */
+typedef struct kv_watersic_opts {
+    double target_bits;  /* bits per weight incl. side information (> 0), or 0 with step > 0 */
+    double step;         /* fixed c (no search) when > 0 */
+    double percdamp;     /* λ = percdamp·mean(diag H); default 1e-4 */
+    int rescale;         /* fit row/column rescalers (default 1) */
+    int max_search;      /* rate search iterations (default 12) */
+} kv_watersic_opts;
+void kv_watersic_opts_default(kv_watersic_opts *o);
+
+typedef struct kv_watersic_result {
+    int32_t *z;          /* rows × cols integer codes */
+    uint16_t *col_step;  /* cols fp16 */
+    uint16_t *row_scale; /* rows fp16 */
+    float *wq;           /* rows × cols dequantized weights (exactly what the decoder gives) */
+    double step;         /* c */
+    double entropy_bits; /* code bits per weight: entropy of z within the container's column groups */
+    double side_bits;    /* side information per weight (steps, scales, code table) */
+    double rate_bits;    /* entropy_bits + side_bits */
+    double distortion;   /* tr((W−Ŵ)·H·(W−Ŵ)ᵀ) / (rows·cols) with the given H */
+    double bound;        /* Gaussian bound D(R = entropy_bits) for the same H (reverse waterfilling) */
+    double gap_bits;     /* ½·log2(distortion / bound) */
+    int64_t dead_cols;
+    int search_iters;
+} kv_watersic_result;
+kv_status kv_watersic_quantize(const float *w, int64_t rows, int64_t cols, const double *h,
+                               const kv_watersic_opts *opts, kv_watersic_result *res, kv_pool *pool,
+                               kv_error *err);
+void kv_watersic_result_free(kv_watersic_result *r);
+
+/* Entropy-coded weights (docs/FORMAT.md "kvant ECW"): codes z with a static rANS coder (one frequency table per
+ * group of columns of similar spread), fp16 column steps and row scales. *out is malloc'd. Decoding fills z
+ * and/or w (either may be NULL). kv_ecw_rate: the code bits per weight the coder approaches (empirical
+ * entropy within the column groups) and the side information per weight of the container. */
+double kv_entropy_bits(const int32_t *z, int64_t n); /* pooled empirical entropy, bits per symbol */
+kv_status kv_ecw_rate(const int32_t *z, int64_t rows, int64_t cols, double *code_bits, double *side_bits,
+                      kv_error *err);
+kv_status kv_ecw_encode(const int32_t *z, int64_t rows, int64_t cols, const uint16_t *col_step,
+                        const uint16_t *row_scale, uint8_t **out, size_t *out_size, kv_error *err);
+kv_status kv_ecw_decode(const uint8_t *data, size_t size, int64_t *rows, int64_t *cols, int32_t *z, float *w,
+                        kv_error *err);
+
+/* LLM.int8() (arXiv 2208.07339 §3.2): y [ntok × rows] = x [ntok × cols] · wᵀ with the input columns whose
+ * activations reach threshold (6.0) in fp16 (x and w) and the rest in vector-wise int8 (absmax per x row and
+ * per w row over the other columns, int32 accumulation). outlier_mask (cols bytes, from calibration) or NULL:
+ * detect the columns in x. *n_outliers (may be NULL) gets their count. */
+kv_status kv_llmint8_matmul(const float *x, int64_t ntok, const float *w, int64_t rows, int64_t cols, float threshold,
+                            const uint8_t *outlier_mask, float *y, int64_t *n_outliers, kv_pool *pool, kv_error *err);
 /* KVANT-SECTION algos END */
 
 /* ============================================================================================== */
@@ -990,6 +1060,107 @@ kv_status kv_alloc_dp(const kv_alloc_problem *p, int *choice, kv_alloc_result *r
  * allowed candidate, then a greedy repair to meet the budget. For comparison with the DP. */
 kv_status kv_alloc_waterfill(const kv_alloc_problem *p, const double *params, int *choice, kv_alloc_result *res,
                              kv_error *err);
+/* Layer sensitivities for the linearity theorem (src/algos/sensitivity.c; docs/sensitivity.md):
+ * PPL(W + noise_l) - PPL(W) ~= alpha_l * t_l, t_l = ||noise_l||^2 / ||W_l||^2, fitted per linear layer by
+ * least squares through the origin over a few injected noise levels. */
+typedef enum kv_sens_metric { KV_SENS_PPL = 0, KV_SENS_KLD = 1 } kv_sens_metric;
+#define KV_SENS_MAX_LEVELS 8
+
+typedef struct kv_sens_layer {
+    char name[160];           /* canonical tensor name, e.g. blk.3.ffn_down.weight */
+    int layer;                /* decoder layer (n_layer for the head) */
+    kv_linear_id which;
+    int64_t params;
+    int n_levels;
+    double t[KV_SENS_MAX_LEVELS];     /* injected relative MSE */
+    double d_ppl[KV_SENS_MAX_LEVELS]; /* PPL(noisy) - PPL(base) */
+    double kld[KV_SENS_MAX_LEVELS];   /* mean KL-divergence to the base */
+    double alpha;             /* slope of the chosen metric against t */
+    double r2;                /* coefficient of determination of that fit */
+    int done;
+} kv_sens_layer;
+
+typedef struct kv_sens_result {
+    kv_sens_metric metric;
+    double base_ppl;
+    int64_t tokens;           /* scored tokens per evaluation */
+    int n_layers;
+    kv_sens_layer *layers;    /* owned */
+} kv_sens_result;
+
+typedef struct kv_sens_opts {
+    const double *levels;     /* NULL: 0.01, 0.02, 0.04, 0.08 */
+    int n_levels;
+    kv_sens_metric metric;    /* KLD (default in the CLI) is far less noisy than a PPL difference */
+    int32_t ctx;              /* evaluation windows (hf style); 0: 512 */
+    int64_t chunks;           /* windows; 0: all the ids allow */
+    uint64_t seed;
+    int include_head;         /* also the output head */
+    kv_progress *progress;    /* advanced per layer; may be NULL */
+    /* called after each batch of layers (from the caller's thread), e.g. to save a resumable file */
+    kv_status (*checkpoint)(void *user, const kv_sens_result *res, kv_error *err);
+    void *user;
+} kv_sens_opts;
+
+/* res may hold layers already done (loaded with kv_sens_load): those are kept and skipped. Threads work on
+ * different layers at once, each with its own copy of the runnable model; results do not depend on the
+ * thread count. */
+kv_status kv_sensitivity_run(const kv_model_file *mf, const int32_t *ids, int64_t n_ids, const kv_sens_opts *opts,
+                             kv_pool *pool, kv_sens_result *res, kv_error *err);
+kv_status kv_sens_save(const kv_sens_result *res, const char *path, kv_error *err);
+kv_status kv_sens_load(const char *path, kv_sens_result *res, kv_error *err);
+void kv_sens_free(kv_sens_result *res);
+/* Clamp non-positive or non-finite alphas to a small positive value; returns how many were clamped and calls
+ * warn(user, message naming the layer) for each. */
+int kv_sens_sanitize(kv_sens_result *res, void (*warn)(void *user, const char *msg), void *user);
+
+/* Error table: for every linear layer of m and every candidate format, the relative error
+ * t = ||Q(W) - W||^2 / ||W||^2 of round-to-nearest quantization and the exact stored size in bits. With
+ * rht_block > 0 the rows are first rotated by the online randomized Hadamard the quantize pipeline uses
+ * (seed per tensor: kv_rht_tensor_seed(seed, name)); t is the same in either basis. keep_data = 1 keeps the
+ * packed rows so that configurations can be evaluated without re-quantizing. */
+typedef struct kv_err_table {
+    int n_layers, n_formats;
+    char (*names)[160];       /* n_layers tensor names */
+    int *layer;               /* n_layers decoder layer indices */
+    kv_linear_id *which;
+    int64_t *params;          /* n_layers */
+    kv_format *formats;       /* n_formats */
+    double *t;                /* [n_layers * n_formats]; < 0 when the format cannot hold the layer */
+    double *size_bits;        /* [n_layers * n_formats] */
+    void **data;              /* [n_layers * n_formats] packed rows or NULL */
+    int32_t rht_block;
+    uint64_t seed;
+} kv_err_table;
+kv_status kv_err_table_build(const kv_model *m, const char *const *formats, int n_formats, int include_head,
+                             int32_t rht_block, uint64_t seed, int keep_data, kv_pool *pool, kv_err_table *out,
+                             kv_error *err);
+void kv_err_table_free(kv_err_table *t);
+
+typedef enum kv_alloc_mode { KV_ALLOC_LINEARITY = 0, KV_ALLOC_WATERFILL = 1, KV_ALLOC_UNIFORM = 2 } kv_alloc_mode;
+/* choice[l] = index into the table's formats for each layer, minimising sum alpha_l t_l under bits/weight
+ * (exact bits incl. scales, over the table's layers). The alphas must name exactly the table's layers. */
+kv_status kv_alloc_plan(const kv_err_table *t, const kv_sens_result *alphas, double bits, kv_alloc_mode mode,
+                        int *choice, kv_alloc_result *res, kv_error *err);
+/* Sets the model's weights to the table's packed data for a choice (and the matching online rotations).
+ * The table must have been built with keep_data = 1 from this model. */
+kv_status kv_err_table_apply(const kv_err_table *t, const int *choice, kv_model *m, kv_error *err);
+
+/* Linearity check (HIGGS Thm. 1): n_configs random per-layer format maps from the table; predicted
+ * PPL = base + sum alpha_l t_l versus measured PPL (or KLD with KV_SENS_KLD). */
+typedef struct kv_lincheck {
+    int n;
+    double *predicted, *measured; /* owned */
+    double *bits;             /* bits/weight of each configuration */
+    double correlation;       /* Pearson r */
+    double mean_rel_err;      /* mean |pred - meas| / |meas - base|: error relative to the measured change */
+    double mean_rel_err_total;/* mean |pred - meas| / meas: error relative to the metric itself */
+    double base;              /* the metric for the unquantized model (PPL; 0 for KLD) */
+} kv_lincheck;
+kv_status kv_linearity_check(const kv_model_file *mf, const kv_err_table *t, const kv_sens_result *alphas,
+                             const int32_t *ids, int64_t n_ids, int32_t ctx, int64_t chunks, int n_configs,
+                             uint64_t seed, kv_pool *pool, kv_lincheck *out, kv_error *err);
+void kv_lincheck_free(kv_lincheck *c);
 /* KVANT-SECTION alloc END */
 
 #ifdef __cplusplus

@@ -6,7 +6,7 @@
  *  - p = 1, b = 1..8: Lloyd-Max quantizer of N(0,1) with n = 2^b levels by Lloyd's iteration on exact
  *    integrals (cell probability by erfc, centroid (phi(a) - phi(b)) / P), started from the Panter-Dite
  *    companding points sqrt(3)*Phi^-1((i + 1/2)/n); the MSE is the exact integral at the fixed point.
- *    (Max 1960; HIGGS, arXiv 2411.17525 §3 uses the same optimal grids.)
+ *    (Max 1960; HIGGS, arXiv 2411.17525, uses the same optimal grids.)
  *  - p = 2 (b = 2, 3, 4) and p = 4 (b = 2): n = 2^(p*b) points by Lloyd / k-means on NS iid N(0, I_p) samples,
  *    started from the product of the p = 1 grids at b bits (p = 4: the 2-D grid at b bits paired is too big, so
  *    the product of 1-D 2-bit grids); the MSE is measured on an independent sample set.

@@ -474,6 +474,7 @@ KV_TEST(fx_bits_per_weight_exact) {
         {"af4", n / 64 * 36},                          {"higgs_p1_b3", n / 256 * (2 + 96)},
         {"higgs_p2_b3", n / 256 * (2 + 96)},           {"higgs_p4_b2", n / 256 * (2 + 64)},
         {"e8_b2", n / 256 * (2 + 64)},                 {"e8_b4", n / 256 * (2 + 128)},
+        {"e8_b3", n / 256 * (2 + 96)},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         kv_format f;
@@ -545,7 +546,7 @@ KV_TEST(fx_errors_and_names) {
     kv_error err;
     kv_error_clear(&err);
     const char *bad[] = {"int9_g32_sym", "int4_g48_sym", "int4_g32", "int4_g32_sym_x", "fp7_e3m3", "mxfp4_ocp_p",
-                         "higgs_p2_b5", "higgs_p3_b2", "e8_b3", "nf3"};
+                         "higgs_p2_b5", "higgs_p3_b2", "e8_b5", "higgs_p01_b2", "int4_g032_sym", "nf3"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         CHECK_MSG(kv_format_get(bad[i], &f, &err) != KV_OK, "%s accepted", bad[i]);
         CHECK(err.message[0] != 0);
@@ -643,4 +644,130 @@ KV_TEST(fx_cli_formats_report) {
     CHECK_EQ_INT(kv_test_run_cli("formats --help", &out), 0);
     CHECK(out && strstr(out, "usage: kvant formats"));
     free(out);
+}
+
+KV_TEST(fx_tiny_huge_and_subnormal_rows_stay_finite) {
+    enum { N = 512 };
+    static float x[N], y[N];
+    const float scales[] = {1e-42f, 1e-30f, 1e-3f, 1e3f, 1e30f};
+    static uint8_t buf[4 * N + 64];
+    for (int li = 0; li < kv_formats_extra_list_count(); li++) {
+        const char *name = kv_formats_extra_list_name(li);
+        kv_format f;
+        kv_error err;
+        REQUIRE_OK(kv_format_get(name, &f, &err), &err);
+        for (int si = 0; si < 5; si++) {
+            fill_normal(x, N, 20 + si);
+            for (int i = 0; i < N; i++) x[i] *= scales[si];
+            memset(buf, 0, sizeof buf);
+            kv_status st = f.quantize(&f, x, buf, 1, N, NULL, &err);
+            /* a scale beyond fp16 is a clear error; everything else must work */
+            CHECK_MSG(st == KV_OK || (st == KV_ERANGE && scales[si] > 1e20f) /* fp16 scales end at 65504 */, "%s at scale %g: %s", name,
+                      (double)scales[si], err.message);
+            if (st != KV_OK) continue;
+            f.dequantize(&f, buf, y, N);
+            int finite = 1;
+            double se = 0, ss = 0;
+            for (int i = 0; i < N; i++) {
+                finite &= isfinite(y[i]);
+                se += ((double)y[i] - x[i]) * ((double)y[i] - x[i]);
+                ss += (double)x[i] * x[i];
+            }
+            CHECK_MSG(finite, "%s at scale %g: non-finite output", name, (double)scales[si]);
+            /* at ordinary magnitudes the relative error is that of a unit-variance row */
+            if (scales[si] == 1e-3f || scales[si] == 1e3f) CHECK_MSG(se <= ss, "%s at %g: rel error %g", name, (double)scales[si], se / ss);
+        }
+    }
+}
+
+KV_TEST(fx_optional_crosscheck_ml_dtypes) {
+    /* optional: ml_dtypes' float8_e4m3fn / float8_e5m2 / float6_* / float4_e2m1fn casts must give the same codes */
+    if (system("python3 -c 'import numpy, ml_dtypes' >/dev/null 2>&1") != 0) SKIP("python3 with numpy + ml_dtypes not available");
+    const char *bin = getenv("KVANT_BIN") ? getenv("KVANT_BIN") : "build/kvant";
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "python3 scripts/crosscheck_minifloat.py %s %s > %s/log.txt 2>&1", bin, kv_test_tmpdir(),
+             kv_test_tmpdir());
+    int rc = system(cmd);
+    if (rc != 0) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/log.txt", kv_test_tmpdir());
+        size_t n = 0;
+        char *log = kv_test_read_file(path, &n);
+        CHECK_MSG(rc == 0, "crosscheck_minifloat.py failed:\n%s", log ? log : "(no log)");
+        free(log);
+    }
+}
+
+KV_TEST(fx_cli_quantize_dequantize_roundtrip) {
+    /* the raw-row tools with a per-tensor format (nvfp4_ts) and a lattice format */
+    enum { ROWS = 6, N = 512 };
+    static float x[ROWS * N], y[ROWS * N];
+    fill_normal(x, ROWS * N, 77);
+    char in[512], packed[512], out[512], args[2048];
+    snprintf(in, sizeof in, "%s/x.f32", kv_test_tmpdir());
+    snprintf(packed, sizeof packed, "%s/y.bin", kv_test_tmpdir());
+    snprintf(out, sizeof out, "%s/z.f32", kv_test_tmpdir());
+    REQUIRE(kv_test_write_file(in, x, sizeof x) == 0);
+    const char *names[] = {"nvfp4_ts", "e8_b4", "int3_gt_asym_mse"};
+    for (int k = 0; k < 3; k++) {
+        kv_format f;
+        kv_error err;
+        REQUIRE_OK(kv_format_get(names[k], &f, &err), &err);
+        char *o = NULL;
+        snprintf(args, sizeof args, "formats quantize --quiet -t 2 --format %s --row %d --in %s --out %s", names[k], N, in, packed);
+        CHECK_EQ_INT(kv_test_run_cli(args, &o), 0);
+        free(o);
+        snprintf(args, sizeof args, "formats dequantize --quiet --format %s --row %d --in %s --out %s", names[k], N, packed, out);
+        CHECK_EQ_INT(kv_test_run_cli(args, &o), 0);
+        free(o);
+        size_t sz = 0;
+        uint8_t *pk = kv_test_read_file(packed, &sz);
+        float *z = kv_test_read_file(out, &sz);
+        REQUIRE(pk && z && sz == sizeof y);
+        /* same bytes as the library call on all rows at once, and the same dequantized values */
+        uint8_t *mine = calloc(ROWS, kv_format_row_bytes(&f, N));
+        REQUIRE_OK(f.quantize(&f, x, mine, ROWS, N, NULL, &err), &err);
+        CHECK(memcmp(mine, pk, ROWS * kv_format_row_bytes(&f, N)) == 0);
+        for (int r = 0; r < ROWS; r++) f.dequantize(&f, mine + r * kv_format_row_bytes(&f, N), y + r * N, N);
+        CHECK(memcmp(y, z, sizeof y) == 0);
+        free(mine);
+        free(pk);
+        free(z);
+    }
+}
+
+KV_TEST(fx_importance_weights_lower_weighted_error) {
+    /* formats that search (int _mse, MX _ps, HIGGS p >= 2, E8) choose by the importance-weighted error, so the
+     * weighted error with the weights is never above the one without them */
+    enum { N = 1024 };
+    static float x[N], w[N], y0[N], y1[N];
+    static uint8_t buf[8 * N];
+    fill_normal(x, N, 31);
+    kv_rng r;
+    kv_rng_seed(&r, 32);
+    for (int i = 0; i < N; i++) w[i] = (float)(kv_rng_uniform(&r) < 0.1 ? 50.0 : 0.2 + kv_rng_uniform(&r));
+    const char *names[] = {"int3_g128_asym_mse", "int4_gt_sym_mse", "mxfp4_ocp_ps", "mxint8_ps", "higgs_p2_b3",
+                           "higgs_p4_b2", "e8_b2", "e8_b3"};
+    for (int k = 0; k < 8; k++) {
+        kv_format f;
+        kv_error err;
+        REQUIRE_OK(kv_format_get(names[k], &f, &err), &err);
+        REQUIRE_OK(f.quantize(&f, x, buf, 1, N, NULL, &err), &err);
+        f.dequantize(&f, buf, y0, N);
+        REQUIRE_OK(f.quantize(&f, x, buf, 1, N, w, &err), &err);
+        f.dequantize(&f, buf, y1, N);
+        double e0 = 0, e1 = 0;
+        for (int i = 0; i < N; i++) {
+            e0 += w[i] * ((double)y0[i] - x[i]) * ((double)y0[i] - x[i]);
+            e1 += w[i] * ((double)y1[i] - x[i]) * ((double)y1[i] - x[i]);
+        }
+        CHECK_MSG(e1 <= e0 * (1 + 1e-9), "%s: weighted error %g with weights > %g without", names[k], e1, e0);
+        CHECK_MSG(e1 < e0, "%s: the weights changed nothing", names[k]);
+    }
+    /* negative or non-finite importance is rejected */
+    kv_format f;
+    kv_error err;
+    REQUIRE_OK(kv_format_get("mxfp4_ocp_ps", &f, &err), &err);
+    w[3] = -1.0f;
+    CHECK(f.quantize(&f, x, buf, 1, N, w, &err) == KV_EINVAL);
 }

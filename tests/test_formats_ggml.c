@@ -499,6 +499,27 @@ KV_TEST(formats_nvfp4_ue4m3_scales) {
     CHECK_EQ_INT(q[3], 0);
 }
 
+/* The scale store/load of formats.h (F16C when available) equals src/core's RNE conversion for every non-NaN
+ * value: all 65536 codes back and forth, and every 97th float bit pattern (997th under sanitizers). */
+KV_TEST(formats_fp16_helpers_match_core) {
+    for (uint32_t h = 0; h < 65536; h++) {
+        float a = kv_f16_bits_to_f32((uint16_t)h), b = kv_fp16_to_fp32((uint16_t)h);
+        if (isnan(b)) { CHECK(isnan(a)); continue; }
+        CHECK_MSG(!memcmp(&a, &b, 4), "fp16 %04x: %a vs %a", h, (double)a, (double)b);
+        CHECK_EQ_INT(kv_f16_store(b), h);
+    }
+    int bad = 0;
+    const uint64_t stride = getenv("KVANT_SANITIZED") ? 997 : 97;
+    for (uint64_t u = 0; u < 0x100000000ull; u += stride) {
+        float f;
+        uint32_t b32 = (uint32_t)u;
+        memcpy(&f, &b32, 4);
+        if (isnan(f)) continue;
+        bad += kv_f16_store(f) != kv_fp32_to_fp16(f);
+    }
+    CHECK_EQ_INT(bad, 0);
+}
+
 /* Q8_K (activation side): fp32 scale, bsums are the sums of the 16-element groups. */
 KV_TEST(formats_q8_k_bsums) {
     kv_error err;
@@ -586,9 +607,11 @@ KV_TEST(formats_cli_threads_and_errors) {
     kv_error err;
     kv_format f;
     REQUIRE_OK(kv_format_get("iq4_nl", &f, &err), &err);
-    uint8_t *q = malloc(n1 ? n1 : 1);
+    const size_t want_bytes = kv_format_row_bytes(&f, N) * ROWS;
+    uint8_t *q = malloc(want_bytes);
+    REQUIRE(q != NULL);
     REQUIRE_OK(f.quantize(&f, x, q, ROWS, N, NULL, &err), &err);
-    CHECK(b1 && !memcmp(q, b1, n1));
+    CHECK(b1 && n1 == want_bytes && !memcmp(q, b1, n1));
     free(q);
     free(b1);
     free(b3);
@@ -622,4 +645,67 @@ KV_TEST(formats_cli_threads_and_errors) {
     CHECK(out && strstr(out, "usage") != NULL);
     free(out);
     free(x);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* optional: gguf-py's numpy dequantizers agree with kvant's on random rows                        */
+/* ---------------------------------------------------------------------------------------------- */
+
+static const char k_gguf_check_py[] =
+    "import sys, numpy as np\n"
+    "from gguf import GGMLQuantizationType as Q, quants\n"
+    "d, n, rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])\n"
+    "for name in sys.argv[4:]:\n"
+    "    qt = Q[name.upper()]\n"
+    "    raw = np.fromfile(f'{d}/{name}.bin', dtype=np.uint8).reshape(rows, -1)\n"
+    "    got = np.asarray(quants.dequantize(raw, qt), dtype=np.float32).reshape(rows, n)\n"
+    "    want = np.fromfile(f'{d}/{name}.f32', dtype=np.float32).reshape(rows, n)\n"
+    "    err = np.abs(got.astype(np.float64) - want)\n"
+    "    tol = 2e-6 * np.abs(want) + 1e-30\n"
+    "    print(name, 'ok' if np.all(err <= tol) else 'MISMATCH', float(err.max()), int(np.sum(err > tol)))\n";
+
+KV_TEST(formats_ggml_gguf_py_dequantize_crosscheck) {
+    if (system("python3 -c 'import numpy, gguf' >/dev/null 2>&1") != 0) SKIP("python3 with numpy and gguf not available");
+    static const char *const names[] = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k",
+                                        "q5_k", "q6_k", "iq4_nl", "iq4_xs", "mxfp4", "nvfp4", "bf16", "f16"};
+    const char *tmp = kv_test_tmpdir();
+    enum { ROWS = 104, N = 512 };
+    float *x = malloc(sizeof(float) * ROWS * N), *y = malloc(sizeof(float) * ROWS * N);
+    uint8_t *q = malloc(sizeof(float) * ROWS * N);
+    REQUIRE(x && y && q);
+    kv_rng rng;
+    kv_rng_seed(&rng, 77);
+    for (int r = 0; r < ROWS; r++) random_row(&rng, r, x + (size_t)r * N);
+    char path[1024], cmd[2048];
+    snprintf(path, sizeof path, "%s/check.py", tmp);
+    REQUIRE(kv_test_write_file(path, k_gguf_check_py, sizeof k_gguf_check_py - 1) == 0);
+    int len = snprintf(cmd, sizeof cmd, "python3 %s/check.py %s %d %d", tmp, tmp, N, ROWS);
+    kv_error err;
+    for (size_t t = 0; t < sizeof names / sizeof *names; t++) {
+        kv_format f;
+        REQUIRE_OK(kv_format_get(names[t], &f, &err), &err);
+        size_t rb = kv_format_row_bytes(&f, N);
+        REQUIRE_OK(f.quantize(&f, x, q, ROWS, N, NULL, &err), &err);
+        for (int r = 0; r < ROWS; r++) f.dequantize(&f, q + r * rb, y + (size_t)r * N, N);
+        snprintf(path, sizeof path, "%s/%s.bin", tmp, names[t]);
+        REQUIRE(kv_test_write_file(path, q, rb * ROWS) == 0);
+        snprintf(path, sizeof path, "%s/%s.f32", tmp, names[t]);
+        REQUIRE(kv_test_write_file(path, y, sizeof(float) * ROWS * N) == 0);
+        len += snprintf(cmd + len, sizeof cmd - (size_t)len, " %s", names[t]);
+    }
+    snprintf(cmd + len, sizeof cmd - (size_t)len, " 2>&1");
+    FILE *p = popen(cmd, "r");
+    REQUIRE(p != NULL);
+    char line[512];
+    int ok = 0;
+    while (fgets(line, sizeof line, p)) {
+        if (strstr(line, " ok ")) ok++;
+        else CHECK_MSG(0, "gguf-py: %s", line);
+    }
+    CHECK_EQ_INT(pclose(p), 0);
+    /* gguf-py versions without a type (older ones lack nvfp4) report a KeyError above; all must pass */
+    CHECK_EQ_INT(ok, (int)(sizeof names / sizeof *names));
+    free(x);
+    free(y);
+    free(q);
 }

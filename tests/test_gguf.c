@@ -3,9 +3,14 @@
  * malformed files each rejected with the right status and a message naming the offset or tensor. */
 #include "test.h"
 #include "../src/io/gguf.h"
+#include "../src/model/tokenizer.h"
+#include <errno.h>
 #include <stdarg.h>
+#include <sys/stat.h>
 
 /* ---- helpers ------------------------------------------------------------------------------------ */
+
+static int mkdir_p(const char *dir) { return mkdir(dir, 0755) == 0 || errno == EEXIST ? 0 : -1; }
 
 static const char *tmp_path(char *buf, size_t n, const char *name) {
     snprintf(buf, n, "%s/%s", kv_test_tmpdir(), name);
@@ -734,7 +739,8 @@ static void check_same_tensors(kv_test_ctx *T, const char *src, const char *gguf
     if (st) kv_model_close(ms);
     REQUIRE_OK(st, &err);
     CHECK_EQ_INT(kv_model_format(mg), KV_FILE_GGUF);
-    CHECK_EQ_INT(kv_model_n_tensors(mg), kv_model_n_tensors(ms));
+    /* llama3 rope scaling adds rope_freqs.weight, which the source does not have */
+    CHECK_EQ_INT(kv_model_n_tensors(mg) - (kv_model_find(mg, "rope_freqs.weight") != NULL), kv_model_n_tensors(ms));
     for (int64_t i = 0; i < kv_model_n_tensors(ms); i++) {
         const kv_tensor *ts = kv_model_tensor(ms, i), *tg = kv_model_find(mg, ts->name);
         CHECK_MSG(tg != NULL, "%s missing from the GGUF", ts->name);
@@ -835,4 +841,323 @@ KV_TEST(convert_cli) {
     REQUIRE_OK(kv_gguf_open(out, &g, &err), &err);
     CHECK_EQ_INT(kv_gguf_find_tensor(g, "token_embd.weight")->type, KV_TYPE_F32);
     kv_gguf_close(g);
+}
+
+/* ---- kvant-only tensor types -------------------------------------------------------------------- */
+
+KV_TEST(gguf_kvant_format_tensors_roundtrip) {
+    static const char *const names[] = {"int4_g128_asym", "int4_g0_sym"};
+    for (size_t k = 0; k < KV_ARRAY_LEN(names); k++) {
+        kv_error err;
+        kv_format f;
+        REQUIRE_OK(kv_format_get(names[k], &f, &err), &err);
+        if (f.type < KV_TYPE_KVANT_BASE) SKIP("%s is not a kvant-only type", names[k]);
+        int64_t shape[2] = {3, 256};
+        size_t rb = kv_format_row_bytes(&f, 256);
+        REQUIRE(rb > 0);
+        size_t dsize = KV_MAX(3 * rb, (size_t)3 * 256 * 2); /* also the bytes of the f16 tensor "after" */
+        uint8_t *data = malloc(dsize);
+        REQUIRE(data);
+        fill_bytes(data, dsize, 42);
+        char path[600];
+        tmp_path(path, sizeof path, "kvant-type.gguf");
+        kv_gguf_writer *w;
+        REQUIRE_OK(kv_gguf_writer_create(&w, &err), &err);
+        CHECK_OK(kv_gguf_writer_add_str(w, "kvant.tensor.blk.0.ffn_up.weight.format", names[k], &err), &err);
+        CHECK_OK(kv_gguf_writer_add_tensor(w, "blk.0.ffn_up.weight", 2, shape, f.type, data, &err), &err);
+        CHECK_OK(kv_gguf_writer_add_tensor(w, "after", 2, shape, KV_TYPE_F16, data, &err), &err);
+        REQUIRE_OK(kv_gguf_writer_write(w, path, NULL, &err), &err);
+        kv_gguf_writer_free(w);
+        kv_gguf *g;
+        REQUIRE_OK(kv_gguf_open(path, &g, &err), &err);
+        const kv_gguf_tensor *t = kv_gguf_find_tensor(g, "blk.0.ffn_up.weight");
+        REQUIRE(t);
+        CHECK_EQ_INT(t->type, f.type);
+        CHECK_EQ_INT(t->nbytes, 3 * rb);
+        CHECK(memcmp(t->data, data, 3 * rb) == 0);
+        CHECK_EQ_INT(kv_gguf_find_tensor(g, "after")->offset, (3 * rb + 31) / 32 * 32);
+        kv_gguf_close(g);
+
+        /* an unknown format name leaves the tensor's size unknown: refused, naming the tensor */
+        size_t size;
+        uint8_t *bytes = kv_test_read_file(path, &size);
+        REQUIRE(bytes);
+        uint8_t *hit = memmem(bytes, size, names[k], strlen(names[k]));
+        REQUIRE(hit);
+        memset(hit, 'z', strlen(names[k]));
+        kv_gguf *g2 = NULL;
+        kv_status st = kv_gguf_open_memory(bytes, size, "swapped.gguf", &g2, &err);
+        kv_gguf_close(g2);
+        CHECK_EQ_INT(st, KV_EUNSUPPORTED);
+        CHECK(strstr(err.message, "zzzz") != NULL);
+        CHECK_STR(err.tensor, "blk.0.ffn_up.weight");
+        free(bytes);
+        free(data);
+    }
+}
+
+/* ---- convert of small generated HF checkpoints ---------------------------------------------------- */
+
+typedef struct tiny_t { const char *name; int64_t rows, cols; } tiny_t;
+
+/* Writes DIR/config.json and DIR/model.safetensors (f32, values from the tensor index) for a 1-layer model
+ * with hidden 8, 2 heads of 4, 1 kv head, ff 16, vocab 16. */
+static int write_tiny_hf(const char *dir, const char *config, int biases) {
+    static const tiny_t base[] = {
+        {"model.embed_tokens.weight", 16, 8}, {"model.layers.0.input_layernorm.weight", 0, 8},
+        {"model.layers.0.self_attn.q_proj.weight", 8, 8}, {"model.layers.0.self_attn.k_proj.weight", 4, 8},
+        {"model.layers.0.self_attn.v_proj.weight", 4, 8}, {"model.layers.0.self_attn.o_proj.weight", 8, 8},
+        {"model.layers.0.post_attention_layernorm.weight", 0, 8}, {"model.layers.0.mlp.gate_proj.weight", 16, 8},
+        {"model.layers.0.mlp.up_proj.weight", 16, 8}, {"model.layers.0.mlp.down_proj.weight", 8, 16},
+        {"model.norm.weight", 0, 8}, {"lm_head.weight", 16, 8},
+        {"model.layers.0.self_attn.q_proj.bias", 0, 8}, {"model.layers.0.self_attn.k_proj.bias", 0, 4},
+        {"model.layers.0.self_attn.v_proj.bias", 0, 4},
+    };
+    size_t n = biases ? KV_ARRAY_LEN(base) : KV_ARRAY_LEN(base) - 3;
+    char path[900], header[4096];
+    size_t hl = (size_t)snprintf(header, sizeof header, "{");
+    uint64_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t count = (uint64_t)(base[i].rows ? base[i].rows : 1) * (uint64_t)base[i].cols;
+        if (base[i].rows)
+            hl += (size_t)snprintf(header + hl, sizeof header - hl, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld,%lld],\"data_offsets\":[%llu,%llu]}",
+                                   i ? "," : "", base[i].name, (long long)base[i].rows, (long long)base[i].cols,
+                                   (unsigned long long)off, (unsigned long long)(off + 4 * count));
+        else
+            hl += (size_t)snprintf(header + hl, sizeof header - hl, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld],\"data_offsets\":[%llu,%llu]}",
+                                   i ? "," : "", base[i].name, (long long)base[i].cols, (unsigned long long)off,
+                                   (unsigned long long)(off + 4 * count));
+        off += 4 * count;
+    }
+    hl += (size_t)snprintf(header + hl, sizeof header - hl, "}");
+    size_t total = 8 + hl + (size_t)off;
+    uint8_t *buf = calloc(1, total);
+    if (!buf) return -1;
+    uint64_t hl64 = hl;
+    memcpy(buf, &hl64, 8);
+    memcpy(buf + 8, header, hl);
+    float *vals = (float *)(void *)(buf + 8 + hl);
+    for (uint64_t i = 0; i < off / 4; i++) {
+        float v = (float)((int)(i % 97) - 48) / 16.0f; /* exact in f16 and bf16 */
+        memcpy((uint8_t *)vals + 4 * i, &v, 4);
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    int rc = kv_test_write_file(path, buf, total);
+    free(buf);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    return rc | kv_test_write_file(path, config, strlen(config));
+}
+
+#define TINY_CONFIG_COMMON "\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"num_key_value_heads\":1," \
+    "\"intermediate_size\":16,\"vocab_size\":16,\"max_position_embeddings\":64,\"rms_norm_eps\":1e-6,\"rope_theta\":500000.0," \
+    "\"tie_word_embeddings\":false,\"bos_token_id\":1,\"eos_token_id\":2"
+
+KV_TEST(convert_tiny_llama3_mistral_qwen2) {
+    static const struct { const char *dir, *config; int biases; const char *arch; int permuted; } cases[] = {
+        {"llama3", "{\"model_type\":\"llama\"," TINY_CONFIG_COMMON ",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0,"
+                   "\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,\"original_max_position_embeddings\":64}}", 0, "llama", 1},
+        {"mistral", "{\"model_type\":\"mistral\"," TINY_CONFIG_COMMON "}", 0, "llama", 1},
+        {"qwen2", "{\"model_type\":\"qwen2\"," TINY_CONFIG_COMMON "}", 1, "qwen2", 0},
+    };
+    for (size_t c = 0; c < KV_ARRAY_LEN(cases); c++) {
+        char dir[700], out[800];
+        snprintf(dir, sizeof dir, "%s/%s", kv_test_tmpdir(), cases[c].dir);
+        REQUIRE(mkdir_p(dir) == 0);
+        REQUIRE(write_tiny_hf(dir, cases[c].config, cases[c].biases) == 0);
+        snprintf(out, sizeof out, "%s/%s.gguf", kv_test_tmpdir(), cases[c].dir);
+        kv_error err;
+        REQUIRE_OK(kv_gguf_convert(dir, out, KV_TYPE_F16, 1, NULL, &err), &err);
+        kv_gguf *g;
+        REQUIRE_OK(kv_gguf_open(out, &g, &err), &err);
+        const char *s;
+        CHECK_OK(kv_gguf_get_str(g, "general.architecture", &s, &err), &err);
+        CHECK_STR(s, cases[c].arch);
+        char key[64];
+        uint32_t u;
+        snprintf(key, sizeof key, "%s.attention.head_count_kv", cases[c].arch);
+        CHECK_OK(kv_gguf_get_u32(g, key, &u, &err), &err);
+        CHECK_EQ_INT(u, 1);
+        CHECK_EQ_INT(kv_gguf_find_key(g, "llama.vocab_size") >= 0, !strcmp(cases[c].arch, "llama"));
+        CHECK(kv_gguf_find_key(g, "tokenizer.ggml.model") < 0); /* no tokenizer file in the directory */
+        const kv_gguf_tensor *q = kv_gguf_find_tensor(g, "blk.0.attn_q.weight");
+        REQUIRE(q && q->type == KV_TYPE_F16 && q->shape[0] == 8 && q->shape[1] == 8);
+        /* q rows: HF row 2 (head 0, second half) is GGUF row 1 after the permutation; f16 values are exact */
+        kv_model_file *mf;
+        REQUIRE_OK(kv_model_open(dir, &mf, &err), &err);
+        const kv_tensor *hq = kv_model_find(mf, "blk.0.attn_q.weight");
+        REQUIRE(hq);
+        float hf_row2[8], gg_row1[8], gg_row2[8];
+        REQUIRE_OK(kv_tensor_row_f32(hq, 2, hf_row2, &err), &err);
+        kv_fp16_to_fp32_row((const uint16_t *)q->data + 8, gg_row1, 8);
+        kv_fp16_to_fp32_row((const uint16_t *)q->data + 16, gg_row2, 8);
+        CHECK(memcmp(cases[c].permuted ? gg_row1 : gg_row2, hf_row2, sizeof hf_row2) == 0);
+        kv_model_close(mf);
+        const kv_gguf_tensor *qb = kv_gguf_find_tensor(g, "blk.0.attn_q.bias");
+        CHECK_EQ_INT(qb != NULL, cases[c].biases);
+        if (qb) CHECK_EQ_INT(qb->type, KV_TYPE_F32);
+        const kv_gguf_tensor *rf = kv_gguf_find_tensor(g, "rope_freqs.weight");
+        CHECK_EQ_INT(rf != NULL, c == 0);
+        if (rf) {
+            /* head_dim 4: two frequencies, wavelengths 2*pi and 2*pi*500000^0.5; against 64/4 and 64/1 the
+             * first is a high frequency (factor 1), the second a low one (the full factor 8) */
+            REQUIRE(rf->n_dims == 1 && rf->shape[0] == 2 && rf->type == KV_TYPE_F32);
+            CHECK(kv_rd_f32(rf->data) == 1.0f);
+            CHECK(kv_rd_f32((const uint8_t *)rf->data + 4) == 8.0f);
+        }
+        kv_gguf_close(g);
+        check_same_tensors(T, dir, out, 1);
+    }
+}
+
+/* A byte-level BPE tokenizer.json: the 256 byte symbols, two merges, one special token. */
+static int write_tiny_tokenizer_json(const char *dir) {
+    size_t cap = 16384, n = 0;
+    char *s = malloc(cap);
+    if (!s) return -1;
+    n += (size_t)snprintf(s + n, cap - n, "{\"model\":{\"type\":\"BPE\",\"vocab\":{");
+    for (int b = 0; b < 256; b++) {
+        uint32_t cp = kv_bpe_byte_to_cp((uint8_t)b);
+        char u[8];
+        size_t ul = 0;
+        if (cp == '"' || cp == '\\') u[ul++] = '\\', u[ul++] = (char)cp;
+        else if (cp < 0x80) u[ul++] = (char)cp;
+        else u[ul++] = (char)(0xC0 | (cp >> 6)), u[ul++] = (char)(0x80 | (cp & 0x3F));
+        n += (size_t)snprintf(s + n, cap - n, "\"%.*s\":%d,", (int)ul, u, b);
+    }
+    n += (size_t)snprintf(s + n, cap - n,
+                          "\"\xc4\xa0t\":256,\"he\":257},\"merges\":[\"\xc4\xa0 t\",\"h e\"]},"
+                          "\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true},"
+                          "\"added_tokens\":[{\"id\":258,\"content\":\"<|endoftext|>\",\"special\":true}]}");
+    char path[900];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    int rc = n < cap ? kv_test_write_file(path, s, n) : -1;
+    free(s);
+    return rc;
+}
+
+KV_TEST(convert_bpe_tokenizer_json) {
+    char dir[700], out[800];
+    snprintf(dir, sizeof dir, "%s/bpe", kv_test_tmpdir());
+    REQUIRE(mkdir_p(dir) == 0);
+    REQUIRE(write_tiny_hf(dir, "{\"model_type\":\"llama\"," TINY_CONFIG_COMMON "}", 0) == 0);
+    REQUIRE(write_tiny_tokenizer_json(dir) == 0);
+    snprintf(out, sizeof out, "%s/bpe.gguf", kv_test_tmpdir());
+    kv_error err;
+    REQUIRE_OK(kv_gguf_convert(dir, out, KV_TYPE_BF16, 1, NULL, &err), &err);
+    kv_gguf *g;
+    REQUIRE_OK(kv_gguf_open(out, &g, &err), &err);
+    const char *s;
+    CHECK_OK(kv_gguf_get_str(g, "tokenizer.ggml.model", &s, &err), &err);
+    CHECK_STR(s, "gpt2");
+    CHECK_OK(kv_gguf_get_str(g, "tokenizer.ggml.pre", &s, &err), &err);
+    CHECK(s && s[0]);
+    CHECK(kv_gguf_find_key(g, "tokenizer.ggml.scores") < 0);
+    kv_gguf_value toks, types, merges, e;
+    REQUIRE_OK(kv_gguf_get_arr(g, "tokenizer.ggml.tokens", &toks, &err), &err);
+    CHECK_EQ_INT(toks.n, 259);
+    REQUIRE_OK(kv_gguf_arr_get(&toks, 256, &e, &err), &err);
+    CHECK(e.n == 3 && !memcmp(e.data, "\xc4\xa0t", 3));
+    REQUIRE_OK(kv_gguf_get_arr(g, "tokenizer.ggml.token_type", &types, &err), &err);
+    REQUIRE(types.n == 259);
+    CHECK_EQ_INT((int32_t)kv_rd_u32((const uint8_t *)types.data + 4 * 258), KV_TOKEN_CONTROL);
+    CHECK_EQ_INT((int32_t)kv_rd_u32((const uint8_t *)types.data + 4 * 65), KV_TOKEN_NORMAL);
+    REQUIRE_OK(kv_gguf_get_arr(g, "tokenizer.ggml.merges", &merges, &err), &err);
+    REQUIRE(merges.n == 2);
+    REQUIRE_OK(kv_gguf_arr_get(&merges, 0, &e, &err), &err);
+    CHECK(e.n == 4 && !memcmp(e.data, "\xc4\xa0 t", 4));
+    REQUIRE_OK(kv_gguf_arr_get(&merges, 1, &e, &err), &err);
+    CHECK(e.n == 3 && !memcmp(e.data, "h e", 3));
+    uint32_t bos;
+    CHECK_OK(kv_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &bos, &err), &err);
+    CHECK_EQ_INT(bos, 1);
+    kv_gguf_close(g);
+    /* the written vocabulary loads back as the same tokenizer */
+    kv_tokenizer *a, *b;
+    char tj[900];
+    snprintf(tj, sizeof tj, "%s/tokenizer.json", dir);
+    REQUIRE_OK(kv_tokenizer_load_hf_json(tj, &a, &err), &err);
+    kv_status st = kv_tokenizer_load_gguf(out, &b, &err);
+    if (st) kv_tokenizer_free(a);
+    REQUIRE_OK(st, &err);
+    const char *text = "the hehe tt";
+    int32_t *ia = NULL, *ib = NULL;
+    size_t na = 0, nb = 0;
+    CHECK_OK(kv_tokenize(a, text, strlen(text), 0, &ia, &na, &err), &err);
+    CHECK_OK(kv_tokenize(b, text, strlen(text), 0, &ib, &nb, &err), &err);
+    CHECK(na == nb && na > 0 && !memcmp(ia, ib, na * sizeof *ia));
+    free(ia);
+    free(ib);
+    kv_tokenizer_free(a);
+    kv_tokenizer_free(b);
+}
+
+KV_TEST(convert_gguf_source_retypes_and_keeps_tokenizer) {
+    char src[600], out[600];
+    kv_test_shared(src, sizeof src, "models/proxy-27m-gguf/proxy-27m-bf16.gguf");
+    if (!kv_test_exists(src)) SKIP("proxy-27m-gguf missing under ../shared");
+    tmp_path(out, sizeof out, "proxy-f16-from-gguf.gguf");
+    kv_error err;
+    REQUIRE_OK(kv_gguf_convert(src, out, KV_TYPE_F16, 1, NULL, &err), &err);
+    kv_gguf *a, *b;
+    REQUIRE_OK(kv_gguf_open(src, &a, &err), &err);
+    REQUIRE_OK(kv_gguf_open(out, &b, &err), &err);
+    /* every key of the source is in the output with the same value, but the file type */
+    for (int64_t i = 0; i < kv_gguf_n_kv(a); i++) {
+        const char *key = kv_gguf_kv_key(a, i);
+        const kv_gguf_value *va = kv_gguf_kv_value(a, i), *vb = kv_gguf_find(b, key);
+        CHECK_MSG(vb != NULL, "key %s missing", key);
+        if (!vb || !strcmp(key, "general.file_type")) continue;
+        CHECK_MSG(va->type == vb->type && va->raw_size == vb->raw_size &&
+                      !memcmp((const uint8_t *)va->data - (va->type == KV_GGUF_STRING ? 8 : va->type == KV_GGUF_ARRAY ? 12 : 0),
+                              (const uint8_t *)vb->data - (vb->type == KV_GGUF_STRING ? 8 : vb->type == KV_GGUF_ARRAY ? 12 : 0),
+                              (size_t)va->raw_size),
+                  "key %s differs", key);
+    }
+    uint32_t ft;
+    CHECK_OK(kv_gguf_get_u32(b, "general.file_type", &ft, &err), &err);
+    CHECK_EQ_INT(ft, 1);
+    /* same rows in llama.cpp's layout: the q/k permutation is undone on reading and redone on writing */
+    const kv_gguf_tensor *qa = kv_gguf_find_tensor(a, "blk.2.attn_q.weight"), *qb = kv_gguf_find_tensor(b, "blk.2.attn_q.weight");
+    REQUIRE(qa && qb && qb->type == KV_TYPE_F16);
+    int64_t n = qa->shape[0] * qa->shape[1], bad = 0;
+    for (int64_t k = 0; k < n; k++) {
+        float x = kv_bf16_to_fp32(kv_rd_u16((const uint8_t *)qa->data + 2 * k));
+        if (kv_fp32_to_fp16(x) != kv_rd_u16((const uint8_t *)qb->data + 2 * k)) bad++;
+    }
+    CHECK_EQ_INT(bad, 0);
+    kv_gguf_close(a);
+    kv_gguf_close(b);
+    check_same_tensors(T, src, out, 1);
+}
+
+/* Overlap detection must see past empty tensors: A [0, 64), Z empty at 32, C [32, 64) overlaps A. */
+KV_TEST(gguf_overlap_hidden_behind_empty_tensor) {
+    kv_error err;
+    char path[600];
+    tmp_path(path, sizeof path, "ovl.gguf");
+    float data[16] = {0};
+    int64_t s16[1] = {16}, s0[1] = {0}, s8[1] = {8};
+    kv_gguf_writer *w;
+    REQUIRE_OK(kv_gguf_writer_create(&w, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_tensor(w, "A", 1, s16, KV_TYPE_F32, data, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_tensor(w, "Z", 1, s0, KV_TYPE_F32, NULL, &err), &err);
+    CHECK_OK(kv_gguf_writer_add_tensor(w, "C", 1, s8, KV_TYPE_F32, data, &err), &err);
+    REQUIRE_OK(kv_gguf_writer_write(w, path, NULL, &err), &err);
+    kv_gguf_writer_free(w);
+    size_t size;
+    uint8_t *bytes = kv_test_read_file(path, &size);
+    REQUIRE(bytes);
+    kv_gguf *g;
+    REQUIRE_OK(kv_gguf_open_memory(bytes, size, "ovl.gguf", &g, &err), &err);
+    CHECK_EQ_INT(kv_gguf_find_tensor(g, "Z")->nbytes, 0);
+    /* the offset field: name (8 + 1 bytes), n_dims (4), one dim (8), type (4) */
+    uint64_t z_off = kv_gguf_find_tensor(g, "Z")->info_offset + 8 + 1 + 4 + 8 + 4;
+    uint64_t c_off = kv_gguf_find_tensor(g, "C")->info_offset + 8 + 1 + 4 + 8 + 4;
+    kv_gguf_close(g);
+    kv_wr_u64(bytes + z_off, 32);
+    kv_wr_u64(bytes + c_off, 32);
+    CHECK_EQ_INT(kv_gguf_open_memory(bytes, size, "ovl.gguf", &g, &err), KV_EFORMAT);
+    CHECK_STR(err.tensor, "C");
+    CHECK(strstr(err.message, "overlaps tensor 'A'") != NULL);
+    free(bytes);
 }

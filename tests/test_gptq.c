@@ -578,3 +578,93 @@ KV_TEST(gptq_real_formats) {
     free(w); free(d); free(h);
     if (!tested) SKIP("no real formats registered yet");
 }
+
+/* ============================== the calibration engine through the CLI ============================== */
+
+/* A calibration text of the first n bytes of calib.txt (tokenizing all 2 MB would dominate the test). */
+static int short_calib(const char *dir, size_t n, char *path, size_t len) {
+    char calib[512];
+    kv_test_shared(calib, sizeof calib, "data/calib.txt");
+    size_t size = 0;
+    char *text = kv_test_read_file(calib, &size);
+    if (!text) return -1;
+    snprintf(path, len, "%s/calib-%zu.txt", dir, n);
+    int rc = kv_test_write_file(path, text, n < size ? n : size);
+    free(text);
+    return rc;
+}
+
+KV_TEST(gptq_cli_calibrates_and_reuses_hessians) {
+    char model[512], calib[1024], args[4096], *out = NULL;
+    kv_test_shared(model, sizeof model, "models/proxy-27m");
+    const char *dir = kv_test_tmpdir();
+    if (!kv_test_exists(model) || short_calib(dir, 16384, calib, sizeof calib)) SKIP("proxy-27m or calib.txt absent");
+    /* under the sanitizers only blocks 0 and 5 get GPTQ (the others stay bf16), still through all blocks */
+    const char *light = getenv("KVANT_SANITIZED") ? "--override 'blk\\.[1-4]\\.=bf16'" : "";
+    int64_t want = getenv("KVANT_SANITIZED") ? 14 : 42;
+    snprintf(args, sizeof args,
+             "quantize %s -o %s/a.gguf --format q4_0 --pure %s --method gptq:act-order,save-hessians=%s/h "
+             "--calib %s --calib-tokens 512 --no-imatrix -t 2 --quiet", model, dir, light, dir, calib);
+    int rc = kv_test_run_cli(args, &out);
+    CHECK_MSG(rc == 0, "rc %d: %s", rc, out ? out : "");
+    CHECK(out && strstr(out, "calibration: 1 windows x 512 tokens, peak"));
+    free(out);
+    char hpath[1024];
+    snprintf(hpath, sizeof hpath, "%s/h/blk.5.ffn_down.kvh", dir);
+    CHECK(kv_test_exists(hpath));
+    /* the saved statistics give the same tensors without running the model (and with another thread count) */
+    snprintf(args, sizeof args,
+             "quantize %s -o %s/b.gguf --format q4_0 --pure %s --method gptq:act-order,load-hessians=%s/h "
+             "--calib %s --calib-tokens 512 --no-imatrix -t 1 --quiet", model, dir, light, dir, calib);
+    rc = kv_test_run_cli(args, &out);
+    CHECK_MSG(rc == 0, "rc %d: %s", rc, out ? out : "");
+    free(out);
+    char pa[1024], pb[1024];
+    snprintf(pa, sizeof pa, "%s/a.gguf", dir);
+    snprintf(pb, sizeof pb, "%s/b.gguf", dir);
+    kv_model_file *ma = NULL, *mb = NULL;
+    kv_error err;
+    REQUIRE_OK(kv_model_open(pa, &ma, &err), &err);
+    REQUIRE_OK(kv_model_open(pb, &mb, &err), &err);
+    REQUIRE(kv_model_n_tensors(ma) == kv_model_n_tensors(mb));
+    int64_t differ = 0, quantized = 0;
+    for (int64_t i = 0; i < kv_model_n_tensors(ma); i++) {
+        const kv_tensor *x = kv_model_tensor(ma, i), *y = kv_model_find(mb, x->name);
+        if (!y || x->nbytes != y->nbytes || memcmp(x->data, y->data, x->nbytes)) differ++;
+        quantized += x->type == KV_TYPE_Q4_0;
+    }
+    CHECK_EQ_INT(differ, 0);
+    CHECK(quantized >= want);
+    kv_model_close(ma);
+    kv_model_close(mb);
+}
+
+KV_TEST(gptq_cli_bad_calibration_and_options) {
+    char model[512], calib[1024], args[4096], *out = NULL;
+    kv_test_shared(model, sizeof model, "models/proxy-27m");
+    const char *dir = kv_test_tmpdir();
+    if (!kv_test_exists(model) || short_calib(dir, 8192, calib, sizeof calib)) SKIP("proxy-27m or calib.txt absent");
+    /* fewer tokens than requested: both numbers named, no output file */
+    snprintf(args, sizeof args, "quantize %s -o %s/x.gguf --format q4_0 --method gptq --calib %s "
+             "--calib-tokens 65536 --quiet", model, dir, calib);
+    int rc = kv_test_run_cli(args, &out);
+    CHECK(rc != 0);
+    CHECK_MSG(out && strstr(out, "65536") && strstr(out, "tokens, fewer than"), "%s", out ? out : "");
+    free(out);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/x.gguf", dir);
+    CHECK(!kv_test_exists(path));
+    snprintf(args, sizeof args, "quantize %s -o %s/x.gguf --format q4_0 --method gptq:bogus --calib %s "
+             "--calib-tokens 512 --no-imatrix --quiet", model, dir, calib);
+    rc = kv_test_run_cli(args, &out);
+    CHECK(rc == 2);
+    CHECK_MSG(out && strstr(out, "unknown option 'bogus'"), "%s", out ? out : "");
+    free(out);
+    snprintf(args, sizeof args, "quantize %s -o %s/x.gguf --format f16 --method watersic --calib %s "
+             "--calib-tokens 512 --no-imatrix --quiet", model, dir, calib);
+    rc = kv_test_run_cli(args, &out);
+    CHECK(rc == 2);
+    CHECK_MSG(out && strstr(out, "bits=R"), "%s", out ? out : "");
+    free(out);
+    CHECK(!kv_test_exists(path));
+}

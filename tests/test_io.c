@@ -79,7 +79,7 @@ KV_TEST(json_numbers) {
     REQUIRE(doc);
     const kv_json *r = kv_json_root(doc);
     CHECK(kv_json_at(r, 0)->is_int && kv_json_at(r, 0)->ival == 0);
-    CHECK(kv_json_at(r, 1)->is_int && kv_json_at(r, 1)->num == 0);
+    CHECK(kv_json_at(r, 1)->is_int && kv_json_at(r, 1)->num == 0 && signbit(kv_json_at(r, 1)->num));
     CHECK(kv_json_at(r, 2)->is_int && kv_json_at(r, 2)->ival == INT64_MAX);
     CHECK(kv_json_at(r, 3)->is_int && kv_json_at(r, 3)->ival == INT64_MIN);
     CHECK(!kv_json_at(r, 4)->is_int && kv_json_at(r, 4)->num == 9223372036854775808.0); /* beyond int64: double only */
@@ -425,8 +425,8 @@ KV_TEST(io_proxy_hf_directory) {
     kv_error_clear(&err);
     REQUIRE_OK(kv_json_parse_file(path, 0, &doc, &err), &err);
     const kv_json *cfg = kv_json_root(doc);
-    int64_t hidden, inter, heads, kvh, layers, vocab, hd;
-    CHECK(kv_json_get_int(cfg, "hidden_size", &hidden) == 1 && kv_json_get_int(cfg, "intermediate_size", &inter) == 1 &&
+    int64_t hidden = 0, inter = 0, heads = 0, kvh = 0, layers = 0, vocab = 0, hd = 0;
+    REQUIRE(kv_json_get_int(cfg, "hidden_size", &hidden) == 1 && kv_json_get_int(cfg, "intermediate_size", &inter) == 1 &&
           kv_json_get_int(cfg, "num_attention_heads", &heads) == 1 && kv_json_get_int(cfg, "num_key_value_heads", &kvh) == 1 &&
           kv_json_get_int(cfg, "num_hidden_layers", &layers) == 1 && kv_json_get_int(cfg, "vocab_size", &vocab) == 1 &&
           kv_json_get_int(cfg, "head_dim", &hd) == 1);
@@ -474,6 +474,13 @@ KV_TEST(io_proxy_hf_directory) {
         CHECK(t->file_index >= 0 && t->file_index < 5);
     }
     CHECK_EQ_INT(params, 27269632);
+    /* file order: shard by shard, each shard's header order (what llama.cpp's converter writes) */
+    CHECK_STR(kv_model_tensor(mf, 0)->src_name, "model.embed_tokens.weight");
+    CHECK_STR(kv_model_tensor(mf, 56)->src_name, "lm_head.weight");
+    for (int64_t i = 1; i < kv_model_n_tensors(mf); i++) {
+        const kv_tensor *p = kv_model_tensor(mf, i - 1), *q = kv_model_tensor(mf, i);
+        CHECK(p->file_index < q->file_index || (p->file_index == q->file_index && p->offset < q->offset));
+    }
     const kv_tensor *t = kv_model_find(mf, "output_norm.weight");
     REQUIRE(t);
     CHECK_EQ_INT(fnv1a64(t->data, t->nbytes), 0xcd48191c72b6ea26ull);
@@ -635,6 +642,12 @@ KV_TEST(io_stories260k_llama2c) {
     CHECK_EQ_INT(t->shape[0], 64);
     CHECK_EQ_INT(t->shape[1], 172);
     CHECK_EQ_INT(kv_model_tokenizer(mf, NULL), KV_TOKSRC_NONE);
+    /* listed layer by layer although the file groups each kind over all layers */
+    CHECK_STR(kv_model_tensor(mf, 0)->name, "token_embd.weight");
+    CHECK_STR(kv_model_tensor(mf, 1)->name, "blk.0.attn_norm.weight");
+    CHECK_STR(kv_model_tensor(mf, 2)->name, "blk.0.attn_q.weight");
+    CHECK_STR(kv_model_tensor(mf, 10)->name, "blk.1.attn_norm.weight");
+    CHECK_STR(kv_model_tensor(mf, 46)->name, "output_norm.weight");
     kv_model_close(mf);
 }
 
@@ -734,11 +747,28 @@ KV_TEST(io_synthetic_hf_dir_and_rows) {
     float all[16];
     REQUIRE_OK(kv_tensor_to_f32(t, all, &err), &err);
     for (int k = 0; k < 16; k++) CHECK_EQ_INT(all[k] == kv_bf16_to_fp32(bf[k]), 1); /* HF layout: no permutation */
+    /* block types go through the formats module: a hand-made q8_0 tensor (per block: fp16 d, 32 x int8 q) */
+    uint8_t q8[2][34];
+    for (int r = 0; r < 2; r++) {
+        uint16_t d = kv_fp32_to_fp16(r ? 0.25f : -2.0f);
+        memcpy(q8[r], &d, 2);
+        for (int k = 0; k < 32; k++) q8[r][2 + k] = (uint8_t)(int8_t)(k - 16);
+    }
+    kv_tensor qt = {.name = "q", .n_dims = 2, .shape = {2, 32, 1, 1}, .type = KV_TYPE_Q8_0, .data = q8, .nbytes = 68};
+    float qrow[32];
+    REQUIRE_OK(kv_tensor_row_f32(&qt, 1, qrow, &err), &err);
+    for (int k = 0; k < 32; k++) CHECK_EQ_INT(qrow[k] == 0.25f * (float)(k - 16), 1);
+    REQUIRE_OK(kv_tensor_row_f32(&qt, 0, qrow, &err), &err);
+    CHECK_EQ_INT(qrow[31] == -30.0f, 1);
     kv_tensor fake = *t;
-    fake.type = KV_TYPE_Q4_K;
+    fake.type = KV_TYPE_Q4_K; /* rows of 4 are not a whole q4_k block */
     kv_error_clear(&err);
     CHECK_EQ_INT(kv_tensor_row_f32(&fake, 0, row, &err), KV_EUNSUPPORTED);
     CHECK(strstr(err.message, "q4_k") != NULL);
+    CHECK_STR(err.tensor, "blk.0.attn_q.weight");
+    fake.type = KV_TYPE_I32;
+    kv_error_clear(&err);
+    CHECK_EQ_INT(kv_tensor_row_f32(&fake, 0, row, &err), KV_EUNSUPPORTED);
     kv_model_close(mf);
 
     /* the same file alone: tensors only, no hparams, names still mapped */
@@ -750,6 +780,22 @@ KV_TEST(io_synthetic_hf_dir_and_rows) {
     CHECK(kv_model_find(mf, "blk.0.ffn_down.weight") != NULL);
     CHECK_EQ_INT(kv_model_tokenizer(mf, NULL), KV_TOKSRC_NONE);
     kv_model_close(mf);
+    char args[800], *out = NULL;
+    snprintf(args, sizeof args, "inspect --json '%s'", path);
+    CHECK_EQ_INT(kv_test_run_cli(args, &out), 0);
+    kv_json_doc *doc = NULL;
+    CHECK(out && kv_json_parse(out, strlen(out), NULL, &doc, NULL) == KV_OK);
+    if (doc) {
+        const kv_json *r = kv_json_root(doc);
+        CHECK(kv_json_get(r, "architecture") && kv_json_get(r, "architecture")->type == KV_JSON_NULL);
+        CHECK(kv_json_get(r, "hparams") && kv_json_get(r, "hparams")->type == KV_JSON_NULL);
+        int64_t v;
+        CHECK(kv_json_get_int(r, "params", &v) == 1 && v == 8 * 4 + 4 + 4 + 4 * 16 + 4 + 3 * 24 + 1);
+        const kv_json *ts = kv_json_get(r, "tensors");
+        CHECK(ts && ts->len == 12);
+    }
+    kv_json_free(doc);
+    free(out);
 }
 
 KV_TEST(safetensors_parse_scalars_and_empty) {
@@ -859,4 +905,57 @@ KV_TEST(cli_inspect_every_shared_file) {
     CHECK_EQ_INT(kv_test_run_cli("inspect /nonexistent/model", &out), 1);
     CHECK(out && strstr(out, "/nonexistent/model"));
     free(out);
+}
+
+/* A kvant-only format in a GGUF: the exact format comes from "kvant.tensor.<name>.format", so rows decode
+ * through kv_model_tensor_row_f32 (and inspect names the format), while the bare type id cannot say which. */
+KV_TEST(io_gguf_kvant_format_rows) {
+    kv_error err;
+    kv_error_clear(&err);
+    kv_format f;
+    if (kv_format_get("int4_g128_asym", &f, &err) != KV_OK) SKIP("format int4_g128_asym not available");
+    REQUIRE(f.type >= KV_TYPE_KVANT_BASE && f.quantize && f.dequantize);
+    enum { ROWS = 3, COLS = 256 };
+    float src[ROWS * COLS];
+    for (int i = 0; i < ROWS * COLS; i++) src[i] = sinf((float)i * 0.37f) * (1.0f + (float)(i / COLS));
+    size_t rb = kv_format_row_bytes(&f, COLS);
+    REQUIRE(rb > 0);
+    uint8_t *packed = malloc(rb * ROWS);
+    REQUIRE(packed);
+    REQUIRE_OK(f.quantize(&f, src, packed, ROWS, COLS, NULL, &err), &err);
+    char path[600];
+    snprintf(path, sizeof path, "%s/kv.gguf", kv_test_tmpdir());
+    kv_gguf_writer *w;
+    REQUIRE_OK(kv_gguf_writer_create(&w, &err), &err);
+    int64_t shape[2] = {ROWS, COLS};
+    CHECK_OK(kv_gguf_writer_add_str(w, "kvant.tensor.w.format", "int4_g128_asym", &err), &err);
+    CHECK_OK(kv_gguf_writer_add_tensor(w, "w", 2, shape, f.type, packed, &err), &err);
+    CHECK_OK(kv_gguf_writer_write(w, path, NULL, &err), &err);
+    kv_gguf_writer_free(w);
+    kv_model_file *mf;
+    REQUIRE_OK(kv_model_open(path, &mf, &err), &err);
+    CHECK(kv_model_hparams(mf) == NULL); /* no general.architecture */
+    const kv_tensor *t = kv_model_find(mf, "w");
+    REQUIRE(t);
+    CHECK_EQ_INT(t->nbytes, rb * ROWS);
+    float row[COLS], want[COLS];
+    for (int r = 0; r < ROWS; r++) {
+        REQUIRE_OK(kv_model_tensor_row_f32(mf, t, r, row, &err), &err);
+        f.dequantize(&f, packed + (size_t)r * rb, want, COLS);
+        CHECK_MSG(!memcmp(row, want, sizeof row), "row %d differs", r);
+        double e = 0;
+        for (int k = 0; k < COLS; k++) e = fmax(e, fabs((double)row[k] - src[r * COLS + k]));
+        CHECK(e < 0.5 * (1.0 + r)); /* 4-bit: within a quantization step of the source */
+    }
+    CHECK_EQ_INT(kv_model_tensor_row_f32(mf, t, ROWS, row, &err), KV_ERANGE);
+    kv_error_clear(&err);
+    CHECK_EQ_INT(kv_tensor_row_f32(t, 0, row, &err), KV_EUNSUPPORTED);
+    CHECK_STR(kv_model_meta_string(mf, "kvant.tensor.w.format"), "int4_g128_asym");
+    kv_model_close(mf);
+    char args[800], *out = NULL;
+    snprintf(args, sizeof args, "inspect '%s'", path);
+    CHECK_EQ_INT(kv_test_run_cli(args, &out), 0);
+    CHECK(out && strstr(out, "int4_g128_asym"));
+    free(out);
+    free(packed);
 }

@@ -185,6 +185,12 @@ static void gen_hf_no_weights(const char *dir, char *path) {
     snprintf(p, sizeof p, "%s/config.json", path);
     write_text(p, k_cfg);
 }
+static void gen_hf_pickle_only(const char *dir, char *path) {
+    gen_hf_no_weights(dir, path);
+    char p[PATH_N + 40];
+    snprintf(p, sizeof p, "%s/pytorch_model.bin", path);
+    write_text(p, "PK\x03\x04");
+}
 static void gen_hf_no_config(const char *dir, char *path) {
     snprintf(path, PATH_N, "%s/m", dir);
     mkdir(path, 0755);
@@ -276,6 +282,37 @@ static void gen_gguf_garbage(const char *dir, char *path) {
     snprintf(path, PATH_N, "%s/model.gguf", dir);
     write_text(path, "GGUF\x03\0\0\0\xff\xff\xff\xff\xff\xff\xff\xff");
 }
+/* A tiny llama GGUF written with kvant's GGUF writer: skip_key leaves out one metadata key, embd_cols sets the
+ * width of token_embd (4 is right). */
+static void gguf_tiny(const char *dir, char *path, const char *skip_key, int64_t embd_cols) {
+    snprintf(path, PATH_N, "%s/tiny.gguf", dir);
+    static const struct { const char *key; uint32_t v; } keys[] = {
+        {"llama.block_count", 1}, {"llama.embedding_length", 4}, {"llama.feed_forward_length", 6},
+        {"llama.attention.head_count", 2}, {"llama.attention.head_count_kv", 2}, {"llama.context_length", 16},
+    };
+    static float zeros[64];
+    kv_gguf_writer *w;
+    if (kv_gguf_writer_create(&w, NULL)) return;
+    kv_gguf_writer_add_str(w, "general.architecture", "llama", NULL);
+    for (size_t i = 0; i < N_OF(keys); i++)
+        if (!skip_key || strcmp(skip_key, keys[i].key)) kv_gguf_writer_add_u32(w, keys[i].key, keys[i].v, NULL);
+    for (size_t i = 0; i < N_OF(k_hf_tensors); i++) {
+        char name[64];
+        kv_name_from_hf(k_hf_tensors[i].name, name, sizeof name);
+        int64_t shape[2] = {k_hf_tensors[i].rows, k_hf_tensors[i].cols};
+        if (i == 0) shape[1] = embd_cols;
+        kv_gguf_writer_add_tensor(w, name, shape[1] ? 2 : 1, shape, KV_TYPE_F32, zeros, NULL);
+    }
+    kv_gguf_writer_write(w, path, NULL, NULL);
+    kv_gguf_writer_free(w);
+}
+static void gen_gguf_good(const char *dir, char *path) { gguf_tiny(dir, path, NULL, 4); }
+static void gen_gguf_no_heads(const char *dir, char *path) { gguf_tiny(dir, path, "llama.attention.head_count", 4); }
+static void gen_gguf_shape_mismatch(const char *dir, char *path) { gguf_tiny(dir, path, NULL, 5); }
+static void gen_l2c_versioned(const char *dir, char *path) {
+    int32_t h[7] = {0x616b3432, 2, 8, 12, 1, 2, 1};
+    l2c(dir, path, h, 648);
+}
 static void gen_missing_path(const char *dir, char *path) { snprintf(path, PATH_N, "%s/does-not-exist", dir); }
 
 static const bad_case k_cases[] = {
@@ -314,6 +351,7 @@ static const bad_case k_cases[] = {
     {"hf_config_deep", gen_hf_config_deep, KV_ERANGE, "nesting", "config.json", CTX_OFFSET},
     {"hf_config_bad_escape", gen_hf_config_bad_escape, KV_EFORMAT, "escape", "config.json", CTX_OFFSET},
     {"hf_no_weights", gen_hf_no_weights, KV_ENOTFOUND, "model.safetensors", "m", CTX_FILE},
+    {"hf_pickle_only", gen_hf_pickle_only, KV_EUNSUPPORTED, "pytorch_model.bin", "m", CTX_FILE},
     {"hf_no_config", gen_hf_no_config, KV_ENOTFOUND, "config.json", "m", CTX_FILE},
     {"shard_missing", gen_shard_missing, KV_ENOTFOUND, "model-00002-of-00002.safetensors", "index.json", CTX_FILE},
     {"shard_wrong_place", gen_shard_wrong_place, KV_ENOTFOUND, "does not contain", "index.json", CTX_TENSOR | CTX_OFFSET},
@@ -330,6 +368,9 @@ static const bad_case k_cases[] = {
     {"l2c_huge_sizes", gen_l2c_huge, KV_EFORMAT, "too small", "model.bin", CTX_OFFSET},
     {"l2c_tiny", gen_l2c_tiny, KV_EFORMAT, "too small", "model.bin", CTX_OFFSET},
     {"l2c_unshared_missing_wcls", gen_l2c_unshared_missing_wcls, KV_EFORMAT, "wcls", "model.bin", CTX_OFFSET},
+    {"l2c_versioned_export", gen_l2c_versioned, KV_EUNSUPPORTED, "ak42", "model.bin", CTX_OFFSET},
+    {"gguf_no_head_count", gen_gguf_no_heads, KV_EFORMAT, "llama.attention.head_count", "tiny.gguf", CTX_FILE},
+    {"gguf_shape_mismatch", gen_gguf_shape_mismatch, KV_EFORMAT, "expected [8, 4]", "tiny.gguf", CTX_TENSOR},
     {"gguf_garbage", gen_gguf_garbage, KV_EFORMAT, "", "model.gguf", 0},
     {"missing_path", gen_missing_path, KV_ENOTFOUND, "no such file", "does-not-exist", CTX_FILE},
 };
@@ -341,8 +382,8 @@ static void case_dir(const char *name, char *dir) {
 }
 
 KV_TEST(malformed_baselines_are_valid) {
-    void (*gens[])(const char *, char *) = {gen_st_good, gen_hf_good, gen_shard_good, gen_l2c_good};
-    static const int tensors[] = {2, 11, 11, 2 + 9};
+    void (*gens[])(const char *, char *) = {gen_st_good, gen_hf_good, gen_shard_good, gen_l2c_good, gen_gguf_good};
+    static const int tensors[] = {2, 11, 11, 2 + 9, 11};
     for (size_t i = 0; i < sizeof gens / sizeof gens[0]; i++) {
         char dir[PATH_N], path[PATH_N], name[32];
         snprintf(name, sizeof name, "good%zu", i);

@@ -167,6 +167,32 @@ KV_TEST(tok_wikitext2_token_count) {
     kv_tokenizer_free(tok);
 }
 
+KV_TEST(tok_spm_independent_runs_match_whole_text) {
+    /* encoding in runs cut at isolated bytes and word starts gives the ids of one merge over the whole text */
+    kv_error err;
+    kv_error_clear(&err);
+    kv_tokenizer *tok = load_shared(T, "models/proxy-27m/tokenizer.model", &err);
+    if (!tok) SKIP("proxy-27m tokenizer.model not found");
+    CHECK(tok->space_cut);
+    CHECK(tok->isolated['\n']);
+    char path[1024];
+    size_t len = 0;
+    char *held = kv_test_read_file(kv_test_shared(path, sizeof path, "data/heldout.txt"), &len);
+    REQUIRE(held);
+    len = KV_MIN(len, (size_t)(sanitized() ? 60000 : 300000));
+    int32_t *a = NULL, *b = NULL;
+    size_t na = 0, nb = 0;
+    CHECK_OK(kv_tokenize(tok, held, len, 0, &a, &na, &err), &err);
+    tok->space_cut = 0;
+    memset(tok->isolated, 0, sizeof tok->isolated);
+    CHECK_OK(kv_tokenize(tok, held, len, 0, &b, &nb, &err), &err);
+    CHECK(na > 1000 && ids_equal(a, na, b, nb));
+    free(a);
+    free(b);
+    free(held);
+    kv_tokenizer_free(tok);
+}
+
 static void roundtrip(kv_test_ctx *T, const kv_tokenizer *tok, const char *text, size_t len, const char *what) {
     kv_error err;
     kv_error_clear(&err);
@@ -215,7 +241,7 @@ KV_TEST(tok_roundtrip_texts) {
     for (int r = 0; r < 200; r++) {
         char buf[48];
         size_t n = 1 + kv_rng_u64(&rng) % sizeof buf;
-        for (size_t i = 0; i < n; i++) buf[i] = (char)(r & 1 ? kv_rng_u64(&rng) : "ab \n\xc3\xa9\xe2\x96'1"[kv_rng_u64(&rng) % 10]);
+        for (size_t i = 0; i < n; i++) buf[i] = r & 1 ? (char)kv_rng_u64(&rng) : "ab \n\xc3\xa9\xe2\x96'1"[kv_rng_u64(&rng) % 10];
         roundtrip(T, spm, buf, n, "spm random");
         roundtrip(T, bpe, buf, n, "bpe random");
     }
@@ -318,6 +344,7 @@ KV_TEST(tok_pretokenizer_splits) {
     check_split(T, KV_PRETOK_LLAMA3, "x...\n\ny", "x|...\n\n|y");
     check_split(T, KV_PRETOK_LLAMA3, "   end", "  | end");
     check_split(T, KV_PRETOK_LLAMA3, "tail  ", "tail|  ");
+    check_split(T, KV_PRETOK_NONE, "no split  at all", "no split  at all");
 }
 
 KV_TEST(tok_unicode_tables) {
@@ -580,6 +607,158 @@ KV_TEST(tok_malformed_protobuf) {
     free(ids);
     CHECK_EQ_INT(kv_tokenize(tok, "abc", 3, 0, &ids, &n, &err), KV_EFORMAT);
     kv_tokenizer_free(tok);
+}
+
+/* a tiny protobuf writer for hand-made tokenizer.model files */
+typedef struct pbuf { uint8_t b[4096]; size_t n; } pbuf;
+static void pb_varint_put(pbuf *p, uint64_t v) {
+    do {
+        p->b[p->n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+}
+static void pb_bytes_put(pbuf *p, uint32_t field, const void *data, size_t n) {
+    pb_varint_put(p, (uint64_t)field << 3 | 2);
+    pb_varint_put(p, n);
+    memcpy(p->b + p->n, data, n);
+    p->n += n;
+}
+static void pb_piece_put(pbuf *p, const char *piece, float score, int type) {
+    pbuf m = {.n = 0};
+    pb_bytes_put(&m, 1, piece, strlen(piece));
+    pb_varint_put(&m, 2 << 3 | 5);
+    memcpy(m.b + m.n, &score, 4);
+    m.n += 4;
+    pb_varint_put(&m, 3 << 3);
+    pb_varint_put(&m, (uint64_t)type);
+    pb_bytes_put(p, 1, m.b, m.n);
+}
+
+static void expect_ids(kv_test_ctx *T, const kv_tokenizer *tok, const char *text, const int32_t *exp, size_t nexp) {
+    int32_t *ids = NULL;
+    size_t n = 0;
+    kv_error err;
+    kv_error_clear(&err);
+    CHECK_OK(kv_tokenize(tok, text, strlen(text), 0, &ids, &n, &err), &err);
+    if (!ids_equal(ids, n, exp, nexp)) {
+        CHECK_MSG(0, "ids differ for \"%s\"", text);
+        print_ids("got", ids, n);
+        print_ids("expected", exp, nexp);
+    }
+    free(ids);
+}
+
+KV_TEST(tok_spm_unused_user_defined_and_unk) {
+    /* sentencepiece semantics on a hand-made model (no dummy prefix, no byte fallback):
+     * - an UNUSED piece takes part in merges but is split back into the pair that formed it;
+     * - a user-defined piece is matched first and never merged;
+     * - characters outside the vocabulary give <unk>. */
+    pbuf p = {.n = 0};
+    pb_piece_put(&p, "<unk>", 0, KV_TOKEN_UNKNOWN);          /* 0 */
+    pb_piece_put(&p, "a", 0, KV_TOKEN_NORMAL);               /* 1 */
+    pb_piece_put(&p, "b", 0, KV_TOKEN_NORMAL);               /* 2 */
+    pb_piece_put(&p, "c", 0, KV_TOKEN_NORMAL);               /* 3 */
+    pb_piece_put(&p, "ab", 5, KV_TOKEN_UNUSED);              /* 4 */
+    pb_piece_put(&p, "abc", 1, KV_TOKEN_NORMAL);             /* 5 */
+    pb_piece_put(&p, "<x>", 0, KV_TOKEN_USER_DEFINED);       /* 6 */
+    pb_piece_put(&p, "a<x>", 9, KV_TOKEN_NORMAL);            /* 7: never formed, <x> is frozen */
+    pb_piece_put(&p, "bc", 2, KV_TOKEN_NORMAL);              /* 8 */
+    pbuf t = {.n = 0}, nspec = {.n = 0};
+    pb_varint_put(&t, 3 << 3);
+    pb_varint_put(&t, 2);                                    /* model_type BPE */
+    pb_varint_put(&t, 40 << 3);
+    pb_varint_put(&t, 0);                                    /* unk_id 0 */
+    pb_varint_put(&t, 41 << 3);
+    pb_varint_put(&t, (uint64_t)-1);                         /* bos_id -1 (10-byte varint) */
+    pb_bytes_put(&p, 2, t.b, t.n);
+    pb_varint_put(&nspec, 3 << 3);
+    pb_varint_put(&nspec, 0);                                /* add_dummy_prefix false */
+    pb_bytes_put(&p, 3, nspec.b, nspec.n);
+    kv_error err;
+    kv_error_clear(&err);
+    kv_tokenizer *tok = NULL;
+    REQUIRE_OK(kv_tokenizer_load_spm_memory(p.b, p.n, "hand.model", &tok, &err), &err);
+    CHECK_EQ_INT(kv_tokenizer_bos(tok), -1);
+    CHECK_EQ_INT(kv_tokenizer_unk(tok), 0);
+    CHECK_EQ_INT(kv_tokenize(tok, "a", 1, 1, &(int32_t *){NULL}, &(size_t){0}, &err), KV_EINVAL);  /* no BOS */
+    /* "ab": a+b -> ab (unused) -> resegmented into a, b */
+    expect_ids(T, tok, "ab", (const int32_t[]){1, 2}, 2);
+    /* "abc": a+b (score 5) before b+c (2), then ab+c -> abc */
+    expect_ids(T, tok, "abc", (const int32_t[]){5}, 1);
+    /* "a<x>b": <x> is one frozen symbol */
+    expect_ids(T, tok, "a<x>bc", (const int32_t[]){1, 6, 8}, 3);
+    /* unknown character (no byte fallback): <unk> per symbol */
+    expect_ids(T, tok, "a\xc3\xa9" "b", (const int32_t[]){1, 0, 2}, 3);
+    kv_tokenizer_free(tok);
+}
+
+/* a vocab-only GGUF: model, pre (NULL: none), n tokens with scores and types (NULL: absent), merges */
+static int write_vocab_gguf(const char *path, const char *model, const char *pre, const char *const *toks, uint64_t n,
+                            const float *scores, uint64_t n_scores, const int32_t *types, const char *const *merges,
+                            uint64_t n_merges) {
+    kv_gguf_writer *w = NULL;
+    kv_status st = kv_gguf_writer_create(&w, NULL);
+    if (!st) st = kv_gguf_writer_add_str(w, "tokenizer.ggml.model", model, NULL);
+    if (!st && pre) st = kv_gguf_writer_add_str(w, "tokenizer.ggml.pre", pre, NULL);
+    if (!st) st = kv_gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", toks, NULL, n, NULL);
+    if (!st && scores) st = kv_gguf_writer_add_arr(w, "tokenizer.ggml.scores", KV_GGUF_F32, scores, n_scores, NULL);
+    if (!st && types) st = kv_gguf_writer_add_arr(w, "tokenizer.ggml.token_type", KV_GGUF_I32, types, n, NULL);
+    if (!st && merges) st = kv_gguf_writer_add_arr_str(w, "tokenizer.ggml.merges", merges, NULL, n_merges, NULL);
+    if (!st) st = kv_gguf_writer_write(w, path, NULL, NULL);
+    kv_gguf_writer_free(w);
+    return st == KV_OK;
+}
+
+KV_TEST(tok_gguf_bad_vocabularies) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/vocab.gguf", kv_test_tmpdir());
+    static const char *const toks[] = {"<unk>", "<s>", "</s>", "\xe2\x96\x81" "a", "b"};
+    static const float scores[] = {0, 0, 0, -1, -2};
+    static const int32_t types[] = {2, 3, 3, 1, 1};
+    kv_error err;
+    kv_tokenizer *tok = NULL;
+    /* a valid SPM vocab first: "a b" -> ▁a, ▁ is not a piece and there is no byte fallback -> <unk> */
+    REQUIRE(write_vocab_gguf(path, "llama", NULL, toks, 5, scores, 5, types, NULL, 0));
+    kv_error_clear(&err);
+    REQUIRE_OK(kv_tokenizer_load_gguf(path, &tok, &err), &err);
+    CHECK_EQ_INT(kv_tokenizer_unk(tok), 0);
+    expect_ids(T, tok, "a b", (const int32_t[]){3, 0, 4}, 3);
+    kv_tokenizer_free(tok);
+    static const struct { const char *model, *pre; uint64_t n_scores; int merges; kv_status want; const char *msg; } cases[] = {
+        {"bert", NULL, 5, 0, KV_EUNSUPPORTED, "'bert'"},
+        {"llama", NULL, 4, 0, KV_EFORMAT, "entries"},             /* scores shorter than tokens */
+        {"gpt2", "default", 5, 0, KV_EFORMAT, "byte 0x"},        /* not a byte-level alphabet */
+        {"gpt2", "mystery", 5, 0, KV_EUNSUPPORTED, "'mystery'"},
+    };
+    for (size_t i = 0; i < KV_ARRAY_LEN(cases); i++) {
+        REQUIRE(write_vocab_gguf(path, cases[i].model, cases[i].pre, toks, 5, scores, cases[i].n_scores, types, NULL, 0));
+        kv_error_clear(&err);
+        kv_status st = kv_tokenizer_load_gguf(path, &tok, &err);
+        CHECK_MSG(st == cases[i].want, "case %zu: %s (%s)", i, kv_status_name(st), err.message);
+        CHECK_MSG(strstr(err.message, cases[i].msg) != NULL, "case %zu: message '%s' lacks '%s'", i, err.message, cases[i].msg);
+        CHECK(strstr(err.file, "vocab.gguf") != NULL);
+        CHECK(tok == NULL);
+    }
+    /* a byte-level vocab whose merge names a missing token */
+    const char *bl[256 + 1];
+    char store[256][4];
+    for (int b = 0; b < 256; b++) {
+        size_t l = kv_utf8_encode(kv_bpe_byte_to_cp((uint8_t)b), store[b]);
+        store[b][l] = 0;
+        bl[b] = store[b];
+    }
+    bl[256] = "ab";
+    static const char *const good_merge[] = {"a b"}, *const bad_merge[] = {"a zz"};
+    REQUIRE(write_vocab_gguf(path, "gpt2", "qwen2", bl, 257, NULL, 0, NULL, good_merge, 1));
+    kv_error_clear(&err);
+    REQUIRE_OK(kv_tokenizer_load_gguf(path, &tok, &err), &err);
+    expect_ids(T, tok, "abab", (const int32_t[]){256, 256}, 2);
+    kv_tokenizer_free(tok);
+    REQUIRE(write_vocab_gguf(path, "gpt2", "qwen2", bl, 257, NULL, 0, NULL, bad_merge, 1));
+    kv_error_clear(&err);
+    CHECK_EQ_INT(kv_tokenizer_load_gguf(path, &tok, &err), KV_EFORMAT);
+    CHECK(strstr(err.message, "'zz'") != NULL);
+    CHECK(tok == NULL);
 }
 
 KV_TEST(tok_load_directory_without_weights) {

@@ -135,3 +135,111 @@ KV_TEST(rht_online_equals_offline_weight_rotation) {
         CHECK_NEAR(d, ref[i], 1e-3);
     }
 }
+
+/* ---- whole-model transforms: the unquantized transformed model computes the same logits ---- */
+
+/* Logits of n tokens of the model at path (online transforms of the file applied). */
+static kv_status file_logits(const char *path, const int32_t *ids, int n, float **out, int *vocab, kv_error *err) {
+    kv_model_file *mf = NULL;
+    kv_model *m = NULL;
+    kv_context *c = NULL;
+    kv_status st = kv_model_open(path, &mf, err);
+    if (st == KV_OK) st = kv_model_load(mf, NULL, &m, err);
+    if (st == KV_OK) st = kv_model_apply_transforms(m, mf, err);
+    if (st == KV_OK) st = kv_context_create(m, n, &c, err);
+    if (st == KV_OK) {
+        *vocab = kv_model_get_hparams(m)->n_vocab;
+        *out = malloc((size_t)n * (size_t)*vocab * sizeof(float));
+        st = *out ? kv_forward(c, ids, n, 0, *out, 0, NULL, err) : KV_ENOMEM;
+    }
+    kv_context_free(c);
+    kv_model_free(m);
+    kv_model_close(mf);
+    return st;
+}
+
+/* Writes MODEL transformed (unquantized f32) and checks its logits against the plain f32 copy. */
+static void check_transform_keeps_logits(kv_test_ctx *T, const char *model_rel, const char *transforms,
+                                         const char *format, int with_calib, double tol, const char *changed) {
+    char model[512], calib[512], ref[600], out[600];
+    kv_test_shared(model, sizeof model, model_rel);
+    kv_test_shared(calib, sizeof calib, "data/calib.txt");
+    if (!kv_test_exists(model)) SKIP("%.200s not found", model);
+    snprintf(ref, sizeof ref, "%s/ref.gguf", kv_test_tmpdir());
+    snprintf(out, sizeof out, "%s/transformed.gguf", kv_test_tmpdir());
+    kv_quantize_opts o;
+    memset(&o, 0, sizeof o);
+    o.format = format;
+    o.transform_only = 1;
+    o.seed = 7;
+    kv_error err;
+    kv_error_clear(&err);
+    REQUIRE_OK(kv_quantize_model(model, ref, &o, NULL, &err), &err);
+    o.transforms = transforms;
+    if (with_calib) {
+        o.calib_path = calib;
+        o.calib_ctx = 64;
+        o.calib_tokens = 256;
+    }
+    kv_quantize_report rep;
+    REQUIRE_OK(kv_quantize_model(model, out, &o, &rep, &err), &err);
+    CHECK_MSG(rep.transforms[0] != 0, "no transform recorded for %s", transforms);
+    int32_t ids[48];
+    for (int i = 0; i < 48; i++) ids[i] = (i * 37 + 11) % 500 + 1;
+    float *a = NULL, *b = NULL;
+    int va = 0, vb = 0;
+    REQUIRE_OK(file_logits(ref, ids, 48, &a, &va, &err), &err);
+    kv_status st = file_logits(out, ids, 48, &b, &vb, &err);
+    CHECK_OK(st, &err);
+    if (st == KV_OK && va == vb) {
+        double maxd = 0, maxv = 0;
+        int finite = 1;
+        for (int64_t i = 0; i < (int64_t)48 * va; i++) {
+            finite &= isfinite(a[i]) && isfinite(b[i]);
+            maxd = fmax(maxd, fabs((double)a[i] - b[i]));
+            maxv = fmax(maxv, fabs((double)a[i]));
+        }
+        CHECK(finite);
+        CHECK(maxv > 1.0); /* real logits, not zeros */
+        CHECK_MSG(maxd <= tol, "%s on %s: max |logit diff| %.3g (logits up to %.3g)", transforms, model_rel, maxd, maxv);
+    }
+    free(a);
+    free(b);
+    /* the transform really changed the weights */
+    kv_model_file *fa = NULL, *fb = NULL;
+    REQUIRE_OK(kv_model_open(ref, &fa, &err), &err);
+    REQUIRE_OK(kv_model_open(out, &fb, &err), &err);
+    const kv_tensor *ta = kv_model_find(fa, changed), *tb = kv_model_find(fb, changed);
+    REQUIRE(ta && tb && ta->type == KV_TYPE_F32 && tb->type == KV_TYPE_F32 && ta->nbytes == tb->nbytes);
+    double maxw = 0;
+    for (uint64_t i = 0; i < ta->nbytes / 4; i++)
+        maxw = fmax(maxw, fabs((double)((const float *)ta->data)[i] - ((const float *)tb->data)[i]));
+    CHECK_MSG(maxw > 1e-4, "%s left %s unchanged (max diff %g)", transforms, changed, maxw);
+    kv_model_close(fa);
+    kv_model_close(fb);
+}
+
+KV_TEST(quarot_keeps_logits_stories260k) {
+    /* tied embeddings (untied by the fold), head_dim 8, ffn 172 (online Hadamard in blocks of 4) */
+    check_transform_keeps_logits(T, "models/stories260K/stories260K.bin", "quarot", "f32", 0, 1e-3, "blk.0.attn_v.weight");
+}
+
+KV_TEST(rht_keeps_logits_stories260k) {
+    check_transform_keeps_logits(T, "models/stories260K/stories260K.bin", "rht", "f32", 0, 1e-3, "blk.0.ffn_down.weight");
+    check_transform_keeps_logits(T, "models/stories260K/stories260K.bin", "rht:4,quarot", "f32", 0, 1e-3, "blk.1.attn_q.weight");
+}
+
+KV_TEST(quarot_keeps_logits_proxy27m) {
+    if (getenv("KVANT_SANITIZED")) SKIP("proxy-27m rotation is covered by the stories260K test under sanitizers");
+    check_transform_keeps_logits(T, "models/proxy-27m", "quarot,rht", "f32", 0, 1e-3, "blk.3.ffn_down.weight");
+}
+
+KV_TEST(smoothquant_keeps_logits_proxy27m) {
+    check_transform_keeps_logits(T, "models/proxy-27m", "smoothquant:0.5", "f32", 1, 1e-3, "blk.2.ffn_norm.weight");
+}
+
+KV_TEST(awq_keeps_logits_proxy27m) {
+    /* AWQ searches its scales with q4_0 (the format only steers the search here: output stays f32) */
+    if (getenv("KVANT_SANITIZED")) SKIP("AWQ search is slow under sanitizers");
+    check_transform_keeps_logits(T, "models/proxy-27m", "awq", "q4_0", 1, 1e-3, "blk.1.ffn_up.weight");
+}

@@ -360,33 +360,47 @@ kv_status kv_imatrix_save(const kv_imatrix *im, const char *path, kv_error *err)
 
 typedef struct collect_ctx {
     kv_imatrix *im;
-    int n_layer;
+    const kv_model *m;
+    float *buf;
+    int64_t cap;
     kv_status st;
     kv_error *err;
 } collect_ctx;
 
+/* A weight with an online rotation sees R·x: accumulate that, so the importance is in the stored basis. */
+static const float *rotated_input(collect_ctx *c, int layer, kv_linear_id id, const float *x, int64_t ntok, int64_t dim) {
+    const kv_weight *w = kv_model_weight(c->m, layer, id);
+    if (!w || w->rht_block <= 0 || !w->rht_signs || w->cols != dim) return x;
+    if (c->cap < ntok * dim) {
+        free(c->buf);
+        c->buf = kv_malloc((size_t)(ntok * dim) * sizeof(float), c->err);
+        c->cap = c->buf ? ntok * dim : 0;
+        if (!c->buf) {
+            c->st = KV_ENOMEM;
+            return NULL;
+        }
+    }
+    memcpy(c->buf, x, (size_t)(ntok * dim) * sizeof(float));
+    for (int64_t t = 0; t < ntok; t++) kv_rht_apply(c->buf + t * dim, dim, w->rht_block, w->rht_signs);
+    return c->buf;
+}
+
 static void on_input(void *user, int layer, kv_linear_id which, const float *x, int64_t ntok, int64_t dim) {
     collect_ctx *c = user;
     if (c->st != KV_OK) return;
-    static const char *const q_names[] = {"attn_q", "attn_k", "attn_v"};
-    static const char *const ffn_names[] = {"ffn_gate", "ffn_up"};
-    const char *const *names = NULL;
+    static const kv_linear_id q_ids[] = {KV_LINEAR_Q, KV_LINEAR_K, KV_LINEAR_V};
+    static const kv_linear_id ffn_ids[] = {KV_LINEAR_GATE, KV_LINEAR_UP};
+    const kv_linear_id *ids = &which;
     int count = 1;
-    const char *one = NULL;
-    switch (which) {
-    case KV_LINEAR_Q: names = q_names, count = 3; break;
-    case KV_LINEAR_GATE: names = ffn_names, count = 2; break;
-    case KV_LINEAR_O: one = "attn_output"; break;
-    case KV_LINEAR_DOWN: one = "ffn_down"; break;
-    case KV_LINEAR_HEAD: one = "output"; break;
-    default: return;
-    }
+    if (which == KV_LINEAR_Q) ids = q_ids, count = 3;
+    else if (which == KV_LINEAR_GATE) ids = ffn_ids, count = 2;
+    else if (which != KV_LINEAR_O && which != KV_LINEAR_DOWN && which != KV_LINEAR_HEAD) return;
     char name[160];
     for (int i = 0; i < count && c->st == KV_OK; i++) {
-        const char *base = names ? names[i] : one;
-        if (which == KV_LINEAR_HEAD) snprintf(name, sizeof name, "%s.weight", base);
-        else snprintf(name, sizeof name, "blk.%d.%s.weight", layer, base);
-        c->st = kv_imatrix_accumulate(c->im, name, x, ntok, dim, c->err);
+        if (ids[i] == KV_LINEAR_HEAD) snprintf(name, sizeof name, "output.weight");
+        else snprintf(name, sizeof name, "blk.%d.%s.weight", layer, kv_linear_name(ids[i]));
+        const float *in = rotated_input(c, layer, ids[i], x, ntok, dim);
+        if (in) c->st = kv_imatrix_accumulate(c->im, name, in, ntok, dim, c->err);
     }
 }
 
@@ -400,7 +414,7 @@ kv_status kv_imatrix_collect(const kv_model *m, const int32_t *ids, int64_t n_id
     kv_context *kc = NULL;
     kv_status st = kv_context_create(m, ctx, &kc, err);
     if (st != KV_OK) return st;
-    collect_ctx cc = {im, kv_model_get_hparams(m)->n_layer, KV_OK, err};
+    collect_ctx cc = {im, m, NULL, 0, KV_OK, err};
     kv_forward_hooks hooks = {on_input, &cc};
     kv_context_set_hooks(kc, &hooks);
     im->chunk_size = ctx;
@@ -414,6 +428,7 @@ kv_status kv_imatrix_collect(const kv_model *m, const int32_t *ids, int64_t n_id
         if (progress) kv_progress_update(progress, w + 1);
     }
     free(logits);
+    free(cc.buf);
     kv_context_free(kc);
     return st;
 }

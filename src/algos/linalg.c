@@ -273,3 +273,45 @@ void kv_sgemm_sub(float *c, int64_t ldc, const float *a, int64_t lda, const floa
     gemm_ctx g = {c, a, b, ldc, lda, ldb, m, n, k};
     kv_pool_run(pool, (m + GEMM_ROWS - 1) / GEMM_ROWS, gemm_task, &g);
 }
+
+/* ---------------------------------------------------------------------------------------------- */
+/* C (+)= op(A)·B in fp64                                                                          */
+/* ---------------------------------------------------------------------------------------------- */
+
+typedef struct {
+    double *c;
+    const double *a, *b;
+    int64_t ldc, lda, ldb, m, n, k;
+    double alpha, beta;
+    int trans_a;
+} dgemm_ctx;
+
+static void dgemm_task(void *vctx, int64_t task, int thread) {
+    dgemm_ctx *g = vctx;
+    int64_t r0 = task * GEMM_ROWS, r1 = KV_MIN(r0 + GEMM_ROWS, g->m);
+    for (int64_t r = r0; r < r1; r++) {
+        double *crow = g->c + r * g->ldc;
+        if (g->beta == 0) memset(crow, 0, sizeof(double) * (size_t)g->n);
+        else if (g->beta != 1) for (int64_t j = 0; j < g->n; j++) crow[j] *= g->beta;
+        for (int64_t kk = 0; kk < g->k; kk++) {
+            double av = g->alpha * (g->trans_a ? g->a[kk * g->lda + r] : g->a[r * g->lda + kk]);
+            if (av == 0) continue;
+            const double *brow = g->b + kk * g->ldb;
+            for (int64_t j = 0; j < g->n; j++) crow[j] += av * brow[j];
+        }
+    }
+}
+
+void kv_dgemm(int trans_a, int64_t m, int64_t n, int64_t k, double alpha, const double *a, int64_t lda,
+              const double *b, int64_t ldb, double beta, double *c, int64_t ldc, kv_pool *pool) {
+    if (m <= 0 || n <= 0) return;
+#ifdef KV_HAVE_OPENBLAS
+    if (m < INT32_MAX && n < INT32_MAX && k < INT32_MAX) {
+        cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)k, alpha,
+                    a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+        return;
+    }
+#endif
+    dgemm_ctx g = {c, a, b, ldc, lda, ldb, m, n, k, alpha, beta, trans_a};
+    kv_pool_run(pool, (m + GEMM_ROWS - 1) / GEMM_ROWS, dgemm_task, &g);
+}

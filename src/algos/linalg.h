@@ -33,4 +33,9 @@ void kv_syrk_acc(double *h, const float *x, int64_t ntok, int64_t n, kv_pool *po
 void kv_sgemm_sub(float *c, int64_t ldc, const float *a, int64_t lda, const float *b, int64_t ldb,
                   int64_t m, int64_t n, int64_t k, kv_pool *pool);
 
+
+
+/* c [m × n] = alpha·op(a)·b + beta·c in fp64; op(a) = a [m × k] or, with trans_a, aᵀ for a [k × m]. */
+void kv_dgemm(int trans_a, int64_t m, int64_t n, int64_t k, double alpha, const double *a, int64_t lda,
+              const double *b, int64_t ldb, double beta, double *c, int64_t ldc, kv_pool *pool);
 #endif

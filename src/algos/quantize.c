@@ -24,6 +24,8 @@
 static const kv_quant_method k_methods[] = {
     {"rtn", 0, kv_method_rtn, "round to nearest with the format's own (importance-weighted) quantizer"},
     {"gptq", 1, kv_method_gptq, "GPTQ error compensation onto any format (src/algos/gptq.c)"},
+    {"mr-gptq", 1, kv_method_mrgptq, "MR-GPTQ: GPTQ on Hadamard-rotated weights (--transform rht:GROUP) with fixed scales"},
+    {"watersic", 1, kv_method_watersic, "WaterSIC: entropy-coded successive interference cancellation (src/algos/watersic.c)"},
 };
 
 const kv_quant_method *kv_quant_method_find(const char *name) {
@@ -32,7 +34,7 @@ const kv_quant_method *kv_quant_method_find(const char *name) {
     return NULL;
 }
 
-const char *kv_quant_method_names(void) { return "rtn, gptq"; }
+const char *kv_quant_method_names(void) { return "rtn, gptq, mr-gptq, watersic"; }
 
 /* ---------------------------------------------------------------------------------------------- */
 /* small helpers                                                                                    */
@@ -907,7 +909,8 @@ static kv_status produce_bytes(const kv_model_file *mf, kv_wmodel *wm, out_tenso
             const float *v = kv_imatrix_find(im, t->name, &nval);
             if (v && nval == j.cols) j.importance = v;
         }
-        if (is_plain(&x->fmt) || t->n_dims < 2) plain[np++] = j;
+        /* calibrated methods also get plain-format matrices (watersic stores its decoded weights as f16/f32) */
+        if ((is_plain(&x->fmt) && !meth->needs_calib) || t->n_dims < 2) plain[np++] = j;
         else jobs[nj++] = j;
     }
     (void)mf;

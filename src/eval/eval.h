@@ -8,6 +8,12 @@
 #define KV_LOGPROBS_MAGIC "KVLOGP01"
 #define KV_LOGPROBS_VERSION 1u
 #define KV_LOGPROBS_HEADER_BYTES 64
+#define KV_LOGPROBS_TOPK 32   /* most probable tokens stored exactly (fp32) besides the fp16 row */
+
+/* Record of one scored token: f32 log-prob of the correct token, i32 argmax, K × {u32 id, f32 log-prob} of
+ * the K = min(32, V) most probable tokens (descending), then V fp16 log-probs. */
+static inline int64_t kv_logprobs_topk(int64_t V) { return V < KV_LOGPROBS_TOPK ? V : KV_LOGPROBS_TOPK; }
+static inline size_t kv_logprobs_rec_bytes(int64_t V) { return 8 + 8 * (size_t)kv_logprobs_topk(V) + 2 * (size_t)V; }
 
 /* Which tokens are run and scored. */
 typedef struct kv_eval_plan {
@@ -33,7 +39,7 @@ struct kv_logprobs {
     int32_t *ids;          /* owned copy */
     uint64_t ids_hash;
     int64_t n_scored;
-    size_t rec_bytes;      /* 8 + 2 * n_vocab */
+    size_t rec_bytes;      /* kv_logprobs_rec_bytes(n_vocab) */
     uint8_t *recs;         /* n_scored records (owned, or into map) */
     kv_mapped map;         /* when loaded from a file */
     int mapped;

@@ -72,7 +72,7 @@ kv_status kv_logprobs_load(const char *path, kv_logprobs **out, kv_error *err) {
     lp->n_scored = (int64_t)kv_rd_u64(h + 48);
     lp->rec_bytes = kv_rd_u32(h + 56);
     lp->plan.bos_id = (int32_t)kv_rd_u32(h + 60);
-    if (lp->n_vocab <= 0 || lp->rec_bytes != 8 + 2 * (size_t)lp->n_vocab) { st = bad(err, path, 12, "vocabulary/record size"); goto fail; }
+    if (lp->n_vocab <= 0 || lp->rec_bytes != kv_logprobs_rec_bytes(lp->n_vocab)) { st = bad(err, path, 12, "vocabulary/record size"); goto fail; }
     if (lp->plan.ctx < 2 || (lp->plan.style != KV_PPL_HF && lp->plan.style != KV_PPL_LLAMACPP)) {
         st = bad(err, path, 32, "ctx/style");
         goto fail;

@@ -7,6 +7,7 @@
  * kld.c), so every statistic comes from one forward per window. */
 #include "eval/eval.h"
 #include "model/model.h"
+#include "kernels/cpu/matmul.h"
 #include <math.h>
 
 const char *kv_ppl_style_name(kv_ppl_style s) { return s == KV_PPL_LLAMACPP ? "llamacpp" : "hf"; }
@@ -21,13 +22,13 @@ kv_status kv_eval_make_plan(const kv_model *m, int64_t n_ids, const kv_eval_opts
     if (m->hp.n_ctx_train > 0 && ctx > m->hp.n_ctx_train)
         return kv_fail(err, KV_EINVAL, "context %d exceeds the model's maximum of %d tokens", (int)ctx, (int)m->hp.n_ctx_train);
     if (o && o->chunks < 0) return kv_fail(err, KV_EINVAL, "negative chunk count");
-    if (n_ids <= 0) return kv_fail(err, KV_EINVAL, "the text is empty (no tokens to score)");
+    if (n_ids <= 0) return kv_fail(err, KV_ERANGE, "the text is empty (no tokens to score)");
     int64_t windows = n_ids / ctx;
     if (style == KV_PPL_LLAMACPP && n_ids < 2 * (int64_t)ctx)
-        return kv_fail(err, KV_EINVAL, "the text has %lld tokens; llama.cpp-style perplexity needs at least 2*ctx = %lld",
+        return kv_fail(err, KV_ERANGE, "the text has %lld tokens; llama.cpp-style perplexity needs at least 2*ctx = %lld",
                        (long long)n_ids, 2LL * ctx);
     if (windows < 1)
-        return kv_fail(err, KV_EINVAL, "the text has %lld tokens, shorter than one window of %d", (long long)n_ids, (int)ctx);
+        return kv_fail(err, KV_ERANGE, "the text has %lld tokens, shorter than one window of %d", (long long)n_ids, (int)ctx);
     if (o && o->chunks > 0) windows = KV_MIN(windows, o->chunks);
     plan->ctx = ctx;
     plan->style = style;
@@ -79,22 +80,46 @@ static void row_task(void *ctx, int64_t r, int thread) {
     for (int64_t i = 1; i < j->V; i++)
         if (l[i] > l[am]) am = i;
     const double mx = l[am];
-    double sum = 0.0;
-    for (int64_t i = 0; i < j->V; i++) sum += exp((double)l[i] - mx);
-    const double lse = mx + log(sum);
+    const double lse = mx + log(kv_sum_exp_shifted(l, j->V, l[am]));
     j->nll[r] = lse - (double)l[target];
+    const int64_t K = kv_logprobs_topk(j->V);
     if (j->rec_out) {
         uint8_t *rec = j->rec_out + (size_t)r * j->rec_bytes;
         kv_wr_f32(rec, (float)((double)l[target] - lse));
         kv_wr_u32(rec + 4, (uint32_t)am);
-        for (int64_t i = 0; i < j->V; i++) kv_wr_u16(rec + 8 + 2 * i, kv_fp32_to_fp16((float)((double)l[i] - lse)));
+        /* top K by insertion into a descending list (ties: lower id first) */
+        int32_t top[KV_LOGPROBS_TOPK];
+        int64_t nt = 0;
+        for (int64_t i = 0; i < j->V; i++) {
+            if (nt == K && !(l[i] > l[top[nt - 1]])) continue;
+            int64_t p = nt < K ? nt++ : K - 1;
+            while (p > 0 && l[i] > l[top[p - 1]]) { top[p] = top[p - 1]; p--; }
+            top[p] = (int32_t)i;
+        }
+        for (int64_t k = 0; k < K; k++) {
+            kv_wr_u32(rec + 8 + 8 * k, (uint32_t)top[k]);
+            kv_wr_f32(rec + 12 + 8 * k, (float)((double)l[top[k]] - lse));
+        }
+        uint8_t *row = rec + 8 + 8 * K;
+        for (int64_t i = 0; i < j->V; i++) kv_wr_u16(row + 2 * i, kv_fp32_to_fp16((float)((double)l[i] - lse)));
     }
     if (j->base) {
         const uint8_t *rec = j->base + (size_t)r * j->rec_bytes;
+        const uint8_t *row = rec + 8 + 8 * K;
         double kl = 0.0;
         for (int64_t i = 0; i < j->V; i++) {
-            const double lp = kv_fp16_to_fp32(kv_rd_u16(rec + 8 + 2 * i));
+            const double lp = kv_fp16_to_fp32(kv_rd_u16(row + 2 * i));
             if (lp > -INFINITY) kl += exp(lp) * (lp - ((double)l[i] - lse));
+        }
+        /* the most probable tokens carry most of the sum: swap their fp16 terms for the exact ones */
+        for (int64_t k = 0; k < K; k++) {
+            const uint32_t id = kv_rd_u32(rec + 8 + 8 * k);
+            if (id >= (uint64_t)j->V) continue;
+            const double lq = (double)l[id] - lse;
+            const double lp16 = kv_fp16_to_fp32(kv_rd_u16(row + 2 * (size_t)id));
+            const double lp = kv_rd_f32(rec + 12 + 8 * k);
+            if (lp16 > -INFINITY) kl -= exp(lp16) * (lp16 - lq);
+            if (lp > -INFINITY) kl += exp(lp) * (lp - lq);
         }
         j->kld[r] = kl;
         j->dp[r] = exp(-j->nll[r]) - exp((double)kv_rd_f32(rec));
@@ -117,7 +142,7 @@ static kv_status eval_pass(const kv_model *m, const int32_t *ids, int64_t n_ids,
                            kv_error *err) {
     const int64_t V = m->hp.n_vocab, ctxn = plan->ctx, rows = plan->per_window;
     const int64_t n_scored = plan->windows * rows;
-    const size_t rec_bytes = 8 + 2 * (size_t)V;
+    const size_t rec_bytes = kv_logprobs_rec_bytes(V);
     kv_context *c = NULL;
     kv_status st = kv_context_create(m, plan->ctx, &c, err);
     if (st != KV_OK) return st;
@@ -207,7 +232,7 @@ static kv_status logprobs_init(const kv_model *m, const int32_t *ids, int64_t n_
     lp->n_ids = n_ids;
     lp->ids_hash = kv_eval_ids_hash(ids, n_ids);
     lp->n_scored = plan->windows * plan->per_window;
-    lp->rec_bytes = 8 + 2 * (size_t)m->hp.n_vocab;
+    lp->rec_bytes = kv_logprobs_rec_bytes(m->hp.n_vocab);
     lp->ids = kv_malloc((size_t)n_ids * sizeof(int32_t), err);
     if (!lp->ids) { free(lp); return KV_ENOMEM; }
     memcpy(lp->ids, ids, (size_t)n_ids * sizeof(int32_t));
@@ -219,15 +244,15 @@ static kv_status logprobs_init(const kv_model *m, const int32_t *ids, int64_t n_
 static kv_status check_base(const kv_model *m, const int32_t *ids, int64_t n_ids, const kv_eval_plan *plan,
                             const kv_logprobs *b, kv_error *err) {
     if (b->n_vocab != m->hp.n_vocab)
-        return kv_fail(err, KV_EINVAL, "the logits file has a vocabulary of %d, the model %d: it was made with "
+        return kv_fail(err, KV_EFORMAT, "the logits file has a vocabulary of %d, the model %d: it was made with "
                        "another model or tokenizer", (int)b->n_vocab, (int)m->hp.n_vocab);
     if (b->n_ids != n_ids || b->ids_hash != kv_eval_ids_hash(ids, n_ids))
-        return kv_fail(err, KV_EINVAL, "the logits file was made from other tokens (%lld tokens, hash %016llx; "
+        return kv_fail(err, KV_EFORMAT, "the logits file was made from other tokens (%lld tokens, hash %016llx; "
                        "here %lld tokens, hash %016llx): another text or tokenizer", (long long)b->n_ids,
                        (unsigned long long)b->ids_hash, (long long)n_ids,
                        (unsigned long long)kv_eval_ids_hash(ids, n_ids));
     if (b->plan.ctx != plan->ctx || b->plan.style != plan->style || b->plan.windows != plan->windows)
-        return kv_fail(err, KV_EINVAL, "the logits file has ctx %d, style %s, %lld windows; this run ctx %d, style %s, "
+        return kv_fail(err, KV_EFORMAT, "the logits file has ctx %d, style %s, %lld windows; this run ctx %d, style %s, "
                        "%lld windows", (int)b->plan.ctx, kv_ppl_style_name(b->plan.style), (long long)b->plan.windows,
                        (int)plan->ctx, kv_ppl_style_name(plan->style), (long long)plan->windows);
     return KV_OK;

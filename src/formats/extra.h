@@ -43,13 +43,21 @@ float kv_mf_decode(const kv_minifloat *m, uint8_t code);
 void kv_mf_table(const kv_minifloat *m, float *tab);
 
 #include <math.h>
+static inline float kv_f32_pow2(int e) { /* 2^e for -126 <= e <= 127, exactly */
+    uint32_t b = (uint32_t)(e + 127) << 23;
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
 static inline float kv_mf_round_abs(const kv_minifloat *m, float ax) {
     if (!(ax < m->max_norm)) return m->max_norm;
-    int e;
-    (void)frexpf(ax, &e); /* ax = f * 2^e, f in [0.5, 1): floor(log2 ax) = e - 1 */
-    int ex = e - 1 < m->emin ? m->emin : e - 1;
-    float q = ldexpf(1.0f, ex - m->mbits); /* spacing of representable values at this exponent */
-    float r = rintf(ax / q) * q;            /* rintf: ties to even in the default rounding mode */
+    uint32_t bits;
+    memcpy(&bits, &ax, 4);
+    int ex = (int)(bits >> 23) - 127; /* floor(log2 ax) for normal ax; below emin anyway otherwise */
+    if (ex < m->emin) ex = m->emin;
+    /* spacing of representable values at this exponent is 2^(ex - mbits); multiplying by powers of two is
+     * exact, and rintf rounds ties to even in the default rounding mode */
+    float r = rintf(ax * kv_f32_pow2(m->mbits - ex)) * kv_f32_pow2(ex - m->mbits);
     return r > m->max_norm ? m->max_norm : r;
 }
 

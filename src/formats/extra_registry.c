@@ -35,13 +35,13 @@ static const char *const k_list[] = {
     "nvfp4_ts", "nf4", "nf4_dq", "af4",
     "higgs_p1_b1", "higgs_p1_b2", "higgs_p1_b3", "higgs_p1_b4", "higgs_p1_b5", "higgs_p1_b6", "higgs_p1_b8",
     "higgs_p2_b2", "higgs_p2_b3", "higgs_p2_b4", "higgs_p4_b2",
-    "e8_b2", "e8_b4",
+    "e8_b2", "e8_b3", "e8_b4",
 };
 
 const char *kv_formats_extra_families(void) {
     return "int{2..8}_g{0|32|64|128|256|t}_{sym|asym}[_f32][_mse], fp8_e4m3, fp8_e5m2, fp6_e3m2, fp6_e2m3, "
            "fp4_e2m1, mxfp8_e4m3, mxfp8_e5m2, mxfp6_e3m2, mxfp6_e2m3, mxfp4_ocp, mxint8 (each also _ps), nvfp4_ts, "
-           "nf4, nf4_dq, af4, higgs_p1_b{1..8}, higgs_p2_b{2..4}, higgs_p4_b2, e8_b2, e8_b4";
+           "nf4, nf4_dq, af4, higgs_p1_b{1..8}, higgs_p2_b{2..4}, higgs_p4_b2, e8_b2, e8_b3, e8_b4";
 }
 
 int kv_formats_extra_list_count(void) { return (int)KV_ARRAY_LEN(k_list); }

@@ -46,9 +46,18 @@ static inline int32_t kv_cvtt_i32(float f) {
     return f >= -2147483648.0f && f < 2147483648.0f ? (int32_t)f : INT32_MIN;
 }
 
-/* fp16 store / load used by every ggml scale (round to nearest even, like ggml_compute_fp32_to_fp16). */
+/* fp16 store / load used by every ggml scale (round to nearest even, like ggml_compute_fp32_to_fp16). With F16C
+ * the hardware conversion (same RNE result for every non-NaN value, tested against kv_fp32_to_fp16) keeps the
+ * per-block scale stores out of a function call; the quantizers' speed depends on it. */
+#if defined(__F16C__)
+#include <immintrin.h>
+static inline uint16_t kv_f16_store(float f) { return (uint16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT); }
+static inline float kv_f16_bits_to_f32(uint16_t h) { return _cvtsh_ss(h); }
+#else
 static inline uint16_t kv_f16_store(float f) { return kv_fp32_to_fp16(f); }
-static inline float kv_f16_load(const void *p) { return kv_fp16_to_fp32(kv_rd_u16(p)); }
+static inline float kv_f16_bits_to_f32(uint16_t h) { return kv_fp16_to_fp32(h); }
+#endif
+static inline float kv_f16_load(const void *p) { return kv_f16_bits_to_f32(kv_rd_u16(p)); }
 
 static inline float kv_f32_from_bits(uint32_t b) { float f; memcpy(&f, &b, 4); return f; }
 static inline uint32_t kv_f32_bits(float f) { uint32_t b; memcpy(&b, &f, 4); return b; }
@@ -105,6 +114,9 @@ extern const int8_t kv_kvalues_iq4nl[16];
  * KV_EINVAL naming row and column), importance (if given) finite and >= 0. */
 kv_status kv_format_check_quantize(const kv_format *f, const float *src, const void *dst, int64_t nrows,
                                    int64_t n, const float *importance, kv_error *err);
+
+/* Index of the first NaN or Inf among count floats, -1 if none. */
+int64_t kv_format_find_nonfinite(const float *x, int64_t count);
 
 /* One row of n elements -> packed bytes (n already checked); importance: n weights or NULL. */
 typedef void (*kv_row_quantize_fn)(const float *x, void *dst, int64_t n, const float *importance);

@@ -1,6 +1,6 @@
 /* fp.c — minifloat element codecs and the plain element formats fp8_e4m3, fp8_e5m2, fp6_e3m2, fp6_e2m3, fp4_e2m1.
  * Sources: OCP 8-bit Floating Point Specification (OFP8) rev 1.0 (E4M3 "fn": bias 7, no Inf, NaN = S.1111.111,
- * max 448; E5M2: bias 15, IEEE-like Inf/NaN, max 57344) and OCP Microscaling Formats (MX) v1.0 §5.3 (FP6 E3M2 /
+ * max 448; E5M2: bias 15, IEEE-like Inf/NaN, max 57344) and OCP Microscaling Formats (MX) v1.0 (FP6 E3M2 /
  * E2M3, FP4 E2M1: no Inf/NaN). Conversion is round-to-nearest-even with saturation to +-max_norm (the OCP
  * "saturating" mode); subnormals are kept.
  * As weight formats each row carries one fp32 scale in its header: s = absmax(row) / max_norm, so the row's
@@ -28,13 +28,12 @@ uint8_t kv_mf_encode(const kv_minifloat *m, float x) {
     if (isnan(x)) return nan_code(m);
     if (isinf(x) && m->has_inf) return (uint8_t)(sign | (((1u << m->ebits) - 1u) << m->mbits));
     float v = kv_mf_round_abs(m, fabsf(x));
-    if (v == 0.0f) return sign;
-    int e;
-    (void)frexpf(v, &e);
-    int ex = e - 1;
-    if (ex < m->emin) /* subnormal: exponent field 0, mantissa in units of 2^(emin - mbits) */
-        return (uint8_t)(sign | (uint32_t)ldexpf(v, m->mbits - m->emin));
-    uint32_t mant = (uint32_t)ldexpf(v, m->mbits - ex) - (1u << m->mbits);
+    if (v < kv_f32_pow2(m->emin)) /* subnormal (or 0): exponent field 0, mantissa in units of 2^(emin - mbits) */
+        return (uint8_t)(sign | (uint32_t)(v * kv_f32_pow2(m->mbits - m->emin)));
+    uint32_t bits; /* v is a normal float here: read its exponent and top mantissa bits */
+    memcpy(&bits, &v, 4);
+    int ex = (int)(bits >> 23) - 127;
+    uint32_t mant = (bits >> (23 - m->mbits)) & ((1u << m->mbits) - 1u);
     return (uint8_t)(sign | (uint32_t)(ex + m->bias) << m->mbits | mant);
 }
 

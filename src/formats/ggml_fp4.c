@@ -14,17 +14,27 @@ typedef struct { uint8_t d[4], qs[32]; } kv_block_nvfp4;
 KV_STATIC_ASSERT(sizeof(kv_block_mxfp4) == 17, "mxfp4 block");
 KV_STATIC_ASSERT(sizeof(kv_block_nvfp4) == 36, "nvfp4 block");
 
-static inline uint8_t best_index_fp4(float x, float e) {
-    int best = 0;
-    float best_err = fabsf(kv_kvalues_fp4[0] * e - x);
+/* kv_kvalues_fp4 as floats (exact), so the scan does no int->float conversions. */
+static const float k_fp4f[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+/* ggml best_index_mxfp4 for n (16 or 32) elements at once: per element the same linear scan over the table
+ * with strict < (ties keep the lower index); scanning the table in the outer loop lets the element loop
+ * vectorize. */
+static void best_index_fp4(const float *x, float e, int n, int32_t *idx) {
+    float best_err[32];
+    for (int j = 0; j < n; j++) {
+        best_err[j] = fabsf(k_fp4f[0] * e - x[j]);
+        idx[j] = 0;
+    }
     for (int i = 1; i < 16; i++) {
-        float err = fabsf(kv_kvalues_fp4[i] * e - x);
-        if (err < best_err) {
-            best = i;
-            best_err = err;
+        const float v = k_fp4f[i] * e;
+        for (int j = 0; j < n; j++) {
+            float err = fabsf(v - x[j]);
+            int better = err < best_err[j];
+            idx[j] = better ? i : idx[j];
+            best_err[j] = better ? err : best_err[j];
         }
     }
-    return (uint8_t)best;
 }
 
 static void mxfp4_row(const float *x, void *dst, int64_t n, const float *imp) {
@@ -38,7 +48,9 @@ static void mxfp4_row(const float *x, void *dst, int64_t n, const float *imp) {
         const uint8_t e = amax > 0.0f ? (uint8_t)kv_cvtt_i32(floorf(log2f(amax)) - 2 + 127) : 0;
         const float d = kv_e8m0_to_fp32_half(e);
         y->e = e;
-        for (int j = 0; j < 16; j++) y->qs[j] = (uint8_t)(best_index_fp4(x[j], d) | (best_index_fp4(x[j + 16], d) << 4));
+        int32_t idx[32];
+        best_index_fp4(x, d, 32, idx);
+        for (int j = 0; j < 16; j++) y->qs[j] = (uint8_t)(idx[j] | (idx[j + 16] << 4));
     }
 }
 
@@ -47,8 +59,8 @@ kv_status kv_mxfp4_quantize(const kv_format *f, const float *src, void *dst, int
     return kv_format_quantize_rows(f, src, dst, nrows, n, importance, mxfp4_row, err);
 }
 
-void kv_mxfp4_dequantize(const kv_format *f, const void *src, float *y, int64_t n) {
-    const kv_block_mxfp4 *x = src;
+void kv_mxfp4_dequantize(const kv_format *f, const void *src, float *restrict y, int64_t n) {
+    const kv_block_mxfp4 *restrict x = src;
     for (int64_t i = 0; i < n / 32; i++, x++, y += 32) {
         const float d = kv_e8m0_to_fp32_half(x->e);
         for (int j = 0; j < 16; j++) {
@@ -70,8 +82,9 @@ static void nvfp4_row(const float *x, void *dst, int64_t n, const float *imp) {
             const uint8_t ue = kv_fp32_to_ue4m3(amax / 6.0f);
             y->d[s] = ue;
             const float d = kv_ue4m3_to_fp32_half(ue);
-            for (int j = 0; j < 8; j++)
-                y->qs[8 * s + j] = (uint8_t)(best_index_fp4(xb[j], d) | (best_index_fp4(xb[j + 8], d) << 4));
+            int32_t idx[16];
+            best_index_fp4(xb, d, 16, idx);
+            for (int j = 0; j < 8; j++) y->qs[8 * s + j] = (uint8_t)(idx[j] | (idx[j + 8] << 4));
         }
     }
 }
@@ -81,8 +94,8 @@ kv_status kv_nvfp4_quantize(const kv_format *f, const float *src, void *dst, int
     return kv_format_quantize_rows(f, src, dst, nrows, n, importance, nvfp4_row, err);
 }
 
-void kv_nvfp4_dequantize(const kv_format *f, const void *src, float *y, int64_t n) {
-    const kv_block_nvfp4 *x = src;
+void kv_nvfp4_dequantize(const kv_format *f, const void *src, float *restrict y, int64_t n) {
+    const kv_block_nvfp4 *restrict x = src;
     for (int64_t i = 0; i < n / 64; i++, x++) {
         for (int s = 0; s < 4; s++, y += 16) {
             const float d = kv_ue4m3_to_fp32_half(x->d[s]);

@@ -14,23 +14,34 @@ KV_STATIC_ASSERT(sizeof(kv_block_iq4_xs) == 136, "iq4_xs block");
 
 #define IQ4_NTRY 7
 
-/* ggml best_index_int8: nearest level by bisection; a tie goes to the upper level. */
-static inline int best_index_int8(const int8_t *val, float x) {
-    if (x <= val[0]) return 0;
-    if (x >= val[15]) return 15;
-    int ml = 0, mu = 15;
-    while (mu - ml > 1) {
-        int mav = (ml + mu) / 2;
-        if (x < val[mav]) mu = mav;
-        else ml = mav;
+/* kv_kvalues_iq4nl as floats (exact): comparisons give the same answers without conversions. */
+static const float k_iq4f[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+/* ggml best_index_int8 (bisection; a tie goes to the upper level) for the n = 32 values s * x[j], without
+ * branches: the bisection ends at mu = the number of levels <= a (for levels[0] < a < levels[15]), so count
+ * them; the table scan is the outer loop so the element loop vectorizes. */
+static void best_index_iq4(float s, const float *x, int32_t *idx) {
+    float a[32];
+    int32_t mu[32];
+    for (int j = 0; j < 32; j++) {
+        a[j] = s * x[j];
+        mu[j] = 1;
     }
-    return x - val[mu - 1] < val[mu] - x ? mu - 1 : mu;
+    for (int i = 1; i < 15; i++)
+        for (int j = 0; j < 32; j++) mu[j] += k_iq4f[i] <= a[j];
+    for (int j = 0; j < 32; j++) {
+        int m = mu[j];
+        int l = a[j] - k_iq4f[m - 1] < k_iq4f[m] - a[j] ? m - 1 : m;
+        l = a[j] >= k_iq4f[15] ? 15 : l;
+        l = a[j] <= k_iq4f[0] ? 0 : l;
+        idx[j] = a[j] != a[j] ? 15 : l; /* NaN: where ggml's bisection ends */
+    }
 }
 
 /* Scale of one 32-element block: start at d = -max/values[0], least-squares refit, then try 2*ntry+1
  * other starting scales and keep the best weighted fit. Returns 0 for an (almost) all-zero block. */
 static float iq4_block_scale(const float *xb, const float *weight, uint8_t *Lb) {
-    const int8_t *values = kv_kvalues_iq4nl;
+    const float *values = k_iq4f;
     float amax = 0, max = 0;
     for (int j = 0; j < 32; j++) {
         float ax = fabsf(xb[j]);
@@ -40,8 +51,10 @@ static float iq4_block_scale(const float *xb, const float *weight, uint8_t *Lb) 
     float d = -max / values[0];
     float id = 1 / d;
     float sumqx = 0, sumq2 = 0;
+    int32_t idx[32];
+    best_index_iq4(id, xb, idx);
     for (int j = 0; j < 32; j++) {
-        int l = best_index_int8(values, id * xb[j]);
+        int l = idx[j];
         Lb[j] = (uint8_t)l;
         float q = values[l], w = weight[j];
         sumqx += w * q * xb[j];
@@ -52,8 +65,9 @@ static float iq4_block_scale(const float *xb, const float *weight, uint8_t *Lb) 
     for (int itry = -IQ4_NTRY; itry <= IQ4_NTRY; itry++) {
         id = (itry + values[0]) / max;
         sumqx = sumq2 = 0;
+        best_index_iq4(id, xb, idx);
         for (int j = 0; j < 32; j++) {
-            int l = best_index_int8(values, id * xb[j]);
+            int l = idx[j];
             float q = values[l], w = weight[j];
             sumqx += w * q * xb[j];
             sumq2 += w * q * q;
@@ -94,7 +108,9 @@ static void iq4_nl_row(const float *x, void *dst, int64_t n, const float *imp) {
         float scale = iq4_block_scale(xb, weight, L);
         kv_wr_u16(y->d, kv_f16_store(scale));
         float id = scale ? 1 / scale : 0;
-        for (int j = 0; j < 32; j++) L[j] = (uint8_t)best_index_int8(kv_kvalues_iq4nl, id * xb[j]);
+        int32_t idx[32];
+        best_index_iq4(id, xb, idx);
+        for (int j = 0; j < 32; j++) L[j] = (uint8_t)idx[j];
         pack_nibbles(L, y->qs, 32);
     }
 }
@@ -104,8 +120,8 @@ kv_status kv_iq4_nl_quantize(const kv_format *f, const float *src, void *dst, in
     return kv_format_quantize_rows(f, src, dst, nrows, n, importance, iq4_nl_row, err);
 }
 
-void kv_iq4_nl_dequantize(const kv_format *f, const void *src, float *y, int64_t n) {
-    const kv_block_iq4_nl *x = src;
+void kv_iq4_nl_dequantize(const kv_format *f, const void *src, float *restrict y, int64_t n) {
+    const kv_block_iq4_nl *restrict x = src;
     for (int64_t i = 0; i < n / 32; i++, x++, y += 32) {
         const float d = kv_f16_load(x->d);
         for (int j = 0; j < 16; j++) {
@@ -138,7 +154,9 @@ static void iq4_xs_superblock(const float *x, kv_block_iq4_xs *y, const float *q
         l = KV_MAX(-32, KV_MIN(31, l));
         float dl = d * l;
         float idl = dl ? 1 / dl : 0.f;
-        for (int j = 0; j < 32; j++) L[32 * ib + j] = (uint8_t)best_index_int8(kv_kvalues_iq4nl, idl * x[32 * ib + j]);
+        int32_t idx[32];
+        best_index_iq4(idl, x + 32 * ib, idx);
+        for (int j = 0; j < 32; j++) L[32 * ib + j] = (uint8_t)idx[j];
         l += 32;
         y->scales_l[ib / 2] |= (uint8_t)((l & 0xf) << (4 * (ib % 2)));
         scales_h |= (uint16_t)((l >> 4) << (2 * (ib % 8)));
@@ -157,8 +175,8 @@ kv_status kv_iq4_xs_quantize(const kv_format *f, const float *src, void *dst, in
     return kv_format_quantize_rows(f, src, dst, nrows, n, importance, iq4_xs_row, err);
 }
 
-void kv_iq4_xs_dequantize(const kv_format *f, const void *src, float *y, int64_t n) {
-    const kv_block_iq4_xs *x = src;
+void kv_iq4_xs_dequantize(const kv_format *f, const void *src, float *restrict y, int64_t n) {
+    const kv_block_iq4_xs *restrict x = src;
     for (int64_t i = 0; i < n / 256; i++, x++) {
         const float d = kv_f16_load(x->d);
         const uint16_t scales_h = kv_rd_u16(x->scales_h);

@@ -24,17 +24,19 @@ KV_STATIC_ASSERT(sizeof(kv_block_q8_k) == 292, "q8_k block");
 /* scale searches                                                                                  */
 /* ============================================================================================== */
 
-static inline float qx_weight(int rmse_type, const float *qw, const float *x, int i) {
-    if (qw) return qw[i];
-    switch (rmse_type) {
-    case 1: return x[i] * x[i];
-    case 2: return 1;
-    case 3: return fabsf(x[i]);
-    default: return sqrtf(fabsf(x[i]));
-    }
+/* make_qx_quants' weights: qw when given, else by rmse_type (1: x^2, 2: 1, 3: |x|, other: sqrt|x|). Computed
+ * once per call (n <= 32 here) instead of in each of the 19 trial scales; the values are the same. */
+static void qx_weights(int n, int rmse_type, const float *qw, const float *x, float *w) {
+    for (int i = 0; i < n; i++)
+        w[i] = qw ? qw[i] : rmse_type == 1 ? x[i] * x[i] : rmse_type == 2 ? 1 : rmse_type == 3 ? fabsf(x[i]) : sqrtf(fabsf(x[i]));
 }
 
-float kv_make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse_type, const float *qw) {
+#define QX_MAX_N 32
+
+/* The body is instantiated for n = 16 and n = 32 (the only sizes ggml uses) so the level loops have constant
+ * trip counts and vectorize; the arithmetic is the same for any n. */
+static inline __attribute__((always_inline)) float make_qx_quants(int n, int nmax, const float *x, int8_t *L,
+                                                                  int rmse_type, const float *qw) {
     float max = 0, amax = 0;
     for (int i = 0; i < n; i++) {
         float ax = fabsf(x[i]);
@@ -57,14 +59,17 @@ float kv_make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse_typ
         rmse_type = -rmse_type;
         return_early = true;
     }
+    float wbuf[QX_MAX_N], wx[QX_MAX_N];
+    int lv[QX_MAX_N];
+    qx_weights(n, rmse_type, qw, x, wbuf);
+    for (int i = 0; i < n; i++) wx[i] = wbuf[i] * x[i]; /* the w*x of ggml's w*x*l, evaluated left to right */
+    /* levels first (vectorizable), then the sums in ggml's order */
+    for (int i = 0; i < n; i++) lv[i] = KV_MAX(-nmax, KV_MIN(nmax - 1, kv_nearest_int(iscale * x[i])));
     float sumlx = 0, suml2 = 0;
     for (int i = 0; i < n; i++) {
-        int l = kv_nearest_int(iscale * x[i]);
-        l = KV_MAX(-nmax, KV_MIN(nmax - 1, l));
-        L[i] = (int8_t)(l + nmax);
-        float w = qx_weight(rmse_type, qw, x, i);
-        sumlx += w * x[i] * l;
-        suml2 += w * l * l;
+        L[i] = (int8_t)(lv[i] + nmax);
+        sumlx += wx[i] * lv[i];
+        suml2 += wbuf[i] * lv[i] * lv[i];
     }
     float scale = suml2 ? sumlx / suml2 : 0.0f;
     if (return_early) return suml2 > 0 ? 0.5f * (scale + 1 / iscale) : 1 / iscale;
@@ -72,24 +77,25 @@ float kv_make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse_typ
     for (int is = -9; is <= 9; is++) {
         if (is == 0) continue;
         iscale = -(nmax + 0.1f * is) / max;
+        for (int i = 0; i < n; i++) lv[i] = KV_MAX(-nmax, KV_MIN(nmax - 1, kv_nearest_int(iscale * x[i])));
         sumlx = suml2 = 0;
         for (int i = 0; i < n; i++) {
-            int l = kv_nearest_int(iscale * x[i]);
-            l = KV_MAX(-nmax, KV_MIN(nmax - 1, l));
-            float w = qx_weight(rmse_type, qw, x, i);
-            sumlx += w * x[i] * l;
-            suml2 += w * l * l;
+            sumlx += wx[i] * lv[i];
+            suml2 += wbuf[i] * lv[i] * lv[i];
         }
         if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-            for (int i = 0; i < n; i++) {
-                int l = kv_nearest_int(iscale * x[i]);
-                L[i] = (int8_t)(nmax + KV_MAX(-nmax, KV_MIN(nmax - 1, l)));
-            }
+            for (int i = 0; i < n; i++) L[i] = (int8_t)(nmax + lv[i]);
             scale = sumlx / suml2;
             best = scale * sumlx;
         }
     }
     return scale;
+}
+
+float kv_make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse_type, const float *qw) {
+    if (n == 16) return make_qx_quants(16, nmax, x, L, rmse_type, qw);
+    if (n == 32) return make_qx_quants(32, nmax, x, L, rmse_type, qw);
+    return n > 0 && n <= QX_MAX_N ? make_qx_quants(n, nmax, x, L, rmse_type, qw) : 0.f;
 }
 
 float kv_make_q3_quants(int n, int nmax, const float *x, int8_t *L, bool do_rmse) {
@@ -146,16 +152,21 @@ float kv_make_q3_quants(int n, int nmax, const float *x, int8_t *L, bool do_rmse
     return 1 / iscale;
 }
 
-/* make_qkx2_quants and make_qkx3_quants are the same search (qkx3 also accepts NULL weights = x^2). */
-static float make_qkx_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
-                             uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad) {
+/* make_qkx2_quants and make_qkx3_quants are the same search (qkx3 also accepts NULL weights = x^2, which
+ * its wrapper materialises: the same floats, and no branch in the loops). */
+/* Instantiated for n = 32 (see make_qx_quants): per-element terms are computed in vector-friendly loops,
+ * the sums stay sequential in ggml's order, so every float is the same. */
+static inline __attribute__((always_inline)) float make_qkx_quants(int n, int nmax, const float *x,
+                                                                   const float *weights, uint8_t *L, float *the_min,
+                                                                   uint8_t *Laux, float rmin, float rdelta, int nstep,
+                                                                   bool use_mad) {
     float min = x[0], max = x[0];
-    float sum_w = weights ? weights[0] : x[0] * x[0];
+    float sum_w = weights[0];
     float sum_x = sum_w * x[0];
     for (int i = 1; i < n; i++) {
         if (x[i] < min) min = x[i];
         if (x[i] > max) max = x[i];
-        float w = weights ? weights[i] : x[i] * x[i];
+        float w = weights[i];
         sum_w += w;
         sum_x += w * x[i];
     }
@@ -165,32 +176,32 @@ static float make_qkx_quants(int n, int nmax, const float *x, const float *weigh
         *the_min = -min;
         return 0.f;
     }
+    float xm[QX_MAX_N], term[QX_MAX_N];
+    int lv[QX_MAX_N];
+    for (int i = 0; i < n; i++) xm[i] = x[i] - min;
     float iscale = nmax / (max - min);
     float scale = 1 / iscale;
     float best_error = 0;
     for (int i = 0; i < n; i++) {
-        int l = kv_nearest_int(iscale * (x[i] - min));
-        L[i] = (uint8_t)KV_MAX(0, KV_MIN(nmax, l));
+        L[i] = (uint8_t)KV_MAX(0, KV_MIN(nmax, kv_nearest_int(iscale * xm[i])));
         float diff = scale * L[i] + min - x[i];
         diff = use_mad ? fabsf(diff) : diff * diff;
-        float w = weights ? weights[i] : x[i] * x[i];
-        best_error += w * diff;
+        term[i] = weights[i] * diff;
     }
+    for (int i = 0; i < n; i++) best_error += term[i];
     if (nstep < 1) {
         *the_min = -min;
         return scale;
     }
     for (int is = 0; is <= nstep; is++) {
         iscale = (rmin + rdelta * is + nmax) / (max - min);
+        for (int i = 0; i < n; i++) lv[i] = KV_MAX(0, KV_MIN(nmax, kv_nearest_int(iscale * xm[i])));
         float sum_l = 0, sum_l2 = 0, sum_xl = 0;
         for (int i = 0; i < n; i++) {
-            int l = kv_nearest_int(iscale * (x[i] - min));
-            l = KV_MAX(0, KV_MIN(nmax, l));
-            Laux[i] = (uint8_t)l;
-            float w = weights ? weights[i] : x[i] * x[i];
-            sum_l += w * l;
-            sum_l2 += w * l * l;
-            sum_xl += w * l * x[i];
+            float wl = weights[i] * lv[i]; /* ggml's w*l, w*l*l and w*l*x evaluate w*l first */
+            sum_l += wl;
+            sum_l2 += wl * lv[i];
+            sum_xl += wl * x[i];
         }
         float D = sum_w * sum_l2 - sum_l * sum_l;
         if (D > 0) {
@@ -200,33 +211,50 @@ static float make_qkx_quants(int n, int nmax, const float *x, const float *weigh
                 this_min = 0;
                 this_scale = sum_xl / sum_l2;
             }
-            float cur_error = 0;
             for (int i = 0; i < n; i++) {
-                float diff = this_scale * Laux[i] + this_min - x[i];
+                float diff = this_scale * lv[i] + this_min - x[i];
                 diff = use_mad ? fabsf(diff) : diff * diff;
-                float w = weights ? weights[i] : x[i] * x[i];
-                cur_error += w * diff;
+                term[i] = weights[i] * diff;
             }
+            float cur_error = 0;
+            for (int i = 0; i < n; i++) cur_error += term[i];
             if (cur_error < best_error) {
-                memcpy(L, Laux, (size_t)n);
+                for (int i = 0; i < n; i++) L[i] = (uint8_t)lv[i];
                 best_error = cur_error;
                 scale = this_scale;
                 min = this_min;
+                for (int i = 0; i < n; i++) xm[i] = x[i] - min; /* later trials (like ggml) use the new min */
             }
         }
     }
+    (void)Laux; /* ggml's scratch buffer: the levels of a trial live in lv here */
     *the_min = -min;
     return scale;
 }
 
+static float make_qkx_dispatch(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
+                               uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad) {
+    /* measured: a constant n = 32 pays off; constant n = 16 or use_mad vectorize the sequential sums badly */
+    if (n == 32) return make_qkx_quants(32, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
+    if (n == 16) return make_qkx_quants(16, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
+    if (n < 1 || n > QX_MAX_N) return 0.f;
+    return make_qkx_quants(n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
+}
+
 float kv_make_qkx2_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
                           uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad) {
-    return make_qkx_quants(n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
+    return make_qkx_dispatch(n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
 }
 
 float kv_make_qkx3_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
                           uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad) {
-    return make_qkx_quants(n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
+    float w2[QX_MAX_N];
+    if (!weights) {
+        if (n > QX_MAX_N) return 0.f;
+        for (int i = 0; i < n; i++) w2[i] = x[i] * x[i];
+        weights = w2;
+    }
+    return make_qkx_dispatch(n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
 }
 
 float kv_make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const float *quant_weights) {
@@ -383,7 +411,7 @@ static void q2_k_block_ref(const float *x, kv_block_q2_k *y) {
     }
     if (max_min > 0) {
         float iscale = q4scale / max_min;
-        for (int j = 0; j < QK_K / 16; j++) y->scales[j] |= (uint8_t)(kv_nearest_int(iscale * mins[j]) << 4);
+        for (int j = 0; j < QK_K / 16; j++) y->scales[j] |= (uint8_t)((unsigned)kv_nearest_int(iscale * mins[j]) << 4);
         kv_wr_u16(y->dmin, kv_f16_store(max_min / q4scale));
     } else {
         kv_wr_u16(y->dmin, kv_f16_store(0.f));
@@ -425,15 +453,21 @@ kv_status kv_q2_k_quantize(const kv_format *f, const float *src, void *dst, int6
     return kv_format_quantize_rows(f, src, dst, nrows, n, importance, q2_k_row, err);
 }
 
-void kv_q2_k_dequantize(const kv_format *f, const void *src, float *y, int64_t n) {
-    const kv_block_q2_k *x = src;
+void kv_q2_k_dequantize(const kv_format *f, const void *src, float *restrict y, int64_t n) {
+    const kv_block_q2_k *restrict x = src;
     for (int64_t i = 0; i < n / QK_K; i++, x++) {
         const float d = kv_f16_load(x->d), min = kv_f16_load(x->dmin);
-        for (int e = 0; e < QK_K; e++) {
-            int h = e / 128, j = (e % 128) / 32, l = e % 32;
-            uint8_t sc = x->scales[e / 16];
-            float dl = d * (sc & 0xF), ml = min * (sc >> 4);
-            *y++ = dl * ((x->qs[32 * h + l] >> (2 * j)) & 3) - ml;
+        const uint8_t *q = x->qs;
+        int is = 0;
+        /* per 128 elements: 4 shifts x (16 elements of q[0..15], 16 of q[16..31]), a scale for each 16 */
+        for (int c = 0; c < QK_K; c += 128, q += 32) {
+            for (int shift = 0; shift < 8; shift += 2) {
+                for (int half = 0; half < 2; half++, is++) {
+                    const uint8_t sc = x->scales[is];
+                    const float dl = d * (sc & 0xF), ml = min * (sc >> 4);
+                    for (int l = 0; l < 16; l++) *y++ = dl * ((q[l + 16 * half] >> shift) & 3) - ml;
+                }
+            }
         }
     }
 }
@@ -522,15 +556,23 @@ kv_status kv_q3_k_quantize(const kv_format *f, const float *src, void *dst, int6
     return kv_format_quantize_rows(f, src, dst, nrows, n, importance, q3_k_row, err);
 }
 
-void kv_q3_k_dequantize(const kv_format *f, const void *src, float *y, int64_t n) {
-    const kv_block_q3_k *x = src;
+void kv_q3_k_dequantize(const kv_format *f, const void *src, float *restrict y, int64_t n) {
+    const kv_block_q3_k *restrict x = src;
     for (int64_t i = 0; i < n / QK_K; i++, x++) {
         const float d_all = kv_f16_load(x->d);
-        for (int e = 0; e < QK_K; e++) {
-            int h = e / 128, j = (e % 128) / 32, l = e % 32;
-            float dl = d_all * get_scale_q3(e / 16, x->scales);
-            int q = ((x->qs[32 * h + l] >> (2 * j)) & 3) - ((x->hmask[l] >> (e / 32)) & 1 ? 0 : 4);
-            *y++ = dl * q;
+        int8_t sc[16];
+        for (int j = 0; j < 16; j++) sc[j] = get_scale_q3(j, x->scales);
+        const uint8_t *q = x->qs;
+        int is = 0, bit = 0;
+        for (int c = 0; c < QK_K; c += 128, q += 32) {
+            for (int shift = 0; shift < 8; shift += 2, bit++) {
+                for (int half = 0; half < 2; half++, is++) {
+                    const float dl = d_all * sc[is];
+                    const uint8_t *hm = x->hmask + 16 * half;
+                    for (int l = 0; l < 16; l++)
+                        *y++ = dl * (((q[l + 16 * half] >> shift) & 3) - ((hm[l] >> bit) & 1 ? 0 : 4));
+                }
+            }
         }
     }
 }
@@ -625,8 +667,8 @@ kv_status kv_q4_k_quantize(const kv_format *f, const float *src, void *dst, int6
     return kv_format_quantize_rows(f, src, dst, nrows, n, importance, q4_k_row, err);
 }
 
-void kv_q4_k_dequantize(const kv_format *f, const void *src, float *y, int64_t n) {
-    const kv_block_q4_k *x = src;
+void kv_q4_k_dequantize(const kv_format *f, const void *src, float *restrict y, int64_t n) {
+    const kv_block_q4_k *restrict x = src;
     for (int64_t i = 0; i < n / QK_K; i++, x++) {
         const float d = kv_f16_load(x->d), min = kv_f16_load(x->dmin);
         const uint8_t *q = x->qs;
@@ -668,8 +710,8 @@ kv_status kv_q5_k_quantize(const kv_format *f, const float *src, void *dst, int6
     return kv_format_quantize_rows(f, src, dst, nrows, n, importance, q5_k_row, err);
 }
 
-void kv_q5_k_dequantize(const kv_format *f, const void *src, float *y, int64_t n) {
-    const kv_block_q5_k *x = src;
+void kv_q5_k_dequantize(const kv_format *f, const void *src, float *restrict y, int64_t n) {
+    const kv_block_q5_k *restrict x = src;
     for (int64_t i = 0; i < n / QK_K; i++, x++) {
         const float d = kv_f16_load(x->d), min = kv_f16_load(x->dmin);
         const uint8_t *ql = x->qs, *qh = x->qh;
@@ -740,8 +782,8 @@ kv_status kv_q6_k_quantize(const kv_format *f, const float *src, void *dst, int6
     return kv_format_quantize_rows(f, src, dst, nrows, n, importance, q6_k_row, err);
 }
 
-void kv_q6_k_dequantize(const kv_format *f, const void *src, float *y, int64_t n) {
-    const kv_block_q6_k *x = src;
+void kv_q6_k_dequantize(const kv_format *f, const void *src, float *restrict y, int64_t n) {
+    const kv_block_q6_k *restrict x = src;
     for (int64_t i = 0; i < n / QK_K; i++, x++) {
         const float d = kv_f16_load(x->d);
         const uint8_t *ql = x->ql, *qh = x->qh;
@@ -795,8 +837,8 @@ kv_status kv_q8_k_quantize(const kv_format *f, const float *src, void *dst, int6
     return kv_format_quantize_rows(f, src, dst, nrows, n, importance, q8_k_row, err);
 }
 
-void kv_q8_k_dequantize(const kv_format *f, const void *src, float *y, int64_t n) {
-    const kv_block_q8_k *x = src;
+void kv_q8_k_dequantize(const kv_format *f, const void *src, float *restrict y, int64_t n) {
+    const kv_block_q8_k *restrict x = src;
     for (int64_t i = 0; i < n / QK_K; i++, x++) {
         const float d = kv_rd_f32(x->d);
         for (int j = 0; j < QK_K; j++) *y++ = d * x->qs[j];

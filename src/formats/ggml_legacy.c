@@ -34,9 +34,9 @@ static float signed_absmax(const float *x) {
 
 static void min_max(const float *x, float *min_out, float *max_out) {
     float min = FLT_MAX, max = -FLT_MAX;
-    for (int j = 0; j < QK; j++) {
-        if (x[j] < min) min = x[j];
-        if (x[j] > max) max = x[j];
+    for (int j = 0; j < QK; j++) { /* selects (minss/maxss), same result as ggml's ifs */
+        min = x[j] < min ? x[j] : min;
+        max = x[j] > max ? x[j] : max;
     }
     *min_out = min;
     *max_out = max;
@@ -83,11 +83,12 @@ static void q4_0_row(const float *x, void *dst, int64_t n, const float *imp) {
         const float d = signed_absmax(xb) / -8;
         const float id = d ? 1.0f / d : 0.0f;
         kv_wr_u16(y->d, kv_f16_store(d));
-        for (int j = 0; j < 16; j++) {
-            const uint8_t q0 = (uint8_t)KV_MIN(15, (int8_t)kv_cvtt_i32(xb[j] * id + 8.5f));
-            const uint8_t q1 = (uint8_t)KV_MIN(15, (int8_t)kv_cvtt_i32(xb[j + 16] * id + 8.5f));
-            y->qs[j] = (uint8_t)(q0 | (q1 << 4));
-        }
+        uint8_t L[QK];
+        if (isfinite(id)) /* then |x * id| <= 8: the plain conversion is exact and defined */
+            for (int j = 0; j < QK; j++) L[j] = (uint8_t)KV_MIN(15, (int)(xb[j] * id + 8.5f));
+        else
+            for (int j = 0; j < QK; j++) L[j] = (uint8_t)KV_MIN(15, (int8_t)kv_cvtt_i32(xb[j] * id + 8.5f));
+        for (int j = 0; j < 16; j++) y->qs[j] = (uint8_t)(L[j] | (L[j + 16] << 4));
     }
 }
 
@@ -96,8 +97,8 @@ kv_status kv_q4_0_quantize(const kv_format *f, const float *src, void *dst, int6
     return kv_format_quantize_rows(f, src, dst, nrows, n, importance, q4_0_row, err);
 }
 
-void kv_q4_0_dequantize(const kv_format *f, const void *src, float *y, int64_t n) {
-    const kv_block_q4_0 *x = src;
+void kv_q4_0_dequantize(const kv_format *f, const void *src, float *restrict y, int64_t n) {
+    const kv_block_q4_0 *restrict x = src;
     for (int64_t i = 0; i < n / QK; i++, x++, y += QK) {
         const float d = kv_f16_load(x->d);
         for (int j = 0; j < 16; j++) {
@@ -132,11 +133,12 @@ static void q4_1_row(const float *x, void *dst, int64_t n, const float *imp) {
         const float id = d ? 1.0f / d : 0.0f;
         kv_wr_u16(y->d, kv_f16_store(d));
         kv_wr_u16(y->m, kv_f16_store(min));
-        for (int j = 0; j < 16; j++) {
-            const uint8_t q0 = (uint8_t)KV_MIN(15, (int8_t)kv_cvtt_i32((xb[j] - min) * id + 0.5f));
-            const uint8_t q1 = (uint8_t)KV_MIN(15, (int8_t)kv_cvtt_i32((xb[j + 16] - min) * id + 0.5f));
-            y->qs[j] = (uint8_t)(q0 | (q1 << 4));
-        }
+        uint8_t L[QK];
+        if (isfinite(id) && isfinite(max - min)) /* then 0 <= (x - min) * id <= 15 */
+            for (int j = 0; j < QK; j++) L[j] = (uint8_t)KV_MIN(15, (int)((xb[j] - min) * id + 0.5f));
+        else
+            for (int j = 0; j < QK; j++) L[j] = (uint8_t)KV_MIN(15, (int8_t)kv_cvtt_i32((xb[j] - min) * id + 0.5f));
+        for (int j = 0; j < 16; j++) y->qs[j] = (uint8_t)(L[j] | (L[j + 16] << 4));
     }
 }
 
@@ -145,8 +147,8 @@ kv_status kv_q4_1_quantize(const kv_format *f, const float *src, void *dst, int6
     return kv_format_quantize_rows(f, src, dst, nrows, n, importance, q4_1_row, err);
 }
 
-void kv_q4_1_dequantize(const kv_format *f, const void *src, float *y, int64_t n) {
-    const kv_block_q4_1 *x = src;
+void kv_q4_1_dequantize(const kv_format *f, const void *src, float *restrict y, int64_t n) {
+    const kv_block_q4_1 *restrict x = src;
     for (int64_t i = 0; i < n / QK; i++, x++, y += QK) {
         const float d = kv_f16_load(x->d), m = kv_f16_load(x->m);
         for (int j = 0; j < 16; j++) {
@@ -176,7 +178,10 @@ static void q5_0_row(const float *x, void *dst, int64_t n, const float *imp) {
             const float d = signed_absmax(xb) / -16;
             const float id = d ? 1.0f / d : 0.0f;
             kv_wr_u16(y->d, kv_f16_store(d));
-            for (int j = 0; j < QK; j++) L[j] = (uint8_t)KV_MIN(31, (int8_t)kv_cvtt_i32(xb[j] * id + 16.5f));
+            if (isfinite(id))
+                for (int j = 0; j < QK; j++) L[j] = (uint8_t)KV_MIN(31, (int)(xb[j] * id + 16.5f));
+            else
+                for (int j = 0; j < QK; j++) L[j] = (uint8_t)KV_MIN(31, (int8_t)kv_cvtt_i32(xb[j] * id + 16.5f));
         }
         pack_q5_levels(L, y->qs, y->qh);
     }
@@ -187,8 +192,8 @@ kv_status kv_q5_0_quantize(const kv_format *f, const float *src, void *dst, int6
     return kv_format_quantize_rows(f, src, dst, nrows, n, importance, q5_0_row, err);
 }
 
-void kv_q5_0_dequantize(const kv_format *f, const void *src, float *y, int64_t n) {
-    const kv_block_q5_0 *x = src;
+void kv_q5_0_dequantize(const kv_format *f, const void *src, float *restrict y, int64_t n) {
+    const kv_block_q5_0 *restrict x = src;
     for (int64_t i = 0; i < n / QK; i++, x++, y += QK) {
         const float d = kv_f16_load(x->d);
         const uint32_t qh = kv_rd_u32(x->qh);
@@ -224,7 +229,10 @@ static void q5_1_row(const float *x, void *dst, int64_t n, const float *imp) {
             const float id = d ? 1.0f / d : 0.0f;
             kv_wr_u16(y->d, kv_f16_store(d));
             kv_wr_u16(y->m, kv_f16_store(min));
-            for (int j = 0; j < QK; j++) L[j] = (uint8_t)kv_cvtt_i32((xb[j] - min) * id + 0.5f);
+            if (isfinite(id) && isfinite(max - min))
+                for (int j = 0; j < QK; j++) L[j] = (uint8_t)(int)((xb[j] - min) * id + 0.5f);
+            else
+                for (int j = 0; j < QK; j++) L[j] = (uint8_t)kv_cvtt_i32((xb[j] - min) * id + 0.5f);
         }
         pack_q5_levels(L, y->qs, y->qh);
     }
@@ -235,8 +243,8 @@ kv_status kv_q5_1_quantize(const kv_format *f, const float *src, void *dst, int6
     return kv_format_quantize_rows(f, src, dst, nrows, n, importance, q5_1_row, err);
 }
 
-void kv_q5_1_dequantize(const kv_format *f, const void *src, float *y, int64_t n) {
-    const kv_block_q5_1 *x = src;
+void kv_q5_1_dequantize(const kv_format *f, const void *src, float *restrict y, int64_t n) {
+    const kv_block_q5_1 *restrict x = src;
     for (int64_t i = 0; i < n / QK; i++, x++, y += QK) {
         const float d = kv_f16_load(x->d), m = kv_f16_load(x->m);
         const uint32_t qh = kv_rd_u32(x->qh);
@@ -260,13 +268,27 @@ static float q8_scale(const float *xb, float *id) {
     return d;
 }
 
+/* roundf (half away from zero) of a value with |v| < 2^23, without the libm call: v - trunc(v) is exact. */
+static inline int round_half_away(float v) {
+    int t = (int)v;
+    int away = fabsf(v - (float)t) >= 0.5f;
+    return t + away * ((v > 0) - (v < 0)); /* arithmetic, not a branch: the comparison is data-random */
+}
+
+static void q8_levels(const float *x, float id, int8_t *qs) {
+    if (isfinite(id)) /* then |x * id| <= 127 */
+        for (int j = 0; j < QK; j++) qs[j] = (int8_t)round_half_away(x[j] * id);
+    else
+        for (int j = 0; j < QK; j++) qs[j] = (int8_t)kv_cvtt_i32(roundf(x[j] * id));
+}
+
 static void q8_0_row(const float *x, void *dst, int64_t n, const float *imp) {
     (void)imp;
     kv_block_q8_0 *y = dst;
     for (int64_t i = 0; i < n / QK; i++, y++, x += QK) {
         float id;
         kv_wr_u16(y->d, kv_f16_store(q8_scale(x, &id)));
-        for (int j = 0; j < QK; j++) y->qs[j] = (int8_t)kv_cvtt_i32(roundf(x[j] * id));
+        q8_levels(x, id, y->qs);
     }
 }
 
@@ -275,8 +297,8 @@ kv_status kv_q8_0_quantize(const kv_format *f, const float *src, void *dst, int6
     return kv_format_quantize_rows(f, src, dst, nrows, n, importance, q8_0_row, err);
 }
 
-void kv_q8_0_dequantize(const kv_format *f, const void *src, float *y, int64_t n) {
-    const kv_block_q8_0 *x = src;
+void kv_q8_0_dequantize(const kv_format *f, const void *src, float *restrict y, int64_t n) {
+    const kv_block_q8_0 *restrict x = src;
     for (int64_t i = 0; i < n / QK; i++, x++, y += QK) {
         const float d = kv_f16_load(x->d);
         for (int j = 0; j < QK; j++) y[j] = x->qs[j] * d;
@@ -291,11 +313,9 @@ static void q8_1_row(const float *x, void *dst, int64_t n, const float *imp) {
         float id;
         const float d = q8_scale(x, &id);
         kv_wr_u16(y->d, kv_f16_store(d));
+        q8_levels(x, id, y->qs);
         int sum = 0;
-        for (int j = 0; j < QK; j++) {
-            y->qs[j] = (int8_t)kv_cvtt_i32(roundf(x[j] * id));
-            sum += y->qs[j];
-        }
+        for (int j = 0; j < QK; j++) sum += y->qs[j];
         kv_wr_u16(y->s, kv_f16_store(sum * d));
     }
 }
@@ -305,8 +325,8 @@ kv_status kv_q8_1_quantize(const kv_format *f, const float *src, void *dst, int6
     return kv_format_quantize_rows(f, src, dst, nrows, n, importance, q8_1_row, err);
 }
 
-void kv_q8_1_dequantize(const kv_format *f, const void *src, float *y, int64_t n) {
-    const kv_block_q8_1 *x = src;
+void kv_q8_1_dequantize(const kv_format *f, const void *src, float *restrict y, int64_t n) {
+    const kv_block_q8_1 *restrict x = src;
     for (int64_t i = 0; i < n / QK; i++, x++, y += QK) {
         const float d = kv_f16_load(x->d);
         for (int j = 0; j < QK; j++) y[j] = x->qs[j] * d;

@@ -50,7 +50,7 @@ static int_params int_fit_ratio(const int_spec *s, float lo, float hi, float big
     int_params p = {0.0f, 0.0f};
     if (s->asym) {
         float mn = lo * r, mx = hi * r;
-        p.d = store_round(s, (mx - mn) / (float)((1 << s->bits) - 1));
+        p.d = store_round(s, (float)(((double)mx - mn) / ((1 << s->bits) - 1))); /* double: max - min may overflow */
         p.mn = store_round(s, mn);
     } else {
         p.d = store_round(s, big * r / -(float)(1 << (s->bits - 1)));

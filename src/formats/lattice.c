@@ -1,15 +1,16 @@
-/* lattice.c — E8 lattice formats e8_b2 and e8_b4: a Voronoi (nested-lattice) code of the Gosset lattice.
- * Sources: Conway & Sloane, SPLAG ch. 20 §2-3 (nearest point of D_n and of E8 = D8 u (D8 + 1/2)), and
+/* lattice.c — E8 lattice formats e8_b2, e8_b3, e8_b4: a Voronoi (nested-lattice) code of the Gosset lattice.
+ * Sources: Conway & Sloane, SPLAG ch. 20 (nearest point of D_n and of E8 = D8 u (D8 + 1/2)), and
  * Conway & Sloane, "A fast encoding method for lattice codes and quantizers" (IEEE Trans. IT 29, 1983):
  * Voronoi codes; the same construction as NestQuant (arXiv 2502.09720) without its multi-beta overload step.
- * Codebook (q = 4 for b = 2, q = 16 for b = 4): the q^8 points of E8 inside the Voronoi region of q*E8 (one
+ * Codebook (q = 2^b: 4, 8, 16 for b = 2, 3, 4): the q^8 points of E8 inside the Voronoi region of q*E8 (one
  * representative of each coset of E8 / qE8), scaled by beta. Rate: exactly log2(q) = b bits per weight plus the
  * scale. Encoding of an 8-vector y: lambda = Q_E8(y / beta); the index is the 8 coordinates v of lambda in the
  * generator basis G (below) reduced mod q, stored as 8 digits of b bits. Decoding: lambda' = v G, then
  * lambda' - q Q_E8(lambda' / q) (the coset member nearest the origin). A vector outside q*V(E8) is "overloaded"
  * and would decode to another member of its coset: the encoder then shrinks the vector toward the origin until it
  * is not (e8_vec), and chooses beta per group of 256 among 3 candidates beta = RMS * c_b * 2^(k/8), k = -1..1
- * (c_2 = 1.08, c_4 = 0.314), by the exact decoded squared error (importance-weighted).
+ * (c_2 = 1.08, c_3 = 0.58, c_4 = 0.314: measured Gaussian optima of this encoder), by the exact decoded
+ * squared error (importance-weighted).
  * G (rows): 2e1; -e_{i-1} + e_i for i = 2..7; (1/2, ..., 1/2) — unimodular, even: a basis of E8.
  * Block layout (256 values = 32 vectors): fp16 beta, then 256 digits of b bits as a little-endian bit stream
  * (vector k, coordinate i in position 8k + i). bits/weight = b + 16/256. */
@@ -64,11 +65,9 @@ static void e8_point(const int64_t *v, double *lambda) {
     lambda[7] = h;
 }
 
-/* Voronoi code: digits (mod q) of the nearest point to y, and the decoded codebook point. */
-static void e8_encode(const double *y, int q, uint32_t *digits) {
-    double lam[8];
+/* Voronoi code: digits (mod q) of a lattice point, and the decoded codebook point. */
+static void e8_encode(const double *lam, int q, uint32_t *digits) {
     int64_t v[8];
-    kv_e8_nearest(y, lam);
     e8_coords(lam, v);
     for (int i = 0; i < 8; i++) digits[i] = (uint32_t)(((v[i] % q) + q) % q);
 }
@@ -95,7 +94,7 @@ static double e8_vec(const float *x, const float *w, float beta, int q, uint32_t
         double alpha = 1.0 - 0.08 * a;
         for (int i = 0; i < 8; i++) y[i] = beta > 0.0f ? x[i] / (double)beta * alpha : 0.0;
         kv_e8_nearest(y, lam);
-        e8_encode(y, q, dg);
+        e8_encode(lam, q, dg);
         e8_decode(dg, q, dec);
         int overloaded = 0;
         for (int i = 0; i < 8; i++) {
@@ -120,7 +119,7 @@ static double e8_group(const float *x, const float *w, float beta, int q, uint32
 }
 
 /* beta / RMS around which the encoder searches (the Gaussian optimum of this encoder, measured). */
-static double e8_base(int b) { return b == 2 ? 1.08 : 0.314; }
+static double e8_base(int b) { return b == 2 ? 1.08 : b == 3 ? 0.58 : 0.314; }
 
 static kv_status e8_quantize(const kv_format *f, const float *src, void *dst, int64_t nrows, int64_t n,
                              const float *importance, kv_error *err) {
@@ -142,10 +141,12 @@ static kv_status e8_quantize(const kv_format *f, const float *src, void *dst, in
             uint16_t best_h = 0;
             double best = INFINITY;
             uint32_t cand[E8_GROUP];
+            int overflow = 0;
             for (int k = -1; k <= 1 && rms > 0.0; k++) {
                 uint16_t h = kv_fp32_to_fp16((float)(rms * e8_base(b) * exp2(k / 8.0)));
                 float beta = kv_fp16_to_fp32(h);
-                if (!isfinite(beta) || beta == 0.0f) continue;
+                overflow |= !isfinite(beta);
+                if (!isfinite(beta) || beta == 0.0f) continue; /* below fp16: the group decodes to zeros */
                 double e = e8_group(x, w, beta, q, cand);
                 if (e < best) {
                     best = e;
@@ -153,7 +154,7 @@ static kv_status e8_quantize(const kv_format *f, const float *src, void *dst, in
                     memcpy(digits, cand, sizeof cand);
                 }
             }
-            if (rms > 0.0 && best_h == 0)
+            if (overflow && best_h == 0)
                 return kv_fail(err, KV_ERANGE, "%s: row %lld: group RMS %g does not fit the fp16 scale", f->name,
                                (long long)r, rms);
             if (best_h == 0) memset(digits, 0, sizeof digits);
@@ -183,6 +184,7 @@ kv_status kv_fmt_e8_get(const char *name, kv_format *out, kv_error *err) {
     (void)err;
     int b;
     if (!strcmp(name, "e8_b2")) b = 2;
+    else if (!strcmp(name, "e8_b3")) b = 3;
     else if (!strcmp(name, "e8_b4")) b = 4;
     else return KV_ENOTFOUND;
     memset(out, 0, sizeof *out);

@@ -1,9 +1,9 @@
 /* mx.c — OCP Microscaling (MX) v1.0 block formats: mxfp8_e4m3, mxfp8_e5m2, mxfp6_e3m2, mxfp6_e2m3, mxfp4_ocp,
  * mxint8, and their "prescale" variants (suffix _ps).
- * Source: OCP Microscaling Formats (MX) Specification v1.0 §5 (blocks of k = 32 elements sharing one E8M0
- * scale X = 2^(E-127), E = 0xFF is NaN); §6.3 conversion: shared exponent = floor(log2(max|V_i|)) - emax_elem,
- * elements P_i = V_i / X rounded to nearest even and saturated to +-max_norm. Cross-checked against
- * microsoft/microxcaling mx/mx_ops.py _shared_exponents (zero block -> exponent clamped to -127).
+ * Source: OCP Microscaling Formats (MX) Specification v1.0 (blocks of k = 32 elements sharing one E8M0
+ * scale X = 2^(E-127), E = 0xFF is NaN); its conversion: shared exponent = floor(log2(max|V_i|)) - emax_elem,
+ * elements P_i = V_i / X rounded to nearest even and saturated to +-max_norm. Zero blocks as in
+ * microsoft/microxcaling mx/mx_ops.py _shared_exponents: the exponent is clamped to -127 (E8M0 code 0).
  * MXINT8 elements are two's-complement int8 with an implicit scale 2^-6, clamped to +-127 (as microxcaling).
  * Block layout: byte 0 = E8M0 scale, then the 32 element codes as a little-endian bit stream (element i in bits
  * [i*w, i*w+w)): FP8/INT8 one byte each, FP6 four elements in three bytes, FP4 element 2i in the low nibble.
@@ -48,13 +48,25 @@ static inline uint32_t mx_elem(const mx_ctx *c, float v, float *dec) {
     return kv_mf_encode(c->m, *dec);
 }
 
+/* x * 2^-e (ldexpf only where 2^-e is not a normal float). */
+static inline float mx_unscale(float x, int e) { return e >= -126 && e <= 126 ? x * kv_f32_pow2(-e) : ldexpf(x, -e); }
+
+/* Decoded value of v = x / X (no code). */
+static inline float mx_value(const mx_ctx *c, float v) {
+    if (!c->m) {
+        float q = rintf(v * 64.0f);
+        return (q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q) / 64.0f;
+    }
+    float a = kv_mf_round_abs(c->m, fabsf(v));
+    return signbit(v) ? -a : a;
+}
+
 /* Weighted squared error of the block at shared exponent e. */
 static double mx_block_err(const mx_ctx *c, const float *x, const float *wts, int e) {
-    double sse = 0.0;
+    double sse = 0.0, scale = ldexp(1.0, e);
     for (int i = 0; i < MX_BLOCK; i++) {
-        float dec;
-        (void)mx_elem(c, ldexpf(x[i], -e), &dec);
-        double d = (double)x[i] - ldexp((double)dec, e);
+        float dec = mx_value(c, mx_unscale(x[i], e));
+        double d = (double)x[i] - dec * scale;
         sse += (wts ? wts[i] : 1.0) * d * d;
     }
     return sse;
@@ -96,7 +108,7 @@ static void mx_quantize_block(const mx_ctx *c, int prescale, const float *x, con
     out[0] = (uint8_t)(e + 127);
     for (int i = 0; i < MX_BLOCK; i++) {
         float dec;
-        kv_bits_put(out + 1, i, c->w, mx_elem(c, ldexpf(x[i], -e), &dec));
+        kv_bits_put(out + 1, i, c->w, mx_elem(c, mx_unscale(x[i], e), &dec));
     }
 }
 

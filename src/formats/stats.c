@@ -1,6 +1,6 @@
 /* stats.c — kv_formats_measure: a format's MSE and SNR on iid N(0,1) and Student-t (nu = 5) samples, with and
  * without a random Hadamard rotation, and its gap to the Gaussian rate-distortion bound D(R) = sigma^2 2^(-2R)
- * (Shannon; Cover & Thomas, Elements of Information Theory, §10.3.2): gap = 1/2 log2(MSE / D(R)) bits.
+ * (Shannon; Cover & Thomas, Elements of Information Theory, ch. 10): gap = 1/2 log2(MSE / D(R)) bits.
  * Student-t: Z / sqrt(chi2_5 / 5) with chi2_5 the sum of five squared normals. The rotation: multiply by a fixed
  * random +-1 vector (one per row position, from the seed), then the orthonormal fast Walsh-Hadamard transform
  * (Sylvester order, scale 1/16) on blocks of 256 — orthonormal, so the MSE measured on rotated data is the MSE

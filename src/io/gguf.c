@@ -491,12 +491,15 @@ static kv_status check_tensor_data(kv_gguf_rd *r) {
     }
     if (!st) {
         qsort(by_off, (size_t)n, sizeof *by_off, tensor_off_cmp);
-        for (int64_t i = 1; i < n && !st; i++) {
-            const kv_gguf_tensor *a = by_off[i - 1], *b = by_off[i];
-            if (b->nbytes && a->nbytes && b->offset < a->offset + a->nbytes)
+        const kv_gguf_tensor *reach = NULL; /* the tensor ending furthest so far (empty ones overlap nothing) */
+        for (int64_t i = 0; i < n && !st; i++) {
+            const kv_gguf_tensor *b = by_off[i];
+            if (!b->nbytes) continue;
+            if (reach && b->offset < reach->offset + reach->nbytes)
                 st = rd_fail(r, b->info_offset, b->name, KV_EFORMAT,
                              "data at data offset %" PRIu64 " overlaps tensor '%s' [%" PRIu64 ", %" PRIu64 ")",
-                             b->offset, a->name, a->offset, a->offset + a->nbytes);
+                             b->offset, reach->name, reach->offset, reach->offset + reach->nbytes);
+            if (!reach || b->offset + b->nbytes > reach->offset + reach->nbytes) reach = b;
         }
     }
     free(by_off);

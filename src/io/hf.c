@@ -298,7 +298,14 @@ kv_status kv_hf_open_dir(kv_model_file *mf, const char *dir, kv_error *err) {
     if (file_exists(path)) {
         st = open_sharded(mf, dir, path, err);
     } else {
+        snprintf(path, sizeof path, "%s/pytorch_model.bin", dir);
+        int has_pickle = file_exists(path);
         snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        if (!file_exists(path) && has_pickle) {
+            kv_fail(err, KV_EUNSUPPORTED, "PyTorch pickle checkpoints (pytorch_model.bin) are not supported: save the model as safetensors");
+            kv_error_context(err, dir, -1, NULL);
+            return KV_EUNSUPPORTED;
+        }
         if (!file_exists(path)) {
             kv_fail(err, KV_ENOTFOUND, "no model.safetensors or model.safetensors.index.json in the directory");
             kv_error_context(err, dir, -1, NULL);

@@ -139,6 +139,12 @@ static kv_status parse_string(parser *p, const char **out, uint64_t *out_len) {
     unsigned char *d = arena_alloc(p->doc, raw + 1, p->err);
     if (!d) return KV_ENOMEM;
     size_t o = 0, i = start;
+    if (!has_escape) {
+        /* fast path: copy the printable ASCII prefix in one go */
+        while (i < end && p->s[i] >= 0x20 && p->s[i] < 0x80) i++;
+        memcpy(d, p->s + start, i - start);
+        o = i - start;
+    }
     while (i < end) {
         unsigned char c = p->s[i];
         if (c < 0x20) return fail_at(p, KV_EFORMAT, i, "control character in string (must be escaped)");
@@ -212,6 +218,18 @@ static kv_status parse_number(parser *p, kv_json *v) {
         while (i < p->n && p->s[i] >= '0' && p->s[i] <= '9') i++;
     }
     size_t len = i - start;
+    v->type = KV_JSON_NUMBER;
+    if (integral && len <= 18) {
+        /* fast path: up to 18 digits fit int64 exactly and convert to the nearest double */
+        size_t k = start + (p->s[start] == '-');
+        int64_t acc = 0;
+        for (; k < i; k++) acc = acc * 10 + (p->s[k] - '0');
+        v->ival = p->s[start] == '-' ? -acc : acc;
+        v->num = p->s[start] == '-' ? -(double)acc : (double)acc; /* keeps -0 */
+        v->is_int = 1;
+        p->pos = i;
+        return KV_OK;
+    }
     /* strtod needs a terminated copy; the library never calls setlocale, so '.' is the decimal point */
     char small[128];
     char *buf = len < sizeof small ? small : kv_malloc(len + 1, p->err);

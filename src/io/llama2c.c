@@ -30,6 +30,11 @@ kv_status kv_llama2c_open_file(kv_model_file *mf, const char *path, kv_error *er
     const kv_mapped *m = &mf->maps[idx];
     if (m->size < KV_L2C_HEADER)
         return header_fail(err, path, 0, "file of %lld bytes is too small for a llama2.c header (28 bytes)", (long long)m->size);
+    if (kv_rd_u32(m->data) == 0x616b3432u) { /* "ak42": the versioned export of llama2.c's export.py */
+        kv_fail(err, KV_EUNSUPPORTED, "llama2.c versioned export (magic ak42) is not supported; use the legacy format");
+        kv_error_context(err, path, 0, NULL);
+        return KV_EUNSUPPORTED;
+    }
     int32_t h[7];
     static const char *const names[7] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len"};
     for (int i = 0; i < 7; i++) {

@@ -74,6 +74,40 @@ static kv_status sniff_file(const char *path, kv_file_format *fmt, kv_error *err
     return KV_OK;
 }
 
+/* Canonical order: token_embd, then per layer attention and FFN tensors, then output_norm, output, and the
+ * unmapped tensors by source name. Used for llama2.c, whose file groups each kind over all layers; HF and GGUF
+ * keep file order (shard by shard, header order), which is the order llama.cpp's converter writes. */
+static const char *const k_layer_order[] = {
+    "attn_norm.weight", "attn_q.weight", "attn_q.bias", "attn_k.weight", "attn_k.bias", "attn_v.weight",
+    "attn_v.bias", "attn_output.weight", "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight",
+};
+
+static int64_t canonical_rank(const kv_tensor *t) {
+    const char *n = t->name;
+    if (!n[0]) return INT64_MAX;
+    if (!strcmp(n, "token_embd.weight")) return 0;
+    if (!strncmp(n, "blk.", 4) && n[4] >= '0' && n[4] <= '9') {
+        char *end;
+        long layer = strtol(n + 4, &end, 10);
+        int64_t kind = (int64_t)KV_ARRAY_LEN(k_layer_order);
+        for (size_t k = 0; *end == '.' && k < KV_ARRAY_LEN(k_layer_order); k++)
+            if (!strcmp(end + 1, k_layer_order[k])) kind = (int64_t)k;
+        return 1 + (int64_t)layer * 64 + kind;
+    }
+    if (!strcmp(n, "output_norm.weight")) return INT64_MAX - 3;
+    if (!strcmp(n, "output.weight")) return INT64_MAX - 2;
+    return INT64_MAX - 1;
+}
+
+static int cmp_canonical(const void *a, const void *b) {
+    const kv_tensor *x = a, *y = b;
+    int64_t rx = canonical_rank(x), ry = canonical_rank(y);
+    if (rx != ry) return rx < ry ? -1 : 1;
+    int c = strcmp(x->src_name, y->src_name);
+    if (c) return c;
+    return x->file_index != y->file_index ? (x->file_index < y->file_index ? -1 : 1) : 0;
+}
+
 void kv_model_close(kv_model_file *mf) {
     if (!mf) return;
     if (mf->gguf) kv_gguf_model_close(mf);
@@ -115,6 +149,7 @@ kv_status kv_model_open(const char *path, kv_model_file **out, kv_error *err) {
         kv_model_close(mf);
         return st;
     }
+    if (mf->format == KV_FILE_LLAMA2C) qsort(mf->tensors, (size_t)mf->n_tensors, sizeof *mf->tensors, cmp_canonical);
     *out = mf;
     return KV_OK;
 }
@@ -168,8 +203,24 @@ const char *kv_model_meta_string(const kv_model_file *mf, const char *key) {
 
 /* ---- fp32 access ------------------------------------------------------------------------------------ */
 
+static int64_t row_length(const kv_tensor *t) { return t->n_dims ? t->shape[t->n_dims - 1] : 1; }
+
+/* Dequantizes one row through the formats module (ggml block types, kvant formats). */
+static kv_status row_via_format(const kv_tensor *t, const kv_format *f, int64_t row, float *dst, kv_error *err) {
+    int64_t n = row_length(t), rows = n ? kv_tensor_nelements(t) / n : 0;
+    size_t rb = kv_format_row_bytes(f, n);
+    if (!f->dequantize || !rb || (uint64_t)rb * (uint64_t)rows != t->nbytes) {
+        kv_fail(err, KV_EUNSUPPORTED, "cannot decode rows of %lld elements as format %s (%llu bytes for %lld rows)",
+                (long long)n, f->name, (unsigned long long)t->nbytes, (long long)rows);
+        kv_error_context(err, NULL, -1, t->name[0] ? t->name : t->src_name);
+        return KV_EUNSUPPORTED;
+    }
+    f->dequantize(f, (const uint8_t *)t->data + (size_t)row * rb, dst, n);
+    return KV_OK;
+}
+
 kv_status kv_tensor_row_f32(const kv_tensor *t, int64_t row, float *dst, kv_error *err) {
-    int64_t n = t->n_dims ? t->shape[t->n_dims - 1] : 1;
+    int64_t n = row_length(t);
     int64_t rows = n ? kv_tensor_nelements(t) / n : 0;
     if (row < 0 || row >= rows) {
         kv_fail(err, KV_ERANGE, "row %lld out of range (tensor has %lld rows)", (long long)row, (long long)rows);
@@ -181,13 +232,36 @@ kv_status kv_tensor_row_f32(const kv_tensor *t, int64_t row, float *dst, kv_erro
     case KV_TYPE_F32: memcpy(dst, src + (size_t)row * (size_t)n * 4, (size_t)n * 4); return KV_OK;
     case KV_TYPE_F16: kv_fp16_to_fp32_row((const uint16_t *)(const void *)(src + (size_t)row * (size_t)n * 2), dst, (size_t)n); return KV_OK;
     case KV_TYPE_BF16: kv_bf16_to_fp32_row((const uint16_t *)(const void *)(src + (size_t)row * (size_t)n * 2), dst, (size_t)n); return KV_OK;
-    default: {
-        const kv_type_info *ti = kv_type_get(t->type);
-        kv_fail(err, KV_EUNSUPPORTED, "conversion of type %s to f32 is not supported here", ti ? ti->name : "(kvant format)");
+    default: break;
+    }
+    kv_format f;
+    kv_status st = kv_format_from_type(t->type, &f, err);
+    if (st) {
         kv_error_context(err, NULL, -1, t->name[0] ? t->name : t->src_name);
-        return KV_EUNSUPPORTED;
+        return st;
     }
+    return row_via_format(t, &f, row, dst, err);
+}
+
+kv_status kv_model_tensor_row_f32(const kv_model_file *mf, const kv_tensor *t, int64_t row, float *dst, kv_error *err) {
+    if (t->type < KV_TYPE_KVANT_BASE) return kv_tensor_row_f32(t, row, dst, err);
+    char key[256];
+    snprintf(key, sizeof key, "kvant.tensor.%s.format", t->src_name);
+    const char *name = kv_model_meta_string(mf, key);
+    if (!name) return kv_tensor_row_f32(t, row, dst, err);
+    int64_t n = row_length(t), rows = n ? kv_tensor_nelements(t) / n : 0;
+    if (row < 0 || row >= rows) {
+        kv_fail(err, KV_ERANGE, "row %lld out of range (tensor has %lld rows)", (long long)row, (long long)rows);
+        kv_error_context(err, mf->path, -1, t->src_name);
+        return KV_ERANGE;
     }
+    kv_format f;
+    kv_status st = kv_format_get(name, &f, err);
+    if (st) {
+        kv_error_context(err, mf->path, -1, t->src_name);
+        return st;
+    }
+    return row_via_format(t, &f, row, dst, err);
 }
 
 kv_status kv_tensor_to_f32(const kv_tensor *t, float *dst, kv_error *err) {
@@ -370,6 +444,28 @@ static kv_status gguf_hparams(kv_model_file *mf, kv_gguf *g, kv_error *err) {
     return KV_OK;
 }
 
+/* A Llama-family GGUF with weights needs the sizes the q/k un-permutation and shape checks rely on. */
+static kv_status gguf_check_hparams(const kv_model_file *mf, kv_error *err) {
+    const kv_hparams *hp = &mf->hp;
+    const struct { const char *key; int32_t v; } need[] = {
+        {"block_count", hp->n_layer}, {"embedding_length", hp->n_embd}, {"feed_forward_length", hp->n_ff},
+        {"attention.head_count", hp->n_head}, {"attention.head_count_kv", hp->n_head_kv},
+    };
+    for (size_t i = 0; i < KV_ARRAY_LEN(need); i++)
+        if (need[i].v <= 0) {
+            kv_fail(err, KV_EFORMAT, "metadata %s.%s is missing or zero", hp->arch, need[i].key);
+            kv_error_context(err, mf->path, -1, NULL);
+            return KV_EFORMAT;
+        }
+    if (hp->head_dim <= 0 || hp->head_dim % 2 || hp->n_head % hp->n_head_kv) {
+        kv_fail(err, KV_EFORMAT, "inconsistent attention metadata: %d heads, %d kv heads, head size %d", hp->n_head,
+                hp->n_head_kv, hp->head_dim);
+        kv_error_context(err, mf->path, -1, NULL);
+        return KV_EFORMAT;
+    }
+    return KV_OK;
+}
+
 /* llama.cpp permutes q/k rows (weights and biases) of arch "llama" only; qwen2 keeps HF order. */
 static int gguf_needs_unpermute(const kv_hparams *hp, const char *name, int *n_head) {
     if (strcmp(hp->arch, "llama") || strncmp(name, "blk.", 4)) return 0;
@@ -391,6 +487,8 @@ static kv_status kv_gguf_model_open(kv_model_file *mf, const char *path, kv_erro
         mf->tok = KV_TOKSRC_GGUF;
         kv_strlcpy(mf->tok_path, path, sizeof mf->tok_path);
     }
+    if (mf->has_hparams && kv_gguf_n_tensors(g) > 0 && is_llama_family(mf->hp.arch) && (st = gguf_check_hparams(mf, err)))
+        return st;
     uint64_t base = kv_gguf_data_offset(g);
     for (int64_t i = 0; i < kv_gguf_n_tensors(g); i++) {
         const kv_gguf_tensor *gt = kv_gguf_tensor_at(g, i);
@@ -408,6 +506,12 @@ static kv_status kv_gguf_model_open(kv_model_file *mf, const char *path, kv_erro
         if (mf->has_hparams && gguf_needs_unpermute(&mf->hp, t->name, &n_head) && t->n_dims >= 1 && t->shape[0] > 0) {
             void *buf = kv_mf_alloc(mf, t->nbytes, err);
             if (!buf) return KV_ENOMEM;
+            if (t->shape[0] != (int64_t)n_head * mf->hp.head_dim || t->nbytes % (uint64_t)t->shape[0]) {
+                kv_fail(err, KV_EFORMAT, "%lld rows do not match %d heads of %d", (long long)t->shape[0], n_head,
+                        mf->hp.head_dim);
+                kv_error_context(err, path, (int64_t)gt->info_offset, t->name);
+                return KV_EFORMAT;
+            }
             st = kv_permute_qk_from_gguf(t->data, buf, t->shape[0], (size_t)(t->nbytes / (uint64_t)t->shape[0]), n_head, err);
             if (st) {
                 kv_error_context(err, path, (int64_t)gt->info_offset, t->name);

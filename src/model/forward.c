@@ -7,7 +7,7 @@
 #include "kernels/cpu/matmul.h"
 #include <math.h>
 
-enum { QBLOCK = 16 }; /* queries per attention task */
+enum { QBLOCK = 64 }; /* queries per attention task */
 
 /* ---------------------------------------------------------------------------------------------- */
 /* context                                                                                          */
@@ -76,7 +76,8 @@ static kv_status reserve(kv_context *c, int64_t n, int nthr, kv_error *err) {
     }
     if (nthr > c->nthreads_alloc) {
         free(c->scores);
-        c->scores = kv_malloc((size_t)nthr * (size_t)c->n_ctx * sizeof(float), err);
+        /* per thread: QBLOCK x n_ctx scores + head_dim x n_ctx transposed values */
+        c->scores = kv_malloc((size_t)nthr * (size_t)(QBLOCK + hp->head_dim) * (size_t)c->n_ctx * sizeof(float), err);
         c->nthreads_alloc = c->scores ? nthr : 0;
         if (!c->scores) return KV_ENOMEM;
     }
@@ -125,35 +126,30 @@ typedef struct attn_job {
     int64_t n, pos0, nqb;
 } attn_job;
 
-/* One (head, block of queries): causal softmax attention over cache positions 0..pos. */
+/* One (head, block of QBLOCK queries): S = Q·Kᵀ over the keys the block can see (two small GEMMs instead of
+ * per-pair dot products), causal mask, softmax per row, O = P·V. */
 static void attn_task(void *ctx, int64_t task, int thread) {
     const attn_job *j = ctx;
     const kv_hparams *hp = &j->c->m->hp;
     const int hd = hp->head_dim, h = (int)(task / j->nqb), kvh = h / (hp->n_head / hp->n_head_kv);
-    const int64_t kvd = kv_dim(hp), qd = q_dim(hp);
-    const float *kc = j->c->kcache + (size_t)j->layer * (size_t)j->c->n_ctx * (size_t)kvd + (size_t)kvh * hd;
-    const float *vc = j->c->vcache + (size_t)j->layer * (size_t)j->c->n_ctx * (size_t)kvd + (size_t)kvh * hd;
-    float *sc = j->c->scores + (size_t)thread * (size_t)j->c->n_ctx;
+    const int64_t kvd = kv_dim(hp), qd = q_dim(hp), n_ctx = j->c->n_ctx;
+    const float *kc = j->c->kcache + (size_t)j->layer * (size_t)n_ctx * (size_t)kvd + (size_t)kvh * hd;
+    const float *vc = j->c->vcache + (size_t)j->layer * (size_t)n_ctx * (size_t)kvd + (size_t)kvh * hd;
+    float *S = j->c->scores + (size_t)thread * (size_t)(QBLOCK + hd) * (size_t)n_ctx;
+    float *Vt = S + (size_t)QBLOCK * (size_t)n_ctx;
     const float scale = 1.0f / sqrtf((float)hd);
-    const int64_t t0 = (task % j->nqb) * QBLOCK, t1 = KV_MIN(t0 + QBLOCK, j->n);
-    for (int64_t t = t0; t < t1; t++) {
-        const float *q = j->q + t * qd + (int64_t)h * hd;
-        const int64_t nk = j->pos0 + t + 1;
-        float mx = -INFINITY;
-        for (int64_t p = 0; p < nk; p++) {
-            sc[p] = kv_dot_f32(q, kc + p * kvd, hd) * scale;
-            if (sc[p] > mx) mx = sc[p];
-        }
-        double sum = 0.0;
-        for (int64_t p = 0; p < nk; p++) {
-            sc[p] = expf(sc[p] - mx);
-            sum += sc[p];
-        }
-        const float inv = (float)(1.0 / sum);
-        float *o = j->out + t * qd + (int64_t)h * hd;
-        memset(o, 0, (size_t)hd * sizeof(float));
-        for (int64_t p = 0; p < nk; p++) kv_axpy_f32(o, sc[p] * inv, vc + p * kvd, hd);
+    const int64_t t0 = (task % j->nqb) * QBLOCK, t1 = KV_MIN(t0 + QBLOCK, j->n), rows = t1 - t0;
+    const int64_t nk = j->pos0 + t1; /* keys 0..nk-1 */
+    kv_gemm_f32_nt(rows, nk, hd, j->q + t0 * qd + (int64_t)h * hd, qd, kc, kvd, S, nk, NULL);
+    for (int64_t r = 0; r < rows; r++) {
+        float *sr = S + r * nk;
+        const int64_t valid = j->pos0 + t0 + r + 1;
+        kv_softmax_scaled(sr, valid, scale);
+        for (int64_t p = valid; p < nk; p++) sr[p] = 0.0f;
     }
+    for (int64_t p = 0; p < nk; p++)
+        for (int d = 0; d < hd; d++) Vt[(int64_t)d * nk + p] = vc[p * kvd + d];
+    kv_gemm_f32_nt(rows, hd, nk, S, nk, Vt, nk, j->out + t0 * qd + (int64_t)h * hd, qd, NULL);
 }
 
 /* Quantize-dequantize each row of x [n × d] with the activation format (simulated activation quantization). */
@@ -185,7 +181,7 @@ static kv_status linear(kv_context *c, const kv_weight *w, const float *x, int64
         }
         in = c->tin;
     }
-    return kv_weight_matmul(w, in, n, y, pool, err);
+    return kv_weight_matmul_ex(w, in, n, y, m->bf16_dot, pool, err);
 }
 
 static void hook(const kv_context *c, int layer, kv_linear_id which, const float *x, int64_t n, int64_t dim) {
@@ -260,10 +256,7 @@ kv_status kv_forward_layer(kv_context *c, int layer, float *x, int64_t n, int64_
     hook(c, layer, KV_LINEAR_GATE, c->xn, n, d);
     if ((st = linear(c, &L->w[KV_LINEAR_GATE], c->xn, n, c->gate, aq, pool, err)) != KV_OK) return st;
     if ((st = linear(c, &L->w[KV_LINEAR_UP], c->xn, n, c->up, aq, pool, err)) != KV_OK) return st;
-    for (int64_t i = 0; i < n * ff; i++) {
-        const float g = c->gate[i];
-        c->gate[i] = g / (1.0f + expf(-g)) * c->up[i];
-    }
+    kv_swiglu(c->gate, c->up, n * ff);
     hook(c, layer, KV_LINEAR_DOWN, c->gate, n, ff);
     if ((st = linear(c, &L->w[KV_LINEAR_DOWN], c->gate, n, c->xn, aq, pool, err)) != KV_OK) return st;
     for (int64_t i = 0; i < n * d; i++) x[i] += c->xn[i];

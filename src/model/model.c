@@ -148,6 +148,35 @@ static kv_status check_hparams(const kv_hparams *hp, kv_error *err) {
     return KV_OK;
 }
 
+/* Online Hadamards recorded by `kvant quantize --transform rht|quarot` in a GGUF (KV_META_RHT_*_FMT keys):
+ * the stored weight holds W·Rᵀ, so the forward pass must apply R to the input again. */
+static kv_status load_rht_metadata(kv_model *m, const kv_model_file *mf, kv_error *err) {
+    if (kv_model_format(mf) != KV_FILE_GGUF) return KV_OK;
+    kv_gguf *g = NULL;
+    kv_status st = kv_gguf_open(kv_model_path(mf), &g, err);
+    if (st != KV_OK) return st;
+    for (int l = 0; l <= m->hp.n_layer && st == KV_OK; l++) {
+        for (int i = 0; i < KV_LINEAR_COUNT && st == KV_OK; i++) {
+            if ((i == KV_LINEAR_HEAD) != (l == m->hp.n_layer)) continue;
+            char name[96], key[256];
+            if (i == KV_LINEAR_HEAD) snprintf(name, sizeof name, "output.weight");
+            else snprintf(name, sizeof name, "blk.%d.%s.weight", l, k_linear_names[i]);
+            snprintf(key, sizeof key, KV_META_RHT_BLOCK_FMT, name);
+            if (kv_gguf_find_key(g, key) < 0) continue;
+            uint32_t block = 0;
+            uint64_t seed = 0;
+            if ((st = kv_gguf_get_u32(g, key, &block, err)) != KV_OK) break;
+            snprintf(key, sizeof key, KV_META_RHT_SEED_FMT, name);
+            if ((st = kv_gguf_get_u64(g, key, &seed, err)) != KV_OK) break;
+            if (block > (1u << 24)) { st = kv_fail(err, KV_EFORMAT, "rht block %u out of range", block); break; }
+            st = kv_model_set_rht(m, name, (int32_t)block, seed, err);
+        }
+    }
+    if (st != KV_OK) kv_error_context(err, kv_model_path(mf), -1, NULL);
+    kv_gguf_close(g);
+    return st;
+}
+
 /* Inverse RoPE frequencies as Hugging Face computes them (fp32 base power), then the config's scaling. */
 static void rope_frequencies(const kv_hparams *hp, kv_rope_freq_mode mode, double *inv) {
     const int half = hp->head_dim / 2;
@@ -206,6 +235,7 @@ kv_status kv_model_load(const kv_model_file *mf, const kv_model_load_opts *opts,
     if (!m) return KV_ENOMEM;
     m->hp = *hp;
     m->mf = mf;
+    m->bf16_dot = opts && opts->bf16_dot;
     const int64_t d = hp->n_embd, qd = (int64_t)hp->n_head * hp->head_dim, kvd = (int64_t)hp->n_head_kv * hp->head_dim;
     const int64_t ff = hp->n_ff;
     m->layers = kv_calloc((size_t)hp->n_layer, sizeof *m->layers, err);
@@ -251,6 +281,7 @@ kv_status kv_model_load(const kv_model_file *mf, const kv_model_load_opts *opts,
             }
         }
     }
+    if ((st = load_rht_metadata(m, mf, err)) != KV_OK) goto fail;
     *out = m;
     return KV_OK;
 fail:

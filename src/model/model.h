@@ -23,6 +23,7 @@ struct kv_model {
     kv_weight head;                   /* n_vocab × n_embd */
     int head_tied;                    /* head shares tok_embd's bytes (until output.weight is set) */
     double *rope_inv_freq;            /* head_dim / 2 inverse frequencies, scaling applied */
+    int bf16_dot;                     /* bf16 weights x bf16-rounded activations (kv_model_load_opts) */
     int act_quant;                    /* simulated activation quantization on */
     int act_quant_head;
     kv_format act_fmt;
@@ -37,7 +38,7 @@ struct kv_context {
     int64_t cap;
     float *x, *xn, *q, *k, *v, *att, *gate, *up, *tin;
     int nthreads_alloc;
-    float *scores;                    /* nthreads_alloc × n_ctx */
+    float *scores;                    /* per thread attention scratch (forward.c) */
 };
 
 /* Weight of (layer, which), writable. NULL when out of range. */

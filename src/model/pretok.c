@@ -92,6 +92,8 @@ static size_t match_llama3(const cpseq *s, size_t i, size_t max_digits) {
 kv_status kv_pretok_split(kv_pretokenizer kind, const char *text, size_t len, kv_pretok_emit_fn emit, void *ctx,
                           kv_error *err) {
     if (!len) return KV_OK;
+    if (kind != KV_PRETOK_GPT2 && kind != KV_PRETOK_LLAMA3 && kind != KV_PRETOK_QWEN2)
+        return emit(ctx, 0, len, err);   /* no split pattern: the text is one pre-token */
     uint32_t *cp = kv_malloc(len * sizeof *cp, err);
     uint8_t *fl = cp ? kv_malloc(len, err) : NULL;
     size_t *off = fl ? kv_malloc((len + 1) * sizeof *off, err) : NULL;

@@ -213,6 +213,14 @@ static kv_status spm_emit(const spm_ctx *x, int32_t start, int32_t len, kv_idvec
     return st;
 }
 
+static int is_isolated(const kv_tokenizer *tok, char c) { return (uint8_t)c < 128 && tok->isolated[(uint8_t)c]; }
+
+/* norm[p] starts a U+2581 that follows another character than U+2581 */
+static int is_word_start(const char *norm, size_t n, size_t p) {
+    if (p + 3 > n || memcmp(norm + p, k_space_symbol, 3)) return 0;
+    return p < 3 || memcmp(norm + p - 3, k_space_symbol, 3) != 0;
+}
+
 /* Encodes norm[start, end): characters (user-defined pieces first, longest match, frozen), merges, output. */
 static kv_status spm_encode_run(const kv_tokenizer *tok, spm_ctx *x, kv_bpe_work *w, size_t start, size_t end,
                                 kv_idvec *out, kv_error *err) {
@@ -253,11 +261,11 @@ kv_status kv_spm_encode(const kv_tokenizer *tok, const char *text, size_t len, k
         x.rev = kv_calloc((size_t)tok->n_vocab, sizeof *x.rev, err);
         if (!x.rev) st = KV_ENOMEM;
     }
-    /* runs end before and after every isolated byte: merges never cross them */
+    /* independent runs: merges never cross an isolated byte, nor (space_cut) the start of a word */
     for (size_t i = 0; !st && i < n;) {
         size_t e = i + 1;
-        if (!((uint8_t)norm[i] < 128 && tok->isolated[(uint8_t)norm[i]]))
-            while (e < n && !((uint8_t)norm[e] < 128 && tok->isolated[(uint8_t)norm[e]])) e++;
+        if (!is_isolated(tok, norm[i]))
+            while (e < n && !is_isolated(tok, norm[e]) && !(tok->space_cut && is_word_start(norm, n, e))) e++;
         st = spm_encode_run(tok, &x, &w, i, e, out, err);
         i = e;
     }

@@ -195,12 +195,17 @@ kv_status kv_tok_finish(kv_tokenizer *tok, kv_error *err) {
     for (int32_t id = 0; id < tok->n_vocab; id++) if (tok->types[id] == KV_TOKEN_UNUSED) tok->has_unused = 1;
     if (tok->kind == KV_TOKENIZER_SPM) {
         memset(tok->isolated, 1, sizeof tok->isolated);
+        tok->space_cut = 1;
         for (int32_t id = 0; id < tok->n_vocab; id++) {
             uint8_t t = tok->types[id];
             if (tok->len[id] < 2 || !(t == KV_TOKEN_NORMAL || t == KV_TOKEN_USER_DEFINED || t == KV_TOKEN_UNUSED)) continue;
+            const char *p = tok->arena + tok->off[id];
             for (uint32_t k = 0; k < tok->len[id]; k++) {
-                uint8_t c = (uint8_t)tok->arena[tok->off[id] + k];
+                uint8_t c = (uint8_t)p[k];
                 if (c < 128) tok->isolated[c] = 0;
+                if (k > 0 && k + 3 <= tok->len[id] && !memcmp(p + k, "\xE2\x96\x81", 3) &&
+                    (k < 3 || memcmp(p + k - 3, "\xE2\x96\x81", 3)))
+                    tok->space_cut = 0;
             }
         }
         for (int32_t id = 0; id < tok->n_vocab; id++) {
@@ -538,9 +543,19 @@ kv_status kv_tokenizer_load_spm(const char *path, kv_tokenizer **out, kv_error *
 
 /* --- GGUF tokenizer.ggml.* --- */
 
-static kv_status gguf_opt_i32(kv_gguf *g, const char *key, int32_t *v, kv_error *err) {
+/* An optional token id: absent or outside the vocabulary (some files store -1 as 0xFFFFFFFF) -> -1. */
+static kv_status gguf_opt_id(kv_gguf *g, const char *key, int32_t n_vocab, int32_t *v, kv_error *err) {
     if (!kv_gguf_find(g, key)) return KV_OK;
-    return kv_gguf_get_i32(g, key, v, err);
+    int64_t x;
+    kv_status st = kv_gguf_get_i64(g, key, &x, err);
+    if (st == KV_ERANGE) {
+        kv_error_clear(err);
+        x = -1;
+    } else if (st) {
+        return st;
+    }
+    *v = x >= 0 && x < n_vocab ? (int32_t)x : -1;
+    return KV_OK;
 }
 
 static kv_status gguf_opt_bool(kv_gguf *g, const char *key, int *v, kv_error *err) {
@@ -555,24 +570,31 @@ static kv_pretokenizer pretok_from_name(const char *pre) {
     return KV_PRETOK_NONE;
 }
 
-static kv_status load_gguf_vocab(kv_gguf *g, const char *path, kv_tokenizer **out, kv_error *err) {
+static kv_status gguf_kind(kv_gguf *g, kv_tokenizer_kind *kind, kv_pretokenizer *pre, kv_error *err) {
     const char *model = NULL;
     kv_status st = kv_gguf_get_str(g, "tokenizer.ggml.model", &model, err);
     if (st) return st;
-    kv_tokenizer_kind kind;
-    if (!strcmp(model, "llama")) kind = KV_TOKENIZER_SPM;
-    else if (!strcmp(model, "gpt2")) kind = KV_TOKENIZER_BPE;
-    else return kv_fail(err, KV_EUNSUPPORTED, "tokenizer.ggml.model '%s' is not supported (only 'llama' and 'gpt2')", model);
-    kv_pretokenizer pre = KV_PRETOK_NONE;
-    if (kind == KV_TOKENIZER_BPE) {
-        const char *pname = NULL;
-        if (kv_gguf_find(g, "tokenizer.ggml.pre") && (st = kv_gguf_get_str(g, "tokenizer.ggml.pre", &pname, err))) return st;
-        pre = pretok_from_name(pname);
-        if (pre == KV_PRETOK_NONE)
-            return kv_fail(err, KV_EUNSUPPORTED, "tokenizer.ggml.pre '%s' is not supported (default, llama-bpe, qwen2)", pname);
+    *pre = KV_PRETOK_NONE;
+    if (!strcmp(model, "llama")) {
+        *kind = KV_TOKENIZER_SPM;
+        return KV_OK;
     }
+    if (strcmp(model, "gpt2"))
+        return kv_fail(err, KV_EUNSUPPORTED, "tokenizer.ggml.model '%s' is not supported (only 'llama' and 'gpt2')", model);
+    *kind = KV_TOKENIZER_BPE;
+    const char *pname = NULL;
+    if (kv_gguf_find(g, "tokenizer.ggml.pre") && (st = kv_gguf_get_str(g, "tokenizer.ggml.pre", &pname, err))) return st;
+    *pre = pretok_from_name(pname);
+    if (*pre == KV_PRETOK_NONE)
+        return kv_fail(err, KV_EUNSUPPORTED, "tokenizer.ggml.pre '%s' is not supported (default, llama-bpe, qwen2)", pname);
+    return KV_OK;
+}
+
+/* tokens with their scores and types (both optional) */
+static kv_status gguf_pieces(kv_gguf *g, kv_tokenizer_kind kind, kv_tokenizer **out, kv_error *err) {
     kv_gguf_value toks, scores = {0}, types = {0};
-    if ((st = kv_gguf_get_arr(g, "tokenizer.ggml.tokens", &toks, err))) return st;
+    kv_status st = kv_gguf_get_arr(g, "tokenizer.ggml.tokens", &toks, err);
+    if (st) return st;
     if (toks.elem_type != KV_GGUF_STRING) return kv_fail(err, KV_EFORMAT, "tokenizer.ggml.tokens is not an array of strings");
     int has_scores = kv_gguf_find(g, "tokenizer.ggml.scores") != NULL;
     int has_types = kv_gguf_find(g, "tokenizer.ggml.token_type") != NULL;
@@ -584,7 +606,6 @@ static kv_status load_gguf_vocab(kv_gguf *g, const char *path, kv_tokenizer **ou
     if (toks.n > KV_TOK_MAX_VOCAB) return kv_fail(err, KV_ERANGE, "%llu tokens is too many", (unsigned long long)toks.n);
     kv_tokenizer *tok = NULL;
     if ((st = kv_tok_create(kind, (int32_t)toks.n, &tok, err))) return st;
-    tok->pretok = pre;
     for (uint64_t i = 0; !st && i < toks.n; i++) {
         kv_gguf_value s, v;
         double score = 0;
@@ -595,46 +616,7 @@ static kv_status load_gguf_vocab(kv_gguf *g, const char *path, kv_tokenizer **ou
         if (!st) st = kv_tok_set_piece(tok, (int32_t)i, (const char *)s.data, (size_t)s.n, (float)score, (kv_token_type)type, err);
     }
     if (!st) st = kv_tok_finish(tok, err);
-    if (!st) {
-        tok->add_bos = kind == KV_TOKENIZER_SPM;
-        int rem = 0;
-        st = gguf_opt_i32(g, "tokenizer.ggml.bos_token_id", &tok->bos_id, err);
-        if (!st) st = gguf_opt_i32(g, "tokenizer.ggml.eos_token_id", &tok->eos_id, err);
-        if (!st) st = gguf_opt_i32(g, "tokenizer.ggml.unknown_token_id", &tok->unk_id, err);
-        if (!st) st = gguf_opt_i32(g, "tokenizer.ggml.padding_token_id", &tok->pad_id, err);
-        if (!st) st = gguf_opt_bool(g, "tokenizer.ggml.add_bos_token", &tok->add_bos, err);
-        if (!st) st = gguf_opt_bool(g, "tokenizer.ggml.add_space_prefix", &tok->add_dummy_prefix, err);
-        if (!st) st = gguf_opt_bool(g, "tokenizer.ggml.remove_extra_whitespaces", &rem, err);
-        tok->remove_extra_whitespaces = rem;
-        if (kind == KV_TOKENIZER_SPM) {
-            if (tok->unk_id < 0 && tok->n_vocab > 0) {
-                for (int32_t id = 0; id < tok->n_vocab; id++)
-                    if (tok->types[id] == KV_TOKEN_UNKNOWN) { tok->unk_id = id; break; }
-            }
-            for (int b = 0; b < 256; b++) tok->byte_fallback |= tok->byte_ids[b] >= 0;
-        }
-        /* llama.cpp sets ignore_merges for the Llama-3 pre-tokenizer, as its tokenizer.json does */
-        tok->ignore_merges = pre == KV_PRETOK_LLAMA3;
-    }
-    if (!st && kind == KV_TOKENIZER_BPE) {
-        kv_gguf_value merges;
-        if (!(st = kv_gguf_get_arr(g, "tokenizer.ggml.merges", &merges, err))) {
-            if (merges.elem_type != KV_GGUF_STRING) st = kv_fail(err, KV_EFORMAT, "tokenizer.ggml.merges is not an array of strings");
-            for (uint64_t i = 0; !st && i < merges.n; i++) {
-                kv_gguf_value s;
-                if ((st = kv_gguf_arr_get(&merges, i, &s, err))) break;
-                const char *p = (const char *)s.data;
-                const char *sp = s.n > 1 ? memchr(p + 1, ' ', (size_t)s.n - 1) : NULL;
-                if (!sp) st = kv_fail(err, KV_EFORMAT, "tokenizer.ggml.merges[%llu] has no space", (unsigned long long)i);
-                else st = kv_tok_add_merge(tok, p, (size_t)(sp - p), sp + 1, (size_t)s.n - (size_t)(sp - p) - 1, err);
-            }
-            if (!st) st = kv_tok_finish_merges(tok, err);
-        }
-    }
-    for (int32_t *idp = &tok->bos_id; !st && idp <= &tok->pad_id; idp++)
-        if (*idp >= tok->n_vocab) *idp = -1;
     if (st) {
-        kv_error_context(err, path, -1, NULL);
         kv_tokenizer_free(tok);
         return st;
     }
@@ -642,14 +624,67 @@ static kv_status load_gguf_vocab(kv_gguf *g, const char *path, kv_tokenizer **ou
     return KV_OK;
 }
 
+/* special ids and flags; llama.cpp's defaults when absent */
+static kv_status gguf_options(kv_gguf *g, kv_tokenizer *tok, kv_error *err) {
+    int rem = 0;
+    tok->add_bos = tok->kind == KV_TOKENIZER_SPM;
+    kv_status st = gguf_opt_id(g, "tokenizer.ggml.bos_token_id", tok->n_vocab, &tok->bos_id, err);
+    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.eos_token_id", tok->n_vocab, &tok->eos_id, err);
+    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.unknown_token_id", tok->n_vocab, &tok->unk_id, err);
+    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.padding_token_id", tok->n_vocab, &tok->pad_id, err);
+    if (!st) st = gguf_opt_bool(g, "tokenizer.ggml.add_bos_token", &tok->add_bos, err);
+    if (!st) st = gguf_opt_bool(g, "tokenizer.ggml.add_space_prefix", &tok->add_dummy_prefix, err);
+    if (!st) st = gguf_opt_bool(g, "tokenizer.ggml.remove_extra_whitespaces", &rem, err);
+    tok->remove_extra_whitespaces = rem;
+    if (tok->kind == KV_TOKENIZER_SPM) {
+        for (int32_t id = 0; tok->unk_id < 0 && id < tok->n_vocab; id++)
+            if (tok->types[id] == KV_TOKEN_UNKNOWN) tok->unk_id = id;
+        for (int b = 0; b < 256; b++) tok->byte_fallback |= tok->byte_ids[b] >= 0;
+    }
+    /* llama.cpp sets ignore_merges for the Llama-3 pre-tokenizer, as its tokenizer.json does */
+    tok->ignore_merges = tok->pretok == KV_PRETOK_LLAMA3;
+    return st;
+}
+
+static kv_status gguf_merges(kv_gguf *g, kv_tokenizer *tok, kv_error *err) {
+    kv_gguf_value merges;
+    kv_status st = kv_gguf_get_arr(g, "tokenizer.ggml.merges", &merges, err);
+    if (st) return st;
+    if (merges.elem_type != KV_GGUF_STRING) return kv_fail(err, KV_EFORMAT, "tokenizer.ggml.merges is not an array of strings");
+    for (uint64_t i = 0; !st && i < merges.n; i++) {
+        kv_gguf_value s;
+        if ((st = kv_gguf_arr_get(&merges, i, &s, err))) break;
+        const char *p = (const char *)s.data;
+        const char *sp = s.n > 1 ? memchr(p + 1, ' ', (size_t)s.n - 1) : NULL;
+        if (!sp) st = kv_fail(err, KV_EFORMAT, "tokenizer.ggml.merges[%llu] has no space", (unsigned long long)i);
+        else st = kv_tok_add_merge(tok, p, (size_t)(sp - p), sp + 1, (size_t)s.n - (size_t)(sp - p) - 1, err);
+    }
+    return st ? st : kv_tok_finish_merges(tok, err);
+}
+
 kv_status kv_tokenizer_load_gguf(const char *path, kv_tokenizer **out, kv_error *err) {
     *out = NULL;
     kv_gguf *g = NULL;
     kv_status st = kv_gguf_open(path, &g, err);
     if (st) return st;
-    st = load_gguf_vocab(g, path, out, err);
+    kv_tokenizer_kind kind = KV_TOKENIZER_SPM;
+    kv_pretokenizer pre = KV_PRETOK_NONE;
+    kv_tokenizer *tok = NULL;
+    st = gguf_kind(g, &kind, &pre, err);
+    if (!st) st = gguf_pieces(g, kind, &tok, err);
+    if (!st) {
+        tok->pretok = pre;
+        st = gguf_options(g, tok, err);
+    }
+    if (!st && kind == KV_TOKENIZER_BPE) st = gguf_merges(g, tok, err);
     kv_gguf_close(g);
-    return st;
+    if (st) {
+        kv_error_context(err, path, -1, NULL);
+        kv_tokenizer_free(tok);
+        return st;
+    }
+    *out = tok;
+    return KV_OK;
 }
 
 /* --- tokenizer.json (HF tokenizers) --- */
@@ -727,64 +762,59 @@ static const char *template_bos(const kv_json *pp) {
     return NULL;
 }
 
-static kv_status load_hf_json_doc(const kv_json *root, kv_tokenizer **out, kv_error *err) {
-    const kv_json *model = kv_json_get(root, "model");
-    const char *mtype = NULL;
-    if (!model) return kv_fail(err, KV_EFORMAT, "tokenizer.json has no \"model\"");
-    if (kv_json_get_str(model, "type", &mtype) == 1 && strcmp(mtype, "BPE"))
-        return kv_fail(err, KV_EUNSUPPORTED, "tokenizer.json model type '%s' is not supported (only byte-level BPE)", mtype);
-    int byte_fallback = 0;
-    kv_json_get_bool(model, "byte_fallback", &byte_fallback);
-    if (byte_fallback)
-        return kv_fail(err, KV_EUNSUPPORTED, "tokenizer.json is a SentencePiece-style BPE (byte_fallback); load tokenizer.model instead");
-    kv_pretokenizer pre = KV_PRETOK_NONE;
-    kv_status st = detect_pretok(kv_json_get(root, "pre_tokenizer"), &pre, err);
-    if (st) return st;
-    const kv_json *vocab = kv_json_get(model, "vocab");
-    const kv_json *merges = kv_json_get(model, "merges");
-    const kv_json *added = kv_json_get(root, "added_tokens");
-    if (!vocab || vocab->type != KV_JSON_OBJECT) return kv_fail(err, KV_EFORMAT, "tokenizer.json model.vocab is not an object");
-    if (!merges || merges->type != KV_JSON_ARRAY) return kv_fail(err, KV_EFORMAT, "tokenizer.json model.merges is not an array");
-    /* the vocabulary size is one past the largest id of vocab and added_tokens */
+/* The vocabulary: model.vocab (normal tokens) and added_tokens (special: control, else user-defined); the
+ * size is one past the largest id. */
+static kv_status hf_pieces(const kv_json *vocab, const kv_json *added, kv_tokenizer **out, kv_error *err) {
     int64_t max_id = -1;
     for (uint64_t i = 0; i < vocab->len; i++) {
         const kv_json *v = &vocab->u.items[i];
-        if (v->type != KV_JSON_NUMBER || !v->is_int || v->ival < 0 || v->ival >= KV_TOK_MAX_VOCAB)
-            return kv_fail(err, KV_EFORMAT, "model.vocab['%.100s'] is not a valid id", v->key);
+        if (v->type != KV_JSON_NUMBER || !v->is_int || v->ival < 0 || v->ival >= KV_TOK_MAX_VOCAB) {
+            kv_fail(err, KV_EFORMAT, "model.vocab['%.100s'] is not a valid id", v->key);
+            kv_error_context(err, NULL, (int64_t)v->offset, NULL);
+            return KV_EFORMAT;
+        }
         max_id = KV_MAX(max_id, v->ival);
     }
     for (uint64_t i = 0; added && i < added->len; i++) {
+        const kv_json *a = &added->u.items[i];
         int64_t id;
-        if (kv_json_get_int(&added->u.items[i], "id", &id) != 1 || id < 0 || id >= KV_TOK_MAX_VOCAB)
-            return kv_fail(err, KV_EFORMAT, "added_tokens[%llu] has no valid id", (unsigned long long)i);
+        const char *content;
+        if (kv_json_get_int(a, "id", &id) != 1 || id < 0 || id >= KV_TOK_MAX_VOCAB || kv_json_get_str(a, "content", &content) != 1) {
+            kv_fail(err, KV_EFORMAT, "added_tokens[%llu] needs an id and a content", (unsigned long long)i);
+            kv_error_context(err, NULL, (int64_t)a->offset, NULL);
+            return KV_EFORMAT;
+        }
         max_id = KV_MAX(max_id, id);
     }
     kv_tokenizer *tok = NULL;
-    if ((st = kv_tok_create(KV_TOKENIZER_BPE, (int32_t)(max_id + 1), &tok, err))) return st;
-    tok->pretok = pre;
-    int ignore = 0;
-    kv_json_get_bool(model, "ignore_merges", &ignore);
-    tok->ignore_merges = ignore;
+    kv_status st = kv_tok_create(KV_TOKENIZER_BPE, (int32_t)(max_id + 1), &tok, err);
+    if (st) return st;
     for (uint64_t i = 0; !st && added && i < added->len; i++) {
         const kv_json *a = &added->u.items[i];
-        int64_t id;
-        const char *content = NULL;
+        const kv_json *c = kv_json_get(a, "content");
+        int64_t id = 0;
         int special = 0;
         kv_json_get_int(a, "id", &id);
-        const kv_json *c = kv_json_get(a, "content");
-        if (kv_json_get_str(a, "content", &content) != 1) {
-            st = kv_fail(err, KV_EFORMAT, "added_tokens[%llu] has no content", (unsigned long long)i);
-            break;
-        }
         kv_json_get_bool(a, "special", &special);
         if (tok->len[id] == UINT32_MAX)
-            st = kv_tok_set_piece(tok, (int32_t)id, content, (size_t)c->len, 0.0f, special ? KV_TOKEN_CONTROL : KV_TOKEN_USER_DEFINED, err);
+            st = kv_tok_set_piece(tok, (int32_t)id, c->u.str, (size_t)c->len, 0.0f, special ? KV_TOKEN_CONTROL : KV_TOKEN_USER_DEFINED, err);
     }
     for (uint64_t i = 0; !st && i < vocab->len; i++) {
         const kv_json *v = &vocab->u.items[i];
         if (tok->len[v->ival] == UINT32_MAX) st = kv_tok_set_piece(tok, (int32_t)v->ival, v->key, v->key_len, 0.0f, KV_TOKEN_NORMAL, err);
     }
     if (!st) st = kv_tok_finish(tok, err);
+    if (st) {
+        kv_tokenizer_free(tok);
+        return st;
+    }
+    *out = tok;
+    return KV_OK;
+}
+
+/* model.merges: "a b" strings (older files) or ["a", "b"] pairs (tokenizers >= 0.20) */
+static kv_status hf_merges(const kv_json *merges, kv_tokenizer *tok, kv_error *err) {
+    kv_status st = KV_OK;
     for (uint64_t i = 0; !st && i < merges->len; i++) {
         const kv_json *m = &merges->u.items[i];
         if (m->type == KV_JSON_STRING) {
@@ -800,19 +830,44 @@ static kv_status load_hf_json_doc(const kv_json *root, kv_tokenizer **out, kv_er
         }
         if (st) kv_error_context(err, NULL, (int64_t)m->offset, NULL);
     }
-    if (!st) st = kv_tok_finish_merges(tok, err);
-    if (!st) {
-        const char *unk = NULL;
-        if (kv_json_get_str(model, "unk_token", &unk) == 1) tok->unk_id = kv_tok_find(tok, unk, strlen(unk));
-        const char *bos = template_bos(kv_json_get(root, "post_processor"));
-        if (bos) {
-            tok->bos_id = kv_tok_find(tok, bos, strlen(bos));
-            tok->add_bos = tok->bos_id >= 0;
-        }
-    }
-    if (st) {
+    return st ? st : kv_tok_finish_merges(tok, err);
+}
+
+static kv_status load_hf_json_doc(const kv_json *root, kv_tokenizer **out, kv_error *err) {
+    const kv_json *model = kv_json_get(root, "model");
+    const char *mtype = NULL;
+    if (!model) return kv_fail(err, KV_EFORMAT, "not a tokenizer.json (no \"model\" object)");
+    if (kv_json_get_str(model, "type", &mtype) == 1 && strcmp(mtype, "BPE"))
+        return kv_fail(err, KV_EUNSUPPORTED, "tokenizer.json model type '%s' is not supported (only byte-level BPE)", mtype);
+    int byte_fallback = 0;
+    kv_json_get_bool(model, "byte_fallback", &byte_fallback);
+    if (byte_fallback)
+        return kv_fail(err, KV_EUNSUPPORTED, "tokenizer.json is a SentencePiece-style BPE (byte_fallback); load tokenizer.model instead");
+    kv_pretokenizer pre = KV_PRETOK_NONE;
+    kv_status st = detect_pretok(kv_json_get(root, "pre_tokenizer"), &pre, err);
+    if (st) return st;
+    const kv_json *vocab = kv_json_get(model, "vocab");
+    const kv_json *merges = kv_json_get(model, "merges");
+    const kv_json *added = kv_json_get(root, "added_tokens");
+    if (!vocab || vocab->type != KV_JSON_OBJECT) return kv_fail(err, KV_EFORMAT, "tokenizer.json model.vocab is not an object");
+    if (!merges || merges->type != KV_JSON_ARRAY) return kv_fail(err, KV_EFORMAT, "tokenizer.json model.merges is not an array");
+    if (added && added->type != KV_JSON_ARRAY) return kv_fail(err, KV_EFORMAT, "tokenizer.json added_tokens is not an array");
+    kv_tokenizer *tok = NULL;
+    if ((st = hf_pieces(vocab, added, &tok, err))) return st;
+    tok->pretok = pre;
+    int ignore = 0;
+    kv_json_get_bool(model, "ignore_merges", &ignore);
+    tok->ignore_merges = ignore;
+    if ((st = hf_merges(merges, tok, err))) {
         kv_tokenizer_free(tok);
         return st;
+    }
+    const char *unk = NULL;
+    if (kv_json_get_str(model, "unk_token", &unk) == 1) tok->unk_id = kv_tok_find(tok, unk, strlen(unk));
+    const char *bos = template_bos(kv_json_get(root, "post_processor"));
+    if (bos) {
+        tok->bos_id = kv_tok_find(tok, bos, strlen(bos));
+        tok->add_bos = tok->bos_id >= 0;
     }
     *out = tok;
     return KV_OK;

@@ -30,6 +30,9 @@ struct kv_tokenizer {
     /* SPM: ASCII bytes no multi-byte mergeable piece contains; no merge crosses them, so the text is
      * encoded in independent runs between them (the same result, with small heaps) */
     uint8_t isolated[128];
+    /* SPM: no mergeable piece has U+2581 after another character than U+2581, so no merge crosses the
+     * start of a word ("x|▁"): words are encoded independently */
+    int space_cut;
     /* SPM: id of <0xNN>; BPE: id of the one-character token of byte NN (bytes_to_unicode); -1 if none */
     int32_t byte_ids[256];
     /* tokens matched in the raw text before encoding (SPM: user-defined; BPE: control and user-defined),

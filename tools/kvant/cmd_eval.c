@@ -8,7 +8,8 @@
 
 static const char k_usage[] =
     "usage: kvant eval MODEL --text FILE [--ctx N] [--chunks K] [--style hf|llamacpp]\n"
-    "                  [--save-logits FILE] [--kld FILE] [-t N] [--rope-freq auto|exact|bf16|f16] [--json] [--quiet]\n"
+    "                  [--save-logits FILE] [--kld FILE] [-t N] [--rope-freq auto|exact|bf16|f16]\n"
+    "                  [--bf16-dot] [--json] [--quiet]\n"
     "\n"
     "Perplexity of MODEL (HF directory, .gguf, llama2.c .bin) on a UTF-8 text.\n"
     "  --style hf        (default) tokens = [BOS] + encode(whole text); non-overlapping windows of N tokens,\n"
@@ -23,6 +24,8 @@ static const char k_usage[] =
     "  -t, --threads N   threads (default: all cores)\n"
     "  --rope-freq M     RoPE frequencies: auto (default; bf16-rounded like transformers for bf16 HF dirs),\n"
     "                    exact, bf16, f16\n"
+    "  --bf16-dot        bf16 weights times activations rounded to bf16 (AVX512-BF16 dot products): the\n"
+    "                    arithmetic of llama.cpp's CPU path, about 2x faster; default: exact fp32 activations\n"
     "  --json            one JSON object: ppl, ppl_stderr, nll, tokens, windows, ctx, style, tokens_per_s,\n"
     "                    seconds, model, text, n_text_tokens and (with --kld) kld {...}\n"
     "  --quiet           no progress line\n"
@@ -121,6 +124,8 @@ int kv_cmd_eval(int argc, char **argv) {
             if (kv_cli_parse_int(v, 1, 256, &threads)) return kv_cli_usage("eval", "--threads needs 1..256");
         } else if (kv_cli_opt(argc, argv, &i, "--rope-freq", NULL, &v)) {
             if (kv_cli_parse_rope_freq(v, &lo.rope_freq)) return kv_cli_usage("eval", "--rope-freq is auto, exact, bf16 or f16");
+        } else if (kv_cli_flag(argv, i, "--bf16-dot", NULL)) {
+            lo.bf16_dot = 1;
         } else if (kv_cli_flag(argv, i, "--json", NULL)) {
             json = 1;
         } else if (kv_cli_flag(argv, i, "--quiet", "-q")) {
@@ -136,7 +141,8 @@ int kv_cmd_eval(int argc, char **argv) {
     if (!model) return kv_cli_usage("eval", "missing MODEL");
     if (!text_path) return kv_cli_usage("eval", "missing --text FILE");
 
-    kv_error err = {0};
+    kv_error err;
+    kv_error_clear(&err);
     kv_cli_model cm;
     char *text = NULL;
     size_t len = 0, nids = 0;

@@ -3,6 +3,7 @@
  * the quantized model on a text: size, bits/weight, PPL, ΔPPL, KLD, top-1 agreement. docs/quantize.md. */
 #include "cli.h"
 #include "io/json.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,10 @@ static void usage(FILE *out) {
             "  --eval TEXT           afterwards, compare base and quantized on TEXT (hf style)\n"
             "  --ctx N               eval window (default 512)\n"
             "  --chunks K            eval windows (default 40; 0 = all)\n"
+            "  --eval-base-logits F  reuse the base model's log-probs from F (computed and saved there when F is\n"
+            "                        missing): several runs on one text evaluate the base once\n"
+            "  --eval-ppl-only       only the quantized model's PPL (no base run, no KLD: long texts, little memory)\n"
+            "  --label TEXT          name of the quantized row of the --eval table (default: the format)\n"
             "  --seed S              seed of the random rotations and calibration windows (default 0)\n"
             "  -t, --threads N       threads (default: all cores)\n"
             "  --quiet               no progress lines\n"
@@ -40,10 +45,11 @@ static void usage(FILE *out) {
 
 typedef struct qargs {
     const char *model, *out, *format, *method, *transform, *act, *calib, *imatrix, *recipe, *out_format, *eval;
+    const char *eval_base, *label;
     const char *overrides[MAX_OVERRIDES];
     int n_overrides;
     long long calib_tokens, ctx, chunks, seed, threads;
-    int pure, no_imatrix, quiet, json, transform_only;
+    int pure, no_imatrix, quiet, json, transform_only, ppl_only;
     int set_calib_tokens, set_seed;
 } qargs;
 
@@ -107,6 +113,7 @@ static int parse_args(int argc, char **argv, qargs *a) {
         if (kv_cli_flag(argv, i, "--pure", NULL)) a->pure = 1;
         else if (kv_cli_flag(argv, i, "--no-imatrix", NULL)) a->no_imatrix = 1;
         else if (kv_cli_flag(argv, i, "--transform-only", NULL)) a->transform_only = 1;
+        else if (kv_cli_flag(argv, i, "--eval-ppl-only", NULL)) a->ppl_only = 1;
         else if (kv_cli_flag(argv, i, "--quiet", "-q")) a->quiet = 1;
         else if (kv_cli_flag(argv, i, "--json", NULL)) a->json = 1;
 #define STR_OPT(l, s, dst) else if (kv_cli_opt(argc, argv, &i, l, s, &v)) { if (!v) return kv_cli_usage("quantize", "%s needs a value", l); dst = v; }
@@ -125,6 +132,8 @@ static int parse_args(int argc, char **argv, qargs *a) {
         STR_OPT("--recipe", NULL, a->recipe)
         STR_OPT("--out-format", NULL, a->out_format)
         STR_OPT("--eval", NULL, a->eval)
+        STR_OPT("--eval-base-logits", NULL, a->eval_base)
+        STR_OPT("--label", NULL, a->label)
         INT_OPT("--calib-tokens", NULL, a->calib_tokens, 1, 1LL << 32, a->set_calib_tokens = 1)
         INT_OPT("--ctx", NULL, a->ctx, 8, 1 << 20, (void)0)
         INT_OPT("--chunks", NULL, a->chunks, 0, 1LL << 32, (void)0)
@@ -167,6 +176,32 @@ static double model_tensor_bytes(const kv_model_file *mf, int64_t *params) {
     return bytes;
 }
 
+/* Dequantizes every linear once to f32 so evaluation runs the fast f32 GEMM: the same weight values the
+ * on-the-fly path reconstructs, without re-decoding them for every window. */
+static kv_status weights_to_f32(kv_model *m, kv_error *err) {
+    kv_format f32;
+    kv_status st = kv_format_from_type(KV_TYPE_F32, &f32, err);
+    const int n_layer = kv_model_get_hparams(m)->n_layer;
+    for (int l = 0; l <= n_layer && st == KV_OK; l++)
+        for (int k = 0; k < KV_LINEAR_COUNT && st == KV_OK; k++) {
+            kv_linear_id id = (kv_linear_id)k;
+            if ((l == n_layer) != (id == KV_LINEAR_HEAD)) continue;
+            const kv_weight *w = kv_model_weight(m, l, id);
+            if (!w || w->fmt.type == KV_TYPE_F32 || !w->fmt.dequantize) continue;
+            size_t rb = kv_format_row_bytes(&w->fmt, w->cols);
+            float *d = malloc((size_t)(w->rows * w->cols) * sizeof(float));
+            if (!d) return kv_fail(err, KV_ENOMEM, "out of memory converting weights for evaluation");
+            for (int64_t r = 0; r < w->rows; r++)
+                w->fmt.dequantize(&w->fmt, (const uint8_t *)w->data + (size_t)r * rb, d + r * w->cols, w->cols);
+            char name[96];
+            if (id == KV_LINEAR_HEAD) snprintf(name, sizeof name, "output.weight");
+            else snprintf(name, sizeof name, "blk.%d.%s.weight", l, kv_linear_name(id));
+            st = kv_model_set_weight(m, name, &f32, d, 1, err);
+            if (st != KV_OK) free(d);
+        }
+    return st;
+}
+
 static int run_eval(const qargs *a, kv_pool *pool, eval_row rows[2], kv_error *err) {
     kv_model_file *src = NULL, *qf = NULL;
     kv_model *base = NULL, *qm = NULL;
@@ -184,6 +219,7 @@ static int run_eval(const qargs *a, kv_pool *pool, eval_row rows[2], kv_error *e
     if (st == KV_OK) st = kv_model_load(src, NULL, &base, err);
     if (st == KV_OK) st = kv_model_load(qf, NULL, &qm, err);
     if (st == KV_OK) st = kv_model_apply_transforms(qm, qf, err);
+    if (st == KV_OK) st = weights_to_f32(qm, err);
     if (st == KV_OK && a->act) {
         kv_format af;
         int none = 1;
@@ -206,10 +242,22 @@ static int run_eval(const qargs *a, kv_pool *pool, eval_row rows[2], kv_error *e
         if (a->chunks > 0 && a->chunks < windows) windows = a->chunks;
         eo.progress = eval_progress;
         eo.progress_user = &prog;
-        kv_progress_begin(&prog, "eval base", windows, a->quiet);
-        st = kv_eval_base_logprobs(base, ids, (int64_t)n_ids, &eo, pool, &lp, &rb, err);
-        kv_progress_end(&prog);
-        if (st == KV_OK) {
+        FILE *probe = a->eval_base ? fopen(a->eval_base, "rb") : NULL;
+        if (a->ppl_only) {
+            if (probe) fclose(probe);
+            kv_progress_begin(&prog, "eval quantized", windows, a->quiet);
+            st = kv_eval_ppl(qm, ids, (int64_t)n_ids, &eo, pool, &rq, err);
+            kv_progress_end(&prog);
+        } else if (probe) {
+            fclose(probe);
+            st = kv_logprobs_load(a->eval_base, &lp, err);
+        } else {
+            kv_progress_begin(&prog, "eval base", windows, a->quiet);
+            st = kv_eval_base_logprobs(base, ids, (int64_t)n_ids, &eo, pool, &lp, &rb, err);
+            kv_progress_end(&prog);
+            if (st == KV_OK && a->eval_base) st = kv_logprobs_save(lp, a->eval_base, err);
+        }
+        if (st == KV_OK && !a->ppl_only) {
             kv_progress_begin(&prog, "eval quantized", windows, a->quiet);
             st = kv_eval_kld(qm, lp, pool, &rq, err);
             kv_progress_end(&prog);
@@ -218,9 +266,11 @@ static int run_eval(const qargs *a, kv_pool *pool, eval_row rows[2], kv_error *e
     if (st == KV_OK) {
         int64_t pb = 0, pq = 0;
         double bb = model_tensor_bytes(src, &pb), bq = model_tensor_bytes(qf, &pq);
-        rows[0] = (eval_row){"base", bb / 1048576.0, pb ? bb * 8 / (double)pb : 0, rb.ppl, 0, 0, 100, 1};
+        double base_ppl = a->ppl_only ? NAN : rb.ppl > 0 ? rb.ppl : rq.kld.ppl_base; /* saved log-probs when reused */
+        rb.ppl = base_ppl;
+        rows[0] = (eval_row){"base", bb / 1048576.0, pb ? bb * 8 / (double)pb : 0, base_ppl, 0, 0, 100, 1};
         rows[1] = (eval_row){"quantized", bq / 1048576.0, pq ? bq * 8 / (double)pq : 0, rq.ppl, rq.ppl - rb.ppl,
-                             rq.kld.mean, rq.kld.top1_agree, rq.has_kld};
+                             rq.has_kld ? rq.kld.mean : NAN, rq.has_kld ? rq.kld.top1_agree : NAN, rq.has_kld};
     }
     kv_logprobs_free(lp);
     free(ids);
@@ -350,9 +400,13 @@ int kv_cmd_quantize(int argc, char **argv) {
                    a.act && strcmp(a.act, "none") ? ", activations " : "", a.act && strcmp(a.act, "none") ? a.act : "");
             printf("| model | size (MiB) | bits/weight | PPL | ΔPPL | KLD mean | top-1 agree |\n");
             printf("|---|---:|---:|---:|---:|---:|---:|\n");
-            printf("| base | %.2f | %.3f | %.4f | — | — | — |\n", rows[0].mib, rows[0].bpw, rows[0].ppl);
-            printf("| %s%s%s | %.2f | %.3f | %.4f | %+.4f | %.5f | %.2f%% |\n", a.format ? a.format : "q4_k_m",
-                   a.act && strcmp(a.act, "none") ? " A:" : "", a.act && strcmp(a.act, "none") ? a.act : "", rows[1].mib,
+            if (a.ppl_only) printf("| base | %.2f | %.3f | — | — | — | — |\n", rows[0].mib, rows[0].bpw);
+            else printf("| base | %.2f | %.3f | %.4f | — | — | — |\n", rows[0].mib, rows[0].bpw, rows[0].ppl);
+            if (a.ppl_only)
+                printf("| %s | %.2f | %.3f | %.4f | — | — | — |\n", a.label ? a.label : a.format ? a.format : "q4_k_m",
+                       rows[1].mib, rows[1].bpw, rows[1].ppl);
+            else printf("| %s%s%s | %.2f | %.3f | %.4f | %+.4f | %.5f | %.2f%% |\n", a.label ? a.label : a.format ? a.format : "q4_k_m",
+                   !a.label && a.act && strcmp(a.act, "none") ? " A:" : "", !a.label && a.act && strcmp(a.act, "none") ? a.act : "", rows[1].mib,
                    rows[1].bpw, rows[1].ppl, rows[1].dppl, rows[1].kld, rows[1].top1);
         }
     }

@@ -61,9 +61,9 @@ kv_status kv_cli_read_text(const char *path, char **text, size_t *len, kv_error 
     if (st != KV_OK) return st;
     if (mp.size == 0) {
         kv_unmap_file(&mp);
-        kv_fail(err, KV_EINVAL, "the text file is empty");
+        kv_fail(err, KV_EFORMAT, "the text file is empty");
         kv_error_context(err, path, -1, NULL);
-        return KV_EINVAL;
+        return KV_EFORMAT;
     }
     const int64_t bad = kv_utf8_invalid_offset((const char *)mp.data, mp.size);
     if (bad >= 0) {

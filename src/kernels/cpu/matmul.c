@@ -167,6 +167,120 @@ static kv_status gemm_run(gemm_job *j, kv_pool *pool, kv_error *err) {
     return KV_OK;
 }
 
+/* ---------------------------------------------------------------------------------------------- */
+/* bf16 dot-product GEMM (AVX512-BF16 VDPBF16PS): activations rounded to bf16, bf16 weights, fp32 sums —  */
+/* the arithmetic of llama.cpp's CPU path for bf16 models (ggml_vec_dot_bf16). Twice the fp32 rate.        */
+/* ---------------------------------------------------------------------------------------------- */
+
+int kv_gemm_bf16_available(void) {
+#if defined(KV_GEMM_AVX512) && defined(__AVX512BF16__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+#if defined(KV_GEMM_AVX512) && defined(__AVX512BF16__)
+/* C[mr × ncol] (+)= A2[mr × kp pairs] · P[kp pairs × NR] where each u32 holds two consecutive-k bf16. */
+static void ukernel_bf16(const uint32_t *A, int64_t lda, int mr, const uint32_t *P, int64_t kpc, float *C,
+                         int64_t ldc, int ncol, int accumulate) {
+    const uint32_t *a[MR];
+    for (int i = 0; i < MR; i++) a[i] = A + (int64_t)(i < mr ? i : mr - 1) * lda;
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
+           c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    for (int64_t k = 0; k < kpc; k++) {
+        const __m512bh b0 = (__m512bh)_mm512_load_si512((const void *)(P + k * NR));
+        const __m512bh b1 = (__m512bh)_mm512_load_si512((const void *)(P + k * NR + 16));
+        __m512bh x;
+        x = (__m512bh)_mm512_set1_epi32((int)a[0][k]); c00 = _mm512_dpbf16_ps(c00, x, b0); c01 = _mm512_dpbf16_ps(c01, x, b1);
+        x = (__m512bh)_mm512_set1_epi32((int)a[1][k]); c10 = _mm512_dpbf16_ps(c10, x, b0); c11 = _mm512_dpbf16_ps(c11, x, b1);
+        x = (__m512bh)_mm512_set1_epi32((int)a[2][k]); c20 = _mm512_dpbf16_ps(c20, x, b0); c21 = _mm512_dpbf16_ps(c21, x, b1);
+        x = (__m512bh)_mm512_set1_epi32((int)a[3][k]); c30 = _mm512_dpbf16_ps(c30, x, b0); c31 = _mm512_dpbf16_ps(c31, x, b1);
+        x = (__m512bh)_mm512_set1_epi32((int)a[4][k]); c40 = _mm512_dpbf16_ps(c40, x, b0); c41 = _mm512_dpbf16_ps(c41, x, b1);
+        x = (__m512bh)_mm512_set1_epi32((int)a[5][k]); c50 = _mm512_dpbf16_ps(c50, x, b0); c51 = _mm512_dpbf16_ps(c51, x, b1);
+        x = (__m512bh)_mm512_set1_epi32((int)a[6][k]); c60 = _mm512_dpbf16_ps(c60, x, b0); c61 = _mm512_dpbf16_ps(c61, x, b1);
+        x = (__m512bh)_mm512_set1_epi32((int)a[7][k]); c70 = _mm512_dpbf16_ps(c70, x, b0); c71 = _mm512_dpbf16_ps(c71, x, b1);
+    }
+    const __m512 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
+                               {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
+    const __mmask16 m0 = (__mmask16)(ncol >= 16 ? 0xFFFF : (1u << ncol) - 1);
+    const __mmask16 m1 = (__mmask16)(ncol >= 32 ? 0xFFFF : ncol <= 16 ? 0 : (1u << (ncol - 16)) - 1);
+    for (int i = 0; i < mr; i++) {
+        float *c = C + (int64_t)i * ldc;
+        __m512 v0 = acc[i][0], v1 = acc[i][1];
+        if (accumulate) {
+            v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), v0);
+            v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), v1);
+        }
+        _mm512_mask_storeu_ps(c, m0, v0);
+        _mm512_mask_storeu_ps(c + 16, m1, v1);
+    }
+}
+
+typedef struct gemm_bf16_job {
+    int64_t M, N, K2;        /* K2 = K / 2 pairs */
+    const uint32_t *A;       /* M × K2 bf16 pairs */
+    float *C;
+    int64_t ldc;
+    const kv_weight *w;      /* bf16 rows */
+    size_t row_bytes;
+    uint32_t **scratch;
+} gemm_bf16_job;
+
+static void gemm_bf16_task(void *ctx, int64_t task, int thread) {
+    const gemm_bf16_job *j = ctx;
+    const int64_t K2 = j->K2, n0 = task * NT, nn = KV_MIN((int64_t)NT, j->N - n0);
+    const int ngroups = (int)((nn + NR - 1) / NR);
+    uint32_t *pack = j->scratch[thread];
+    for (int64_t c = 0; c < (int64_t)ngroups * NR; c++) {
+        uint32_t *dst = pack + (size_t)(c / NR) * NR * K2 + (c % NR);
+        if (c >= nn) {
+            for (int64_t k = 0; k < K2; k++) dst[k * NR] = 0;
+            continue;
+        }
+        const uint8_t *row = (const uint8_t *)j->w->data + (size_t)(n0 + c) * j->row_bytes;
+        for (int64_t k = 0; k < K2; k++) dst[k * NR] = kv_rd_u32(row + 4 * k);
+    }
+    for (int64_t k0 = 0; k0 < K2; k0 += KCB) {
+        const int64_t kc = KV_MIN((int64_t)KCB, K2 - k0);
+        for (int g = 0; g < ngroups; g++) {
+            const uint32_t *P = pack + (size_t)g * NR * K2 + (size_t)k0 * NR;
+            const int ncol = (int)KV_MIN((int64_t)NR, nn - (int64_t)g * NR);
+            for (int64_t m0 = 0; m0 < j->M; m0 += MR) {
+                const int mr = (int)KV_MIN((int64_t)MR, j->M - m0);
+                ukernel_bf16(j->A + m0 * K2 + k0, K2, mr, P, kc, j->C + m0 * j->ldc + n0 + (int64_t)g * NR, j->ldc,
+                             ncol, k0 > 0);
+            }
+        }
+    }
+}
+
+static kv_status gemm_bf16_run(const kv_weight *w, size_t rb, const float *x, int64_t ntok, float *y, kv_pool *pool,
+                               kv_error *err) {
+    const int64_t K2 = w->cols / 2;
+    uint32_t *A = kv_malloc_aligned((size_t)ntok * (size_t)K2 * sizeof(uint32_t), err);
+    if (!A) return err ? err->status : KV_ENOMEM;
+    const int64_t total = ntok * w->cols;
+    int64_t i = 0;
+    for (; i + 32 <= total; i += 32) /* round to nearest even, two vectors at a time */
+        _mm512_storeu_si512((void *)((uint16_t *)(void *)A + i),
+                            (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i)));
+    if (i < total) kv_fp32_to_bf16_row(x + i, (uint16_t *)(void *)A + i, (size_t)(total - i));
+    const int nthr = pool ? kv_pool_threads(pool) : 1;
+    const size_t per = ((size_t)NT * (size_t)K2 * sizeof(uint32_t) + 63) & ~(size_t)63;
+    uint32_t *buf = kv_malloc_aligned(per * (size_t)nthr, err);
+    if (!buf) { kv_free_aligned(A); return err ? err->status : KV_ENOMEM; }
+    uint32_t *scratch[256];
+    for (int t = 0; t < nthr && t < 256; t++) scratch[t] = (uint32_t *)(void *)((char *)buf + per * (size_t)t);
+    gemm_bf16_job j = {.M = ntok, .N = w->rows, .K2 = K2, .A = A, .C = y, .ldc = w->rows, .w = w, .row_bytes = rb,
+                       .scratch = scratch};
+    kv_pool_run(pool, (w->rows + NT - 1) / NT, gemm_bf16_task, &j);
+    kv_free_aligned(buf);
+    kv_free_aligned(A);
+    return KV_OK;
+}
+#endif
+
 void kv_gemm_f32_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
                     float *C, int64_t ldc, kv_pool *pool) {
     gemm_job j = {.M = M, .N = N, .K = K, .A = A, .lda = lda, .C = C, .ldc = ldc, .B = B, .ldb = ldb};
@@ -177,8 +291,74 @@ void kv_gemm_f32_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda
     }
 }
 
+/* Dot product of a bf16 row with fp32 x (bf16 -> fp32 is a 16-bit shift). */
+static float dot_bf16_f32(const uint16_t *w, const float *x, int64_t n) {
+    int64_t i = 0;
+#if defined(KV_GEMM_AVX512)
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    for (; i + 32 <= n; i += 32) {
+        const __m512i a = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(w + i)));
+        const __m512i b = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(w + i + 16)));
+        s0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(a, 16)), _mm512_loadu_ps(x + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(b, 16)), _mm512_loadu_ps(x + i + 16), s1);
+    }
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+#else
+    float s = 0.0f;
+#endif
+    for (; i < n; i++) s += kv_bf16_to_fp32(w[i]) * x[i];
+    return s;
+}
+
+/* Few tokens (decode): one dot product per weight row and token, no packing. */
+typedef struct matvec_job {
+    const kv_weight *w;
+    size_t row_bytes;
+    const float *x;
+    int64_t ntok;
+    float *y;
+    float **scratch; /* per thread: one row of cols floats */
+} matvec_job;
+
+enum { MV_ROWS = 64 };
+
+static void matvec_task(void *ctx, int64_t task, int thread) {
+    const matvec_job *j = ctx;
+    const kv_weight *w = j->w;
+    const int64_t r0 = task * MV_ROWS, r1 = KV_MIN(r0 + MV_ROWS, w->rows);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *src = (const uint8_t *)w->data + (size_t)r * j->row_bytes;
+        if (w->fmt.type == KV_TYPE_BF16) {
+            for (int64_t m = 0; m < j->ntok; m++)
+                j->y[m * w->rows + r] = dot_bf16_f32((const uint16_t *)(const void *)src, j->x + m * w->cols, w->cols);
+            continue;
+        }
+        gemm_job g = {.K = w->cols, .w = w, .row_bytes = j->row_bytes};
+        const float *row = b_row(&g, r, j->scratch[thread]);
+        for (int64_t m = 0; m < j->ntok; m++) j->y[m * w->rows + r] = kv_dot_f32(row, j->x + m * w->cols, w->cols);
+    }
+}
+
+static kv_status matvec_run(matvec_job *j, kv_pool *pool, kv_error *err) {
+    const int nthr = pool ? kv_pool_threads(pool) : 1;
+    const size_t per = ((size_t)j->w->cols * sizeof(float) + 63) & ~(size_t)63;
+    float *buf = kv_malloc_aligned(per * (size_t)nthr, err);
+    if (!buf) return err ? err->status : KV_ENOMEM;
+    float *scratch[256];
+    for (int t = 0; t < nthr && t < 256; t++) scratch[t] = (float *)(void *)((char *)buf + per * (size_t)t);
+    j->scratch = scratch;
+    kv_pool_run(pool, (j->w->rows + MV_ROWS - 1) / MV_ROWS, matvec_task, j);
+    kv_free_aligned(buf);
+    return KV_OK;
+}
+
 kv_status kv_weight_matmul(const kv_weight *w, const float *x, int64_t ntok, float *y, kv_pool *pool,
                            kv_error *err) {
+    return kv_weight_matmul_ex(w, x, ntok, y, 0, pool, err);
+}
+
+kv_status kv_weight_matmul_ex(const kv_weight *w, const float *x, int64_t ntok, float *y, int bf16_dot, kv_pool *pool,
+                              kv_error *err) {
     if (!w || !w->data || !x || !y || ntok < 0) return kv_fail(err, KV_EINVAL, "kv_weight_matmul: bad arguments");
     const size_t rb = kv_format_row_bytes(&w->fmt, w->cols);
     if (rb == 0) return kv_fail(err, KV_EINVAL, "weight of %lld columns does not fit format %s (block %d)",
@@ -186,9 +366,26 @@ kv_status kv_weight_matmul(const kv_weight *w, const float *x, int64_t ntok, flo
     if (w->fmt.type != KV_TYPE_F32 && w->fmt.type != KV_TYPE_F16 && w->fmt.type != KV_TYPE_BF16 &&
         !w->fmt.dequantize)
         return kv_fail(err, KV_EUNSUPPORTED, "format %s cannot be dequantized", w->fmt.name);
-    gemm_job j = {.M = ntok, .N = w->rows, .K = w->cols, .A = x, .lda = w->cols, .C = y, .ldc = w->rows,
-                  .w = w, .row_bytes = rb};
-    kv_status st = gemm_run(&j, pool, err);
+    kv_status st;
+#if defined(KV_GEMM_AVX512) && defined(__AVX512BF16__)
+    if (bf16_dot && w->fmt.type == KV_TYPE_BF16 && w->cols % 2 == 0 && ntok >= 4) {
+        st = gemm_bf16_run(w, rb, x, ntok, y, pool, err);
+        goto bias;
+    }
+#else
+    (void)bf16_dot;
+#endif
+    if (ntok < 4) {
+        matvec_job mj = {.w = w, .row_bytes = rb, .x = x, .ntok = ntok, .y = y};
+        st = matvec_run(&mj, pool, err);
+    } else {
+        gemm_job j = {.M = ntok, .N = w->rows, .K = w->cols, .A = x, .lda = w->cols, .C = y, .ldc = w->rows,
+                      .w = w, .row_bytes = rb};
+        st = gemm_run(&j, pool, err);
+    }
+#if defined(KV_GEMM_AVX512) && defined(__AVX512BF16__)
+bias:
+#endif
     if (st != KV_OK) return st;
     if (w->bias)
         for (int64_t m = 0; m < ntok; m++)
@@ -205,6 +402,14 @@ int kv_have_openblas(void) {
     return 1;
 #else
     return 0;
+#endif
+}
+
+void kv_openblas_set_threads(int n) {
+#ifdef KV_HAVE_OPENBLAS
+    openblas_set_num_threads(n);
+#else
+    (void)n;
 #endif
 }
 
@@ -250,4 +455,94 @@ void kv_axpy_f32(float *y, float a, const float *x, int64_t n) {
         _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
 #endif
     for (; i < n; i++) y[i] += a * x[i];
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* exp-based row operations (attention softmax, SwiGLU)                                            */
+/* ---------------------------------------------------------------------------------------------- */
+
+#if defined(KV_GEMM_AVX512)
+/* e^x for 16 lanes: x = n·ln2 + r (Cody–Waite split of ln2), degree-6 Taylor polynomial of e^r on
+ * |r| <= ln2/2 (relative error ~1e-7, about one ulp), times 2^n via VSCALEFPS. Inputs are clamped to the
+ * range where e^x is a normal float. */
+static inline __m512 exp512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.7f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+#endif
+
+void kv_softmax_scaled(float *x, int64_t n, float scale) {
+    int64_t i = 0;
+    float mx = -INFINITY;
+#if defined(KV_GEMM_AVX512)
+    const __m512 vs = _mm512_set1_ps(scale);
+    __m512 vm = _mm512_set1_ps(-INFINITY);
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + i), vs);
+        _mm512_storeu_ps(x + i, v);
+        vm = _mm512_max_ps(vm, v);
+    }
+    mx = _mm512_reduce_max_ps(vm);
+#endif
+    for (; i < n; i++) {
+        x[i] *= scale;
+        if (x[i] > mx) mx = x[i];
+    }
+    float sum = 0.0f;
+    i = 0;
+#if defined(KV_GEMM_AVX512)
+    const __m512 vmx = _mm512_set1_ps(mx);
+    __m512 acc = _mm512_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+        const __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), vmx));
+        _mm512_storeu_ps(x + i, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    sum = _mm512_reduce_add_ps(acc);
+#endif
+    for (; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    const float inv = 1.0f / sum;
+    for (i = 0; i < n; i++) x[i] *= inv;
+}
+
+void kv_swiglu(float *g, const float *u, int64_t n) {
+    int64_t i = 0;
+#if defined(KV_GEMM_AVX512)
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(g + i);
+        const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), v));
+        _mm512_storeu_ps(g + i, _mm512_mul_ps(_mm512_div_ps(v, _mm512_add_ps(one, e)), _mm512_loadu_ps(u + i)));
+    }
+#endif
+    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+double kv_sum_exp_shifted(const float *x, int64_t n, float shift) {
+    int64_t i = 0;
+    double sum = 0.0;
+#if defined(KV_GEMM_AVX512)
+    const __m512 vs = _mm512_set1_ps(shift);
+    for (; i + 256 <= n; i += 256) { /* float partial sums over 256 values, accumulated in double */
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t k = 0; k < 256; k += 16) acc = _mm512_add_ps(acc, exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i + k), vs)));
+        sum += (double)_mm512_reduce_add_ps(acc);
+    }
+#endif
+    for (; i < n; i++) sum += (double)expf(x[i] - shift);
+    return sum;
 }

@@ -12,6 +12,13 @@
 void kv_gemm_f32_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
                     float *C, int64_t ldc, kv_pool *pool);
 
+/* kv_weight_matmul with a choice of arithmetic for bf16 weights: bf16_dot = 1 rounds the activations to bf16
+ * and uses AVX512-BF16 dot products (llama.cpp's CPU arithmetic for bf16 models; about twice as fast, logits
+ * differ by ~1e-2). Ignored (exact fp32 path) for other formats, fewer than 4 tokens, or without AVX512-BF16. */
+kv_status kv_weight_matmul_ex(const kv_weight *w, const float *x, int64_t ntok, float *y, int bf16_dot,
+                              kv_pool *pool, kv_error *err);
+int kv_gemm_bf16_available(void);
+
 /* Name of the micro-kernel compiled in ("avx512", "avx2", "generic"). */
 const char *kv_gemm_kernel_name(void);
 
@@ -20,8 +27,18 @@ int kv_have_openblas(void);
 void kv_gemm_openblas_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
                          int64_t ldb, float *C, int64_t ldc);
 
+/* OpenBLAS's own thread count (a process-wide setting of OpenBLAS: benchmarks only). */
+void kv_openblas_set_threads(int n);
+
 /* Dot product and y += a·x over n floats (fixed summation order: results do not depend on threads). */
 float kv_dot_f32(const float *a, const float *b, int64_t n);
 void kv_axpy_f32(float *y, float a, const float *x, int64_t n);
+
+/* x <- softmax(scale · x) over n floats (vectorized exp, ~1 ulp). */
+void kv_softmax_scaled(float *x, int64_t n, float scale);
+/* Σ exp(x[i] - shift) (vectorized exp, double accumulation): log-sum-exp of a logits row. */
+double kv_sum_exp_shifted(const float *x, int64_t n, float shift);
+/* g <- silu(g) · u (SwiGLU), n floats. */
+void kv_swiglu(float *g, const float *u, int64_t n);
 
 #endif
