@@ -621,6 +621,7 @@ typedef struct kv_weight {
     int32_t rht_block;
     uint64_t rht_seed;
     float *rht_signs;         /* cols signs cached by the model (internal; NULL when rht_block == 0) */
+    float *packed;            /* fp32 GEMM panels cached at load (kv_model_load_opts.prepack; internal) */
 } kv_weight;
 
 /* RoPE inverse frequencies. Hugging Face transformers keeps them in a buffer that is cast to the checkpoint's
@@ -637,11 +638,14 @@ typedef struct kv_model_load_opts {
     int bf16_dot;             /* 1: bf16 linears multiply activations rounded to bf16 with AVX512-BF16 dot
                                * products (llama.cpp's CPU arithmetic; ~2x faster; logits move by ~1e-2).
                                * Default 0: exact fp32 activations. No effect without AVX512-BF16. */
+    int prepack;              /* 1: keep every linear also as packed fp32 GEMM panels (4 bytes/weight more):
+                               * saves the per-call dequantize+pack of the exact path (eval, bench). */
 } kv_model_load_opts;
 
 /* Builds a runnable model: linears borrow the file's mapped bytes (bf16/f16/f32 or any type the formats
  * module knows; kvant-only types via metadata kvant.tensor.<name>.format); norms and biases become fp32.
- * mf must stay open while the model lives. opts may be NULL. */
+ * Online Hadamards recorded in a GGUF (KV_META_RHT_BLOCK_FMT / KV_META_RHT_SEED_FMT) are set on their
+ * weights (kv_model_set_rht). mf must stay open while the model lives. opts may be NULL. */
 kv_status kv_model_load(const kv_model_file *mf, const kv_model_load_opts *opts, kv_model **out, kv_error *err);
 void kv_model_free(kv_model *m);
 const kv_hparams *kv_model_get_hparams(const kv_model *m);
@@ -1161,6 +1165,19 @@ kv_status kv_linearity_check(const kv_model_file *mf, const kv_err_table *t, con
                              const int32_t *ids, int64_t n_ids, int32_t ctx, int64_t chunks, int n_configs,
                              uint64_t seed, kv_pool *pool, kv_lincheck *out, kv_error *err);
 void kv_lincheck_free(kv_lincheck *c);
+/* The allocation behind `kvant quantize --bits B --allocate linearity|waterfill|uniform --alphas F --formats L`:
+ * builds the error table of the model (rotated by rht_block when > 0), solves the plan and returns one
+ * "^NAME$=FORMAT" override per linear layer (malloc'd strings; free each and the array). */
+typedef struct kv_alloc_report {
+    kv_alloc_result result;
+    double bits_per_weight;   /* over the allocated layers */
+    int n_layers;
+} kv_alloc_report;
+kv_status kv_alloc_overrides(const char *model_path, const char *alphas_path, const char *const *formats,
+                             int n_formats, double bits, kv_alloc_mode mode, int32_t rht_block, uint64_t seed,
+                             kv_pool *pool, char ***specs, int *n_specs, kv_alloc_report *rep, kv_error *err);
+/* "linearity", "waterfill", "uniform" */
+kv_status kv_alloc_mode_parse(const char *s, kv_alloc_mode *out, kv_error *err);
 /* KVANT-SECTION alloc END */
 
 #ifdef __cplusplus

@@ -522,3 +522,40 @@ KV_TEST(run_cli_generates_deterministically) {
     CHECK_EQ_INT(kv_test_run_cli(args, &out), 2);
     free(out);
 }
+
+KV_TEST(forward_prepacked_panels_give_identical_logits) {
+    fixture f, g;
+    kv_model_load_opts pre = {.prepack = 1};
+    if (!open_model(T, PROXY, 32, NULL, &f)) { if (!T->failures) SKIP("proxy-27m absent"); return; }
+    REQUIRE(open_model(T, PROXY, 32, &pre, &g));
+    CHECK(kv_model_weight(g.m, 0, KV_LINEAR_Q)->packed != NULL);
+    CHECK(kv_model_weight(f.m, 0, KV_LINEAR_Q)->packed == NULL);
+    int32_t ids[24];
+    for (int i = 0; i < 24; i++) ids[i] = (int32_t)((i * 613 + 5) % 8192);
+    const size_t bytes = 24 * 8192 * sizeof(float);
+    float *a = malloc(bytes), *b = malloc(bytes);
+    kv_pool *pool = kv_pool_create(2);
+    kv_error err = {0};
+    REQUIRE_OK(kv_forward(f.c, ids, 24, 0, a, 0, pool, &err), &err);
+    REQUIRE_OK(kv_forward(g.c, ids, 24, 0, b, 0, pool, &err), &err);
+    CHECK(memcmp(a, b, bytes) == 0);
+    /* replacing a weight drops its cached panels: both models see the new bytes */
+    const kv_weight *w = kv_model_weight(f.m, 4, KV_LINEAR_UP);
+    const size_t rb = kv_format_row_bytes(&w->fmt, w->cols);
+    uint8_t *copy = malloc(rb * (size_t)w->rows);
+    memcpy(copy, w->data, rb * (size_t)w->rows);
+    for (size_t i = 0; i < rb * (size_t)w->rows; i += 2) copy[i + 1] ^= 0x01; /* perturb every bf16 a little */
+    kv_format fmt = w->fmt;
+    REQUIRE_OK(kv_model_set_weight(f.m, "blk.4.ffn_up.weight", &fmt, copy, 0, &err), &err);
+    REQUIRE_OK(kv_model_set_weight(g.m, "blk.4.ffn_up.weight", &fmt, copy, 0, &err), &err);
+    CHECK(kv_model_weight(g.m, 4, KV_LINEAR_UP)->packed == NULL);
+    REQUIRE_OK(kv_forward(f.c, ids, 24, 0, a, 0, pool, &err), &err);
+    REQUIRE_OK(kv_forward(g.c, ids, 24, 0, b, 0, pool, &err), &err);
+    CHECK(memcmp(a, b, bytes) == 0);
+    kv_pool_destroy(pool);
+    close_model(&f);
+    close_model(&g);
+    free(copy);
+    free(a);
+    free(b);
+}

@@ -313,6 +313,10 @@ static void gen_l2c_versioned(const char *dir, char *path) {
     int32_t h[7] = {0x616b3432, 2, 8, 12, 1, 2, 1};
     l2c(dir, path, h, 648);
 }
+static void gen_text_file(const char *dir, char *path) {
+    snprintf(path, PATH_N, "%s/notes.txt", dir);
+    write_text(path, "This is not a model, just a long enough line of text.\n");
+}
 static void gen_missing_path(const char *dir, char *path) { snprintf(path, PATH_N, "%s/does-not-exist", dir); }
 
 static const bad_case k_cases[] = {
@@ -372,6 +376,7 @@ static const bad_case k_cases[] = {
     {"gguf_no_head_count", gen_gguf_no_heads, KV_EFORMAT, "llama.attention.head_count", "tiny.gguf", CTX_FILE},
     {"gguf_shape_mismatch", gen_gguf_shape_mismatch, KV_EFORMAT, "expected [8, 4]", "tiny.gguf", CTX_TENSOR},
     {"gguf_garbage", gen_gguf_garbage, KV_EFORMAT, "", "model.gguf", 0},
+    {"text_file", gen_text_file, KV_EFORMAT, "not a recognized model file", "notes.txt", CTX_OFFSET},
     {"missing_path", gen_missing_path, KV_ENOTFOUND, "no such file", "does-not-exist", CTX_FILE},
 };
 

@@ -1015,7 +1015,7 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
     if (st == KV_OK && ts.awq) {
         char summary[128] = "";
         struct { out_tensor *ot; int64_t n; } u = {ot, wm.n};
-        st = kv_transform_awq(&wm, &stats, awq_format_of, &u, o.pool, summary, sizeof summary, err);
+        st = kv_transform_awq(&wm, &stats, awq_format_of, &u, !o.transform_only, o.pool, summary, sizeof summary, err);
         if (st == KV_OK) {
             snprintf(applied + strlen(applied), sizeof applied - strlen(applied), "%sawq", applied[0] ? "," : "");
             if (summary[0]) note(&o, "awq: %s", summary);
@@ -1033,7 +1033,11 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
         snprintf(applied + strlen(applied), sizeof applied - strlen(applied), "%sprescale", applied[0] ? "," : "");
     kv_strlcpy(rep->transforms, applied, sizeof rep->transforms);
     /* quarot may have created output.weight: formats again for the final tensor list */
-    if (st == KV_OK && wm.untied) st = choose_formats(mf, &wm, &pol, &ts, &o, ot, &(kv_quantize_report){0}, err);
+    if (st == KV_OK && wm.untied) {
+        kv_quantize_opts silent = o; /* the notes were given the first time */
+        silent.log = NULL;
+        st = choose_formats(mf, &wm, &pol, &ts, &silent, ot, &(kv_quantize_report){0}, err);
+    }
 
     if (st == KV_OK && o.transform_only) {
         kv_format f32;

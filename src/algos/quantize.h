@@ -132,10 +132,10 @@ kv_status kv_transform_rht(kv_wmodel *wm, int32_t block, uint64_t seed, kv_error
 /* SmoothQuant (smooth.c): s_j = max|X_j|^α / max|W_j|^(1−α) folded into attn_norm/ffn_norm. */
 kv_status kv_transform_smoothquant(kv_wmodel *wm, const kv_act_stats *st, float alpha, kv_error *err);
 /* AWQ (awq.c): per input group, grid search of s = mean|x|^α on the output error of the group's linears
- * quantized with their chosen formats, folded into the previous op; then a clipping search.
- * fmt_of(name) gives a tensor's format. */
+ * quantized with their chosen formats, folded into the previous op; then (clip = 1) the per-row clipping search,
+ * which changes the unquantized model (0 with --transform-only). fmt_of(name) gives a tensor's format. */
 typedef const kv_format *(*kv_format_of_fn)(void *user, const char *tensor_name);
-kv_status kv_transform_awq(kv_wmodel *wm, const kv_act_stats *st, kv_format_of_fn fmt_of, void *user,
+kv_status kv_transform_awq(kv_wmodel *wm, const kv_act_stats *st, kv_format_of_fn fmt_of, void *user, int clip,
                            kv_pool *pool, char *summary, size_t summary_len, kv_error *err);
 
 #endif

@@ -788,3 +788,99 @@ void kv_lincheck_free(kv_lincheck *c) {
     free(c->bits);
     memset(c, 0, sizeof *c);
 }
+
+/* ---------------------------------------------------------------------------------------------- */
+/* allocation as quantize overrides                                                                */
+/* ---------------------------------------------------------------------------------------------- */
+
+kv_status kv_alloc_mode_parse(const char *s, kv_alloc_mode *out, kv_error *err) {
+    if (!strcmp(s, "linearity") || !strcmp(s, "dp")) *out = KV_ALLOC_LINEARITY;
+    else if (!strcmp(s, "waterfill")) *out = KV_ALLOC_WATERFILL;
+    else if (!strcmp(s, "uniform")) *out = KV_ALLOC_UNIFORM;
+    else return kv_fail(err, KV_EINVAL, "unknown allocation '%s' (valid: linearity, waterfill, uniform)", s);
+    return KV_OK;
+}
+
+/* "^blk\.0\.attn_q\.weight$=FORMAT": the tensor name as an anchored POSIX regex. */
+static char *override_spec(const char *name, const char *format) {
+    size_t n = strlen(name), f = strlen(format);
+    char *s = malloc(2 * n + f + 4);
+    if (!s) return NULL;
+    size_t k = 0;
+    s[k++] = '^';
+    for (size_t i = 0; i < n; i++) {
+        if (name[i] == '.') s[k++] = '\\';
+        s[k++] = name[i];
+    }
+    s[k++] = '$';
+    s[k++] = '=';
+    memcpy(s + k, format, f + 1);
+    return s;
+}
+
+kv_status kv_alloc_overrides(const char *model_path, const char *alphas_path, const char *const *formats,
+                             int n_formats, double bits, kv_alloc_mode mode, int32_t rht_block, uint64_t seed,
+                             kv_pool *pool, char ***specs, int *n_specs, kv_alloc_report *rep, kv_error *err) {
+    *specs = NULL;
+    *n_specs = 0;
+    memset(rep, 0, sizeof *rep);
+    kv_sens_result alphas = {0};
+    kv_status st = KV_OK;
+    if (mode != KV_ALLOC_UNIFORM) {
+        if (!alphas_path) return kv_fail(err, KV_EINVAL, "--allocate needs --alphas FILE (from kvant sensitivity)");
+        st = kv_sens_load(alphas_path, &alphas, err);
+        if (st) return st;
+        kv_sens_sanitize(&alphas, NULL, NULL);
+    }
+    kv_model_file *mf = NULL;
+    kv_model *m = NULL;
+    kv_err_table t = {0};
+    int *choice = NULL;
+    if ((st = kv_model_open(model_path, &mf, err)) == KV_OK && (st = kv_model_load(mf, NULL, &m, err)) == KV_OK)
+        st = kv_err_table_build(m, formats, n_formats, 1, rht_block, seed, 0, pool, &t, err);
+    if (!st && mode == KV_ALLOC_UNIFORM) {
+        /* uniform needs no alphas: equal weights make it pick the least-error format that fits */
+        alphas.n_layers = t.n_layers;
+        alphas.layers = kv_calloc((size_t)t.n_layers, sizeof *alphas.layers, err);
+        if (!alphas.layers) st = KV_ENOMEM;
+        for (int l = 0; l < t.n_layers && !st; l++) {
+            kv_strlcpy(alphas.layers[l].name, t.names[l], sizeof alphas.layers[l].name);
+            alphas.layers[l].alpha = 1.0;
+        }
+    }
+    if (!st && alphas.n_layers == t.n_layers + 1 && t.n_layers > 0 && strcmp(alphas.layers[alphas.n_layers - 1].name, "output.weight") == 0 &&
+        strcmp(t.names[t.n_layers - 1], "output.weight") != 0)
+        alphas.n_layers--; /* alphas measured with the head on a model whose head is tied */
+    if (!st && alphas.n_layers == t.n_layers - 1 && !strcmp(t.names[t.n_layers - 1], "output.weight"))
+        t.n_layers--;      /* no alpha for the head: leave it to the policy */
+    if (!st) {
+        choice = kv_calloc((size_t)t.n_layers, sizeof(int), err);
+        if (!choice) st = KV_ENOMEM;
+    }
+    if (!st) st = kv_alloc_plan(&t, &alphas, bits, mode, choice, &rep->result, err);
+    if (!st) {
+        *specs = kv_calloc((size_t)t.n_layers, sizeof(char *), err);
+        if (!*specs) st = KV_ENOMEM;
+        double params = 0;
+        for (int l = 0; l < t.n_layers && !st; l++) {
+            (*specs)[l] = override_spec(t.names[l], t.formats[choice[l]].name);
+            if (!(*specs)[l]) st = kv_fail(err, KV_ENOMEM, "out of memory");
+            else *n_specs = l + 1;
+            params += (double)t.params[l];
+        }
+        rep->n_layers = t.n_layers;
+        rep->bits_per_weight = params > 0 ? rep->result.total_bits / params : 0;
+    }
+    if (st && *specs) {
+        for (int i = 0; i < *n_specs; i++) free((*specs)[i]);
+        free(*specs);
+        *specs = NULL;
+        *n_specs = 0;
+    }
+    free(choice);
+    kv_err_table_free(&t);
+    kv_model_free(m);
+    kv_model_close(mf);
+    kv_sens_free(&alphas);
+    return st;
+}

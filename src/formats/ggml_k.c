@@ -154,12 +154,8 @@ float kv_make_q3_quants(int n, int nmax, const float *x, int8_t *L, bool do_rmse
 
 /* make_qkx2_quants and make_qkx3_quants are the same search (qkx3 also accepts NULL weights = x^2, which
  * its wrapper materialises: the same floats, and no branch in the loops). */
-/* Instantiated for n = 32 (see make_qx_quants): per-element terms are computed in vector-friendly loops,
- * the sums stay sequential in ggml's order, so every float is the same. */
-static inline __attribute__((always_inline)) float make_qkx_quants(int n, int nmax, const float *x,
-                                                                   const float *weights, uint8_t *L, float *the_min,
-                                                                   uint8_t *Laux, float rmin, float rdelta, int nstep,
-                                                                   bool use_mad) {
+static float make_qkx_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
+                             uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad) {
     float min = x[0], max = x[0];
     float sum_w = weights[0];
     float sum_x = sum_w * x[0];
@@ -176,32 +172,31 @@ static inline __attribute__((always_inline)) float make_qkx_quants(int n, int nm
         *the_min = -min;
         return 0.f;
     }
-    float xm[QX_MAX_N], term[QX_MAX_N];
-    int lv[QX_MAX_N];
-    for (int i = 0; i < n; i++) xm[i] = x[i] - min;
     float iscale = nmax / (max - min);
     float scale = 1 / iscale;
     float best_error = 0;
     for (int i = 0; i < n; i++) {
-        L[i] = (uint8_t)KV_MAX(0, KV_MIN(nmax, kv_nearest_int(iscale * xm[i])));
+        int l = kv_nearest_int(iscale * (x[i] - min));
+        L[i] = (uint8_t)KV_MAX(0, KV_MIN(nmax, l));
         float diff = scale * L[i] + min - x[i];
         diff = use_mad ? fabsf(diff) : diff * diff;
-        term[i] = weights[i] * diff;
+        best_error += weights[i] * diff;
     }
-    for (int i = 0; i < n; i++) best_error += term[i];
     if (nstep < 1) {
         *the_min = -min;
         return scale;
     }
     for (int is = 0; is <= nstep; is++) {
         iscale = (rmin + rdelta * is + nmax) / (max - min);
-        for (int i = 0; i < n; i++) lv[i] = KV_MAX(0, KV_MIN(nmax, kv_nearest_int(iscale * xm[i])));
         float sum_l = 0, sum_l2 = 0, sum_xl = 0;
         for (int i = 0; i < n; i++) {
-            float wl = weights[i] * lv[i]; /* ggml's w*l, w*l*l and w*l*x evaluate w*l first */
-            sum_l += wl;
-            sum_l2 += wl * lv[i];
-            sum_xl += wl * x[i];
+            int l = kv_nearest_int(iscale * (x[i] - min));
+            l = KV_MAX(0, KV_MIN(nmax, l));
+            Laux[i] = (uint8_t)l;
+            float w = weights[i];
+            sum_l += w * l;
+            sum_l2 += w * l * l;
+            sum_xl += w * l * x[i];
         }
         float D = sum_w * sum_l2 - sum_l * sum_l;
         if (D > 0) {
@@ -211,39 +206,27 @@ static inline __attribute__((always_inline)) float make_qkx_quants(int n, int nm
                 this_min = 0;
                 this_scale = sum_xl / sum_l2;
             }
-            for (int i = 0; i < n; i++) {
-                float diff = this_scale * lv[i] + this_min - x[i];
-                diff = use_mad ? fabsf(diff) : diff * diff;
-                term[i] = weights[i] * diff;
-            }
             float cur_error = 0;
-            for (int i = 0; i < n; i++) cur_error += term[i];
+            for (int i = 0; i < n; i++) {
+                float diff = this_scale * Laux[i] + this_min - x[i];
+                diff = use_mad ? fabsf(diff) : diff * diff;
+                cur_error += weights[i] * diff;
+            }
             if (cur_error < best_error) {
-                for (int i = 0; i < n; i++) L[i] = (uint8_t)lv[i];
+                memcpy(L, Laux, (size_t)n);
                 best_error = cur_error;
                 scale = this_scale;
                 min = this_min;
-                for (int i = 0; i < n; i++) xm[i] = x[i] - min; /* later trials (like ggml) use the new min */
             }
         }
     }
-    (void)Laux; /* ggml's scratch buffer: the levels of a trial live in lv here */
     *the_min = -min;
     return scale;
 }
 
-static float make_qkx_dispatch(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
-                               uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad) {
-    /* measured: a constant n = 32 pays off; constant n = 16 or use_mad vectorize the sequential sums badly */
-    if (n == 32) return make_qkx_quants(32, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
-    if (n == 16) return make_qkx_quants(16, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
-    if (n < 1 || n > QX_MAX_N) return 0.f;
-    return make_qkx_quants(n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
-}
-
 float kv_make_qkx2_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
                           uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad) {
-    return make_qkx_dispatch(n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
+    return make_qkx_quants(n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
 }
 
 float kv_make_qkx3_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
@@ -254,7 +237,7 @@ float kv_make_qkx3_quants(int n, int nmax, const float *x, const float *weights,
         for (int i = 0; i < n; i++) w2[i] = x[i] * x[i];
         weights = w2;
     }
-    return make_qkx_dispatch(n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
+    return make_qkx_quants(n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
 }
 
 float kv_make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const float *quant_weights) {

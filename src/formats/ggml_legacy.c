@@ -53,13 +53,11 @@ static void block_weights(const float *xb, const float *qw, float sigma2, float 
     for (int j = 0; j < QK; j++) weight[j] = qw[j] * sqrtf(sigma2 + xb[j] * xb[j]);
 }
 
+/* Bit 4 of element k goes to bit k of qh (ggml's two shifts per pair give the same word). */
 static void pack_q5_levels(const uint8_t *L, uint8_t *qs, uint8_t *qh_out) {
     uint32_t qh = 0;
-    for (int j = 0; j < 16; j++) {
-        qs[j] = (uint8_t)((L[j] & 0x0F) | ((L[j + 16] & 0x0F) << 4));
-        qh |= ((L[j] & 0x10u) >> 4) << j;
-        qh |= ((L[j + 16] & 0x10u) >> 4) << (j + 16);
-    }
+    for (int k = 0; k < QK; k++) qh |= (uint32_t)((L[k] >> 4) & 1) << k;
+    for (int j = 0; j < 16; j++) qs[j] = (uint8_t)((L[j] & 0x0F) | ((L[j + 16] & 0x0F) << 4));
     kv_wr_u32(qh_out, qh);
 }
 

@@ -130,6 +130,20 @@ int64_t kv_format_find_nonfinite(const float *x, int64_t count) {
     return -1;
 }
 
+/* Index of the first importance weight that is not finite and >= 0 (-0 is fine), -1 if none; vectorizable. */
+static int64_t find_bad_weight(const float *w, int64_t count) {
+    int64_t i = 0;
+    for (; i + 16 <= count; i += 16) {
+        uint32_t bits[16], acc = 0;
+        memcpy(bits, w + i, sizeof bits);
+        for (int k = 0; k < 16; k++) acc |= ((bits[k] & 0x7f800000u) + 0x00800000u) | (bits[k] > 0x80000000u ? 0x80000000u : 0);
+        if (acc & 0x80000000u) break;
+    }
+    for (; i < count; i++)
+        if (!isfinite(w[i]) || w[i] < 0) return i;
+    return -1;
+}
+
 kv_status kv_format_check_quantize(const kv_format *f, const float *src, const void *dst, int64_t nrows,
                                    int64_t n, const float *importance, kv_error *err) {
     if (!f) return kv_fail(err, KV_EINVAL, "quantize: NULL format");
@@ -142,11 +156,10 @@ kv_status kv_format_check_quantize(const kv_format *f, const float *src, const v
     if (i >= 0)
         return kv_fail(err, KV_EINVAL, "%s: non-finite input (%g) at row %lld, column %lld", f->name, (double)src[i],
                        (long long)(i / n), (long long)(i % n));
-    if (importance)
-        for (int64_t c = 0; c < n; c++)
-            if (!isfinite(importance[c]) || importance[c] < 0)
-                return kv_fail(err, KV_EINVAL, "%s: importance weight %g at column %lld is not finite and >= 0",
-                               f->name, (double)importance[c], (long long)c);
+    int64_t c = importance ? find_bad_weight(importance, n) : -1;
+    if (c >= 0)
+        return kv_fail(err, KV_EINVAL, "%s: importance weight %g at column %lld is not finite and >= 0", f->name,
+                       (double)importance[c], (long long)c);
     return KV_OK;
 }
 

@@ -1,7 +1,6 @@
 /* model_file.c — kv_model_open: detects the container (HF directory, GGUF, safetensors, llama2.c), hands it
  * to its loader, and answers questions about the result (tensors, hparams, totals, fp32 rows). */
 #include "io/model_file.h"
-#include "io/safetensors.h"
 #include <stdio.h>
 #include <sys/stat.h>
 
@@ -55,7 +54,7 @@ void *kv_mf_alloc(kv_model_file *mf, size_t n, kv_error *err) {
     return p;
 }
 
-/* llama2.c checkpoints have no magic: 7 int32 whose values are plausible model sizes. */
+/* safetensors has no magic: an 8-byte header length that fits the file, then the JSON object's '{'. */
 static int looks_like_safetensors(const kv_mapped *m) {
     return m->size >= 10 && m->data[8] == '{' && kv_rd_u64(m->data) <= m->size - 8;
 }
@@ -69,7 +68,7 @@ static kv_status sniff_file(const char *path, kv_file_format *fmt, kv_error *err
     if (m.size >= 4 && !memcmp(m.data, "GGUF", 4)) *fmt = KV_FILE_GGUF;
     else if (st_ext || looks_like_safetensors(&m)) *fmt = KV_FILE_SAFETENSORS;
     else if (len > 5 && !strcmp(path + len - 5, ".gguf")) *fmt = KV_FILE_GGUF; /* the reader reports the bad magic */
-    else *fmt = KV_FILE_LLAMA2C;
+    else *fmt = KV_FILE_LLAMA2C; /* no magic either: its loader checks the header for plausible sizes */
     kv_unmap_file(&m);
     return KV_OK;
 }

@@ -3,6 +3,7 @@
  * rows in their storage format (the weight seam: any kv_format), norms become fp32, RoPE frequencies are
  * precomputed with the config's scaling (Hugging Face modeling_rope_utils: default, linear, llama3). */
 #include "model/model.h"
+#include "kernels/cpu/matmul.h"
 #include <math.h>
 #include <stdio.h>
 
@@ -51,6 +52,7 @@ int kv_model_linear_by_name(const kv_model *m, const char *name, int *layer, kv_
 /* ---------------------------------------------------------------------------------------------- */
 
 static void weight_release(kv_weight *w) {
+    kv_weight_unpack(w);
     free(w->owned);
     free(w->bias);
     free(w->rht_signs);
@@ -215,7 +217,7 @@ void kv_model_free(kv_model *m) {
         }
         free(m->layers);
     }
-    if (m->head_tied) m->head.owned = NULL; /* borrowed from tok_embd */
+    if (m->head_tied) m->head.owned = NULL; /* borrowed from tok_embd (its packed panels are its own) */
     weight_release(&m->head);
     weight_release(&m->tok_embd);
     free(m->output_norm);
@@ -282,6 +284,12 @@ kv_status kv_model_load(const kv_model_file *mf, const kv_model_load_opts *opts,
         }
     }
     if ((st = load_rht_metadata(m, mf, err)) != KV_OK) goto fail;
+    if (opts && opts->prepack) {
+        for (int l = 0; l < hp->n_layer; l++)
+            for (int i = 0; i < KV_N_BLOCK_LINEARS; i++)
+                if ((st = kv_weight_prepack(&m->layers[l].w[i], err)) != KV_OK) goto fail;
+        if ((st = kv_weight_prepack(&m->head, err)) != KV_OK) goto fail;
+    }
     *out = m;
     return KV_OK;
 fail:
@@ -319,11 +327,13 @@ kv_status kv_model_set_weight(kv_model *m, const char *tensor_name, const kv_for
         m->head.owned = NULL;
         m->head_tied = 0;
     }
+    kv_weight_unpack(w); /* cached panels belong to the old bytes */
     free(w->owned);
     w->fmt = *fmt;
     w->data = data;
     w->owned = take_ownership ? (void *)data : NULL;
     if (layer < 0 && m->head_tied) {
+        kv_weight_unpack(&m->head);
         m->head.fmt = *fmt;
         m->head.data = data;
     }

@@ -5,8 +5,9 @@
  *   loss(α) = Σ over the group's linears ‖X·Wᵀ − X·(Q(W·diag s)·diag(1/s))ᵀ‖² on sampled calibration tokens,
  * with Q the format the policy chose for that tensor (quantize + dequantize); the best s is folded: W ← W·diag(s)
  * and the previous op ← previous op / s (norm gain, or the rows of up / v).
- * Deviation from llm-awq: the loss is each linear's output error, not the whole block's output (the reference
- * runs the attention/MLP module); the clipping search (auto_clip.py) is not done. */
+ * Then (when the model is being quantized) the clipping search of llm-awq auto_clip.py, per output row.
+ * Deviations from llm-awq: the loss is each linear's output error, not the whole block's output (the reference
+ * runs the attention/MLP module); the clipping ratio is chosen per row, not per row and group. */
 #include "algos/quantize.h"
 #include <math.h>
 #include <stdio.h>
@@ -76,6 +77,74 @@ static kv_status linear_loss(const kv_wtensor *w, const kv_format *fmt, const fl
     return st;
 }
 
+/* llm-awq auto_clip.py: per output row, the clipping ratio r in {1, 0.95, ..., 0.55} of each block's max |w|
+ * (block = the format's block, at least 32) that minimises ‖X·(w − Q(clip_r(w)))ᵀ‖² on the sampled tokens.
+ * Rows are searched together: each ratio quantizes the whole tensor once. */
+static void clip_rows(const float *w, float *out, int64_t rows, int64_t cols, int64_t g, const float *ratio) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c0 = 0; c0 < cols; c0 += g) {
+            int64_t c1 = KV_MIN(cols, c0 + g);
+            float amax = 0.0f;
+            for (int64_t c = c0; c < c1; c++) amax = fmaxf(amax, fabsf(w[r * cols + c]));
+            float lim = amax * ratio[r];
+            for (int64_t c = c0; c < c1; c++) out[r * cols + c] = fminf(fmaxf(w[r * cols + c], -lim), lim);
+        }
+}
+
+static kv_status clip_search(kv_wtensor *w, const kv_format *fmt, const kv_act_point *p, awq_buf *b, kv_pool *pool,
+                             double *mean_ratio, kv_error *err) {
+    const int64_t rows = w->shape[0], cols = w->shape[1];
+    const int64_t g = KV_MIN(cols, KV_MAX(32, (int64_t)fmt->block));
+    const size_t rb = kv_format_row_bytes(fmt, cols);
+    float *ratio = kv_malloc((size_t)rows * sizeof(float), err), *best = kv_malloc((size_t)rows * sizeof(float), err);
+    double *best_err = kv_malloc((size_t)rows * sizeof(double), err);
+    float *y = kv_malloc((size_t)(p->nsample * rows) * sizeof(float), err);
+    kv_status st = ratio && best && best_err && y ? KV_OK : KV_ENOMEM;
+    if (st == KV_OK && (!grow_f(&b->ws, &b->cap_w, (size_t)(rows * cols), err) || !grow_f(&b->d, &b->cap_y, (size_t)(rows * cols), err)))
+        st = KV_ENOMEM;
+    if (st == KV_OK && b->cap_p < rb * (size_t)rows) {
+        free(b->packed);
+        b->packed = kv_malloc(rb * (size_t)rows, err);
+        b->cap_p = b->packed ? rb * (size_t)rows : 0;
+        if (!b->packed) st = KV_ENOMEM;
+    }
+    kv_weight dw;
+    memset(&dw, 0, sizeof dw);
+    if (st == KV_OK) st = kv_format_from_type(KV_TYPE_F32, &dw.fmt, err);
+    dw.rows = rows;
+    dw.cols = cols;
+    dw.data = b->d;
+    for (int64_t r = 0; r < rows; r++) best_err[r] = INFINITY, best[r] = 1.0f;
+    for (int i = 0; i < 10 && st == KV_OK; i++) {
+        for (int64_t r = 0; r < rows; r++) ratio[r] = 1.0f - (float)i / 20.0f;
+        clip_rows(w->w, b->ws, rows, cols, g, ratio);
+        if ((st = fmt->quantize(fmt, b->ws, b->packed, rows, cols, NULL, err)) != KV_OK) break;
+        for (int64_t r = 0; r < rows; r++) {
+            fmt->dequantize(fmt, b->packed + (size_t)r * rb, b->ws + r * cols, cols);
+            for (int64_t c = 0; c < cols; c++) b->d[r * cols + c] = w->w[r * cols + c] - b->ws[r * cols + c];
+        }
+        if ((st = kv_weight_matmul(&dw, p->sample, p->nsample, y, pool, err)) != KV_OK) break;
+        for (int64_t r = 0; r < rows; r++) {
+            double e = 0;
+            for (int64_t t = 0; t < p->nsample; t++) e += (double)y[t * rows + r] * y[t * rows + r];
+            if (e < best_err[r]) best_err[r] = e, best[r] = ratio[r];
+        }
+    }
+    if (st == KV_OK) {
+        clip_rows(w->w, b->ws, rows, cols, g, best);
+        memcpy(w->w, b->ws, (size_t)(rows * cols) * sizeof(float));
+        w->modified = 1;
+        double sum = 0;
+        for (int64_t r = 0; r < rows; r++) sum += best[r];
+        *mean_ratio = sum / (double)rows;
+    }
+    free(ratio);
+    free(best);
+    free(best_err);
+    free(y);
+    return st;
+}
+
 static void awq_scales(const kv_act_point *p, double alpha, float *s) {
     double mx = 0, mn = INFINITY;
     for (int64_t j = 0; j < p->dim; j++) {
@@ -89,13 +158,15 @@ static void awq_scales(const kv_act_point *p, double alpha, float *s) {
     for (int64_t j = 0; j < p->dim; j++) s[j] = (float)(s[j] / norm);
 }
 
-kv_status kv_transform_awq(kv_wmodel *wm, const kv_act_stats *st, kv_format_of_fn fmt_of, void *user,
+kv_status kv_transform_awq(kv_wmodel *wm, const kv_act_stats *st, kv_format_of_fn fmt_of, void *user, int clip,
                            kv_pool *pool, char *summary, size_t summary_len, kv_error *err) {
     if (!st || !st->p) return kv_fail(err, KV_EINVAL, "awq needs calibration statistics");
     awq_buf b = {0};
     kv_status rc = KV_OK;
     double alpha_sum[KV_ARRAY_LEN(k_groups)] = {0};
     int alpha_n[KV_ARRAY_LEN(k_groups)] = {0};
+    double clip_sum = 0;
+    int clip_n = 0;
     const int gqa = wm->hp.n_head != wm->hp.n_head_kv;
     for (int l = 0; l < wm->hp.n_layer && l < st->n_layer && rc == KV_OK; l++)
         for (size_t g = 0; g < KV_ARRAY_LEN(k_groups) && rc == KV_OK; g++) {
@@ -146,6 +217,14 @@ kv_status kv_transform_awq(kv_wmodel *wm, const kv_act_stats *st, kv_format_of_f
                 prev->modified = 1;
                 alpha_sum[g] += best_alpha;
                 alpha_n[g]++;
+                /* then the clipping search on the scaled weights (llm-awq skips q and k) */
+                for (int i = 0; clip && i < G->nfc && rc == KV_OK; i++) {
+                    if (g == 0 && i < 2) continue;
+                    double r = 1.0;
+                    rc = clip_search(fc[i], ff[i], p, &b, pool, &r, err);
+                    clip_sum += r;
+                    clip_n++;
+                }
             }
             free(s);
             free(best);
@@ -161,6 +240,9 @@ kv_status kv_transform_awq(kv_wmodel *wm, const kv_act_stats *st, kv_format_of_f
             if (alpha_n[g] && len < summary_len)
                 len += (size_t)snprintf(summary + len, summary_len - len, "%smean alpha %s %.2f", len ? ", " : "", names[g],
                                         alpha_sum[g] / alpha_n[g]);
+        if (clip_n && len < summary_len)
+            snprintf(summary + len, summary_len - len, "%smean clip ratio %.3f over %d linears", len ? ", " : "",
+                     clip_sum / clip_n, clip_n);
     }
     return rc;
 }

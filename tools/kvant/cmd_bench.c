@@ -150,7 +150,7 @@ static int bench_matmul(int argc, char **argv) {
 static int bench_prefill(int argc, char **argv) {
     long long ctx = 512, reps = 3;
     int threads[8] = {1, 2}, nthr = 2, json = 0;
-    kv_model_load_opts lo = {0};
+    kv_model_load_opts lo = {.prepack = -1};
     const char *v, *model = NULL;
     for (int i = 1; i < argc; i++) {
         if (kv_cli_opt(argc, argv, &i, "--ctx", "-c", &v)) {

@@ -97,7 +97,7 @@ int kv_cmd_eval(int argc, char **argv) {
     if (kv_cli_wants_help(argc, argv)) { fputs(k_usage, stdout); return 0; }
     const char *model = NULL, *text_path = NULL, *v = NULL;
     kv_eval_opts o = {.ctx = 512, .style = KV_PPL_HF, .bos_id = -1};
-    kv_model_load_opts lo = {0};
+    kv_model_load_opts lo = {.prepack = -1};
     long long threads = 0, n;
     int json = 0, quiet = 0;
     for (int i = 1; i < argc; i++) {

@@ -10,7 +10,11 @@ kv_status kv_cli_model_open(const char *path, const kv_model_load_opts *opts, in
     memset(out, 0, sizeof *out);
     kv_status st = kv_model_open(path, &out->mf, err);
     if (st != KV_OK) return st;
-    if ((st = kv_model_load(out->mf, opts, &out->m, err)) != KV_OK) goto fail;
+    kv_model_load_opts o = {0};
+    if (opts) o = *opts;
+    if (o.prepack < 0) /* auto: cache fp32 GEMM panels when they stay small (<= 2 GiB) */
+        o.prepack = !o.bf16_dot && kv_model_n_params(out->mf) <= ((int64_t)1 << 29);
+    if ((st = kv_model_load(out->mf, &o, &out->m, err)) != KV_OK) goto fail;
     if (want_tok && (st = kv_tokenizer_load_for_model(out->mf, &out->tok, err)) != KV_OK) goto fail;
     return KV_OK;
 fail:

@@ -11,7 +11,8 @@ typedef struct kv_cli_model {
     kv_tokenizer *tok; /* NULL unless asked for */
 } kv_cli_model;
 
-/* Opens PATH, builds the runnable model and (want_tok) its tokenizer. */
+/* Opens PATH, builds the runnable model and (want_tok) its tokenizer. opts->prepack < 0: prepack when the
+ * fp32 panels take at most 2 GiB and bf16_dot is off. */
 kv_status kv_cli_model_open(const char *path, const kv_model_load_opts *opts, int want_tok, kv_cli_model *out,
                             kv_error *err);
 void kv_cli_model_close(kv_cli_model *cm);

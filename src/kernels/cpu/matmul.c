@@ -118,13 +118,29 @@ static const float *b_row(const gemm_job *j, int64_t n, float *buf) {
     return buf;
 }
 
-static void gemm_task(void *ctx, int64_t task, int thread) {
-    const gemm_job *j = ctx;
-    const int64_t K = j->K, n0 = task * NT, nn = KV_MIN((int64_t)NT, j->N - n0);
+/* Packs B rows n0..n0+nn into NR-wide K-major micro-panels at pack (zero columns beyond nn). */
+static void pack_tile(const gemm_job *j, int64_t n0, int64_t nn, float *pack, float *rowbuf) {
+    const int64_t K = j->K;
     const int ngroups = (int)((nn + NR - 1) / NR);
-    float *pack = j->scratch[thread];
-    float *rowbuf = pack + (size_t)NT * K;
-    /* pack: group g holds columns n0+32g.. as [K][NR], zero beyond nn */
+    if (!j->B && j->w->fmt.type == KV_TYPE_BF16) {
+        /* bf16 rows: read 32 rows side by side so the panel is written sequentially (bf16 -> fp32 is a shift) */
+        static const uint16_t zero_row[1] = {0};
+        for (int g = 0; g < ngroups; g++) {
+            const uint16_t *r[NR];
+            size_t step[NR];
+            for (int c = 0; c < NR; c++) {
+                const int64_t col = (int64_t)g * NR + c;
+                r[c] = col < nn ? (const uint16_t *)(const void *)((const uint8_t *)j->w->data +
+                                                                   (size_t)(n0 + col) * j->row_bytes)
+                                : zero_row;
+                step[c] = col < nn ? 1 : 0;
+            }
+            uint32_t *dst = (uint32_t *)(void *)(pack + (size_t)g * NR * K);
+            for (int64_t k = 0; k < K; k++)
+                for (int c = 0; c < NR; c++) dst[k * NR + c] = (uint32_t)kv_rd_u16(r[c] + (size_t)k * step[c]) << 16;
+        }
+        return;
+    }
     for (int64_t c = 0; c < (int64_t)ngroups * NR; c++) {
         float *dst = pack + (size_t)(c / NR) * NR * K + (c % NR);
         if (c >= nn) {
@@ -133,6 +149,19 @@ static void gemm_task(void *ctx, int64_t task, int thread) {
         }
         const float *src = b_row(j, n0 + c, rowbuf);
         for (int64_t k = 0; k < K; k++) dst[k * NR] = src[k];
+    }
+}
+
+static void gemm_task(void *ctx, int64_t task, int thread) {
+    const gemm_job *j = ctx;
+    const int64_t K = j->K, n0 = task * NT, nn = KV_MIN((int64_t)NT, j->N - n0);
+    const int ngroups = (int)((nn + NR - 1) / NR);
+    float *pack;
+    if (j->w && j->w->packed) {
+        pack = j->w->packed + (size_t)task * NT * (size_t)K; /* panels cached at load */
+    } else {
+        pack = j->scratch[thread];
+        pack_tile(j, n0, nn, pack, pack + (size_t)NT * K);
     }
     for (int64_t k0 = 0; k0 < K; k0 += KCB) {
         const int64_t kc = KV_MIN((int64_t)KCB, K - k0);
@@ -391,6 +420,28 @@ bias:
         for (int64_t m = 0; m < ntok; m++)
             for (int64_t n = 0; n < w->rows; n++) y[m * w->rows + n] += w->bias[n];
     return KV_OK;
+}
+
+kv_status kv_weight_prepack(kv_weight *w, kv_error *err) {
+    kv_weight_unpack(w);
+    const size_t rb = kv_format_row_bytes(&w->fmt, w->cols);
+    if (rb == 0 || w->rows <= 0 || w->cols <= 0) return kv_fail(err, KV_EINVAL, "kv_weight_prepack: bad weight");
+    const int64_t ntiles = (w->rows + NT - 1) / NT;
+    float *p = kv_malloc_aligned((size_t)ntiles * NT * (size_t)w->cols * sizeof(float), err);
+    float *rowbuf = kv_malloc((size_t)w->cols * sizeof(float), err);
+    if (!p || !rowbuf) { kv_free_aligned(p); free(rowbuf); return KV_ENOMEM; }
+    gemm_job j = {.N = w->rows, .K = w->cols, .w = w, .row_bytes = rb};
+    for (int64_t t = 0; t < ntiles; t++)
+        pack_tile(&j, t * NT, KV_MIN((int64_t)NT, w->rows - t * NT), p + (size_t)t * NT * (size_t)w->cols, rowbuf);
+    free(rowbuf);
+    w->packed = p;
+    return KV_OK;
+}
+
+void kv_weight_unpack(kv_weight *w) {
+    if (!w) return;
+    kv_free_aligned(w->packed);
+    w->packed = NULL;
 }
 
 /* ---------------------------------------------------------------------------------------------- */

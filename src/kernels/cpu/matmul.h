@@ -19,6 +19,11 @@ kv_status kv_weight_matmul_ex(const kv_weight *w, const float *x, int64_t ntok, 
                               kv_pool *pool, kv_error *err);
 int kv_gemm_bf16_available(void);
 
+/* Caches w as packed fp32 GEMM panels (w->packed, 64-byte aligned; the exact path then skips dequantize + pack
+ * per call) / drops the cache. Whoever changes w->data must call kv_weight_unpack. */
+kv_status kv_weight_prepack(kv_weight *w, kv_error *err);
+void kv_weight_unpack(kv_weight *w);
+
 /* Name of the micro-kernel compiled in ("avx512", "avx2", "generic"). */
 const char *kv_gemm_kernel_name(void);
 
