@@ -212,3 +212,56 @@ KV_TEST(sensitivity_cli_errors) {
     CHECK(strstr(out, "\"blk.4.ffn_down.weight\"") != NULL);
     free(out);
 }
+
+KV_TEST(sensitivity_quantize_with_bit_allocation) {
+    kv_model_file *mf = open_stories(T);
+    REQUIRE(mf);
+    kv_error e;
+    kv_error_clear(&e);
+    kv_sens_result a = {0};
+    REQUIRE_OK(run_sens(mf, 2, &a, &e), &e);
+    char alphas[600], out[600], args[2400];
+    snprintf(alphas, sizeof alphas, "%s/alphas.json", kv_test_tmpdir());
+    snprintf(out, sizeof out, "%s/alloc.gguf", kv_test_tmpdir());
+    REQUIRE_OK(kv_sens_save(&a, alphas, &e), &e);
+    kv_sens_free(&a);
+    kv_model_close(mf);
+    char *log = NULL;
+    snprintf(args, sizeof args,
+             "quantize ../shared/models/stories260K/stories260K.bin -o %s --bits 7.5 --formats q8_0,q4_0,f16 "
+             "--alphas %s --format q8_0 --pure",
+             out, alphas);
+    int rc = kv_test_run_cli(args, &log);
+    CHECK_MSG(rc == 0, "exit %d: %s", rc, log);
+    CHECK(strstr(log, "allocation linearity: 35 layers") != NULL);
+    free(log);
+    kv_model_file *q = NULL;
+    REQUIRE_OK(kv_model_open(out, &q, &e), &e);
+    double bits = 0, params = 0;
+    int types_seen[64] = {0};
+    for (int64_t i = 0; i < kv_model_n_tensors(q); i++) {
+        const kv_tensor *t = kv_model_tensor(q, i);
+        if (strncmp(t->name, "blk.", 4) || t->n_dims != 2) continue;
+        bits += 8.0 * (double)t->nbytes;
+        params += (double)kv_tensor_nelements(t);
+        if (t->type < 64) types_seen[t->type] = 1;
+        if (strstr(t->name, "ffn_down")) CHECK_EQ_INT(t->type, KV_TYPE_F16); /* 172 inputs: only f16 fits */
+    }
+    CHECK(params > 0 && bits / params <= 7.5);
+    CHECK(types_seen[KV_TYPE_Q8_0] + types_seen[KV_TYPE_Q4_0] >= 1); /* a real mix, not f16 everywhere */
+    kv_model_close(q);
+    /* infeasible budget and missing candidates */
+    snprintf(args, sizeof args,
+             "quantize ../shared/models/stories260K/stories260K.bin -o %s.x --bits 2 --formats q8_0,q4_0,f16 --alphas %s",
+             out, alphas);
+    rc = kv_test_run_cli(args, &log);
+    CHECK_EQ_INT(rc, 1);
+    CHECK(strstr(log, "not feasible") != NULL);
+    free(log);
+    snprintf(args, sizeof args, "%s.x", out);
+    CHECK(!kv_test_exists(args));
+    snprintf(args, sizeof args, "quantize ../shared/models/stories260K/stories260K.bin -o %s.y --bits 4", out);
+    rc = kv_test_run_cli(args, &log);
+    CHECK_EQ_INT(rc, 2);
+    free(log);
+}

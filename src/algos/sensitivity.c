@@ -649,8 +649,12 @@ kv_status kv_alloc_plan(const kv_err_table *t, const kv_sens_result *alphas, dou
         if (mode == KV_ALLOC_LINEARITY) st = kv_alloc_dp(&p, choice, res, err);
         else if (mode == KV_ALLOC_WATERFILL) st = kv_alloc_waterfill(&p, params, choice, res, err);
         else st = plan_uniform(&p, choice, res, err);
-        if (st == KV_ERANGE && err)
-            kv_fail(err, KV_ERANGE, "%.4g bits/weight is not feasible with these formats (%s)", bits, err->message);
+        if (st == KV_ERANGE && err) {
+            char detail[sizeof err->message];
+            kv_strlcpy(detail, err->message, sizeof detail);
+            kv_fail(err, KV_ERANGE, "%.4g bits/weight is not feasible with these formats (%s; %.4g .. %.4g bits/weight)",
+                    bits, detail, res->min_bits / total_params, res->max_bits / total_params);
+        }
     }
     free(alpha);
     free(cost);

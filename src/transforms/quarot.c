@@ -5,8 +5,8 @@
  *   2. rotate the residual stream by Q = blockdiag(H·diag(s))/√b (randomized Hadamard, seeded): embedding rows
  *      and the inputs of q/k/v/gate/up/head (rows w ← Q·w), the outputs of o/down (columns c ← Q·c);
  *   3. per-head Hadamard on v's output rows and o's input columns (exact Hadamard of size head_dim);
- *   4. an online Hadamard before ffn_down: ffn_down's rows rotated offline, the activation at run time
- *      (recorded as the weight's rht, so the forward pass applies it).
+ *   4. online Hadamards before ffn_down and attn_output: the weight's rows rotated offline, the activation at
+ *      run time (recorded as the weight's rht, so the forward pass applies it).
  * Since RMSNorm(Q·x) = Q·RMSNorm(x) for orthogonal Q once the gains are folded, the unquantized model computes
  * the same function (tests/test_transforms.c checks the logits). */
 #include "algos/quantize.h"
@@ -74,8 +74,9 @@ kv_status kv_transform_quarot(kv_wmodel *wm, uint64_t seed, kv_error *err) {
     if (!kv_rht_block_supported(hd))
         return kv_fail(err, KV_EUNSUPPORTED, "quarot: head_dim %lld has no Hadamard matrix (need K*2^m, K in {1,12,20,28})", (long long)hd);
     for (int l = 0; l < hp->n_layer; l++) {
-        kv_wtensor *down = kv_wmodel_layer(wm, l, "ffn_down.weight");
+        kv_wtensor *down = kv_wmodel_layer(wm, l, "ffn_down.weight"), *o = kv_wmodel_layer(wm, l, "attn_output.weight");
         if (down && down->rht_block > 0) return kv_fail(err, KV_EINVAL, "quarot: %s is already rotated", down->name);
+        if (o && o->rht_block > 0) return kv_fail(err, KV_EINVAL, "quarot: %s is already rotated", o->name);
     }
     kv_status st = kv_wmodel_untie(wm, err); /* the head gets the final norm's gain, the embedding does not */
     if (st != KV_OK) return st;
@@ -124,10 +125,11 @@ kv_status kv_transform_quarot(kv_wmodel *wm, uint64_t seed, kv_error *err) {
         if (o) rotate_rows(o, (int32_t)hd, NULL);
     }
 
-    /* 4. online Hadamard before ffn_down */
-    for (int l = 0; l < hp->n_layer; l++) {
-        kv_wtensor *down = kv_wmodel_layer(wm, l, "ffn_down.weight");
-        if (!down) continue;
+    /* 4. online Hadamards before ffn_down (QuaRot's R4) and before attn_output (QuaRot's online cross-head
+     *    Hadamard: here a randomized Hadamard over all n_head·head_dim inputs, on top of the per-head one) */
+    for (int l = 0; l < 2 * hp->n_layer; l++) {
+        kv_wtensor *down = kv_wmodel_layer(wm, l / 2, l % 2 ? "attn_output.weight" : "ffn_down.weight");
+        if (!down || down->rht_block > 0) continue;
         int64_t ff = down->shape[1];
         down->rht_block = (int32_t)kv_rht_best_block(ff, ff);
         down->rht_seed = kv_rht_tensor_seed(seed, down->name);

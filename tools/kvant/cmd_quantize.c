@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_OVERRIDES 64
+#define MAX_OVERRIDES 4096
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -28,6 +28,13 @@ static void usage(FILE *out) {
             "  --no-imatrix          do not compute importance from --calib\n"
             "  --imatrix FILE        importance from a llama.cpp imatrix file (.dat or .gguf)\n"
             "  --override 'RE=F'     tensors whose name matches the POSIX regex RE get format F (repeatable)\n"
+            "  --bits B              bit allocation: choose one of --formats per linear layer so that the decoder\n"
+            "                        linears average at most B bits/weight (exact, scales included); the embedding\n"
+            "                        and head follow --format's rules. docs/sensitivity.md\n"
+            "  --allocate MODE       linearity (default: the HIGGS dynamic program over alpha_l * t_l), waterfill,\n"
+            "                        uniform\n"
+            "  --alphas FILE         layer sensitivities from `kvant sensitivity` (linearity, waterfill)\n"
+            "  --formats LIST        comma-separated candidate formats for --bits (e.g. q2_k,q3_k,q4_k,q5_k,q6_k)\n"
             "  --recipe FILE.json    options from a JSON object (keys as the long options; command line wins)\n"
             "  --out-format gguf|safetensors\n"
             "  --eval TEXT           afterwards, compare base and quantized on TEXT (hf style)\n"
@@ -45,7 +52,8 @@ static void usage(FILE *out) {
 
 typedef struct qargs {
     const char *model, *out, *format, *method, *transform, *act, *calib, *imatrix, *recipe, *out_format, *eval;
-    const char *eval_base, *label;
+    const char *eval_base, *label, *allocate, *alphas, *alloc_formats;
+    double bits;
     const char *overrides[MAX_OVERRIDES];
     int n_overrides;
     long long calib_tokens, ctx, chunks, seed, threads;
@@ -134,6 +142,13 @@ static int parse_args(int argc, char **argv, qargs *a) {
         STR_OPT("--eval", NULL, a->eval)
         STR_OPT("--eval-base-logits", NULL, a->eval_base)
         STR_OPT("--label", NULL, a->label)
+        STR_OPT("--allocate", NULL, a->allocate)
+        STR_OPT("--alphas", NULL, a->alphas)
+        STR_OPT("--formats", NULL, a->alloc_formats)
+        else if (kv_cli_opt(argc, argv, &i, "--bits", NULL, &v)) {
+            if (!v || kv_cli_parse_double(v, &a->bits) || !(a->bits > 0 && a->bits <= 64))
+                return kv_cli_usage("quantize", "--bits needs a number of bits per weight in (0, 64]");
+        }
         INT_OPT("--calib-tokens", NULL, a->calib_tokens, 1, 1LL << 32, a->set_calib_tokens = 1)
         INT_OPT("--ctx", NULL, a->ctx, 8, 1 << 20, (void)0)
         INT_OPT("--chunks", NULL, a->chunks, 0, 1LL << 32, (void)0)
@@ -151,6 +166,9 @@ static int parse_args(int argc, char **argv, qargs *a) {
     }
     if (!a->model) return kv_cli_usage("quantize", "missing MODEL");
     if (!a->out) return kv_cli_usage("quantize", "missing -o OUT");
+    if ((a->allocate || a->alphas || a->alloc_formats) && a->bits <= 0)
+        return kv_cli_usage("quantize", "--allocate, --alphas and --formats go with --bits B");
+    if (a->bits > 0 && !a->alloc_formats) return kv_cli_usage("quantize", "--bits needs --formats LIST (the candidates)");
     return 0;
 }
 
@@ -283,6 +301,44 @@ static int run_eval(const qargs *a, kv_pool *pool, eval_row rows[2], kv_error *e
     return st;
 }
 
+/* ---- --bits: per-layer formats from the allocation (src/algos/sensitivity.c) ---- */
+
+/* The rotation block of --transform rht[:B] (0 when no rht), so the error table sees rotated weights. */
+static int32_t rht_block_of(const char *transforms) {
+    if (!transforms) return 0;
+    const char *p = strstr(transforms, "rht");
+    if (!p || (p != transforms && p[-1] != ',')) return 0;
+    if (p[3] == ':') return (int32_t)atoi(p + 4);
+    return 512;
+}
+
+static int allocate(const qargs *a, kv_pool *pool, char ***specs, int *n_specs) {
+    kv_error err;
+    kv_error_clear(&err);
+    kv_alloc_mode mode = KV_ALLOC_LINEARITY;
+    if (a->allocate && kv_alloc_mode_parse(a->allocate, &mode, &err)) return kv_cli_fail("quantize", &err);
+    if (mode != KV_ALLOC_UNIFORM && !a->alphas)
+        return kv_cli_usage("quantize", "--allocate %s needs --alphas FILE (from kvant sensitivity)",
+                            a->allocate ? a->allocate : "linearity");
+    char *list = strdup(a->alloc_formats);
+    const char *items[256];
+    int n = 0;
+    for (char *save = NULL, *t = strtok_r(list, ",", &save); t && n < 256; t = strtok_r(NULL, ",", &save))
+        items[n++] = t;
+    kv_alloc_report rep;
+    kv_status st = kv_alloc_overrides(a->model, a->alphas, items, n, a->bits, mode, rht_block_of(a->transform),
+                                      (uint64_t)a->seed, pool, specs, n_specs, &rep, &err);
+    free(list);
+    if (st) return kv_cli_fail("quantize", &err);
+    if (!a->quiet && !a->json) {
+        fprintf(stderr, "kvant quantize: allocation %s: %d layers at %.4f bits/weight (budget %.4g), predicted loss %.6g\n",
+                a->allocate ? a->allocate : "linearity", rep.n_layers, rep.bits_per_weight, a->bits,
+                rep.result.total_cost);
+        for (int i = 0; i < *n_specs; i++) fprintf(stderr, "  %s\n", (*specs)[i]);
+    }
+    return 0;
+}
+
 int kv_cmd_quantize(int argc, char **argv) {
     if (kv_cli_wants_help(argc, argv)) {
         usage(stdout);
@@ -332,8 +388,28 @@ int kv_cmd_quantize(int argc, char **argv) {
     }
     kv_pool *pool = kv_pool_create(a.threads > 0 ? (int)a.threads : 0);
     o.pool = pool;
+    char **alloc_specs = NULL;
+    int n_alloc = 0;
+    const char **all_overrides = NULL;
+    if (a.bits > 0) {
+        rc = allocate(&a, pool, &alloc_specs, &n_alloc);
+        if (rc) {
+            kv_pool_destroy(pool);
+            kv_json_free(recipe);
+            return rc;
+        }
+        /* allocation first: the user's --override still wins (the last match wins) */
+        all_overrides = calloc((size_t)(n_alloc + a.n_overrides) + 1, sizeof *all_overrides);
+        for (int i = 0; i < n_alloc; i++) all_overrides[i] = alloc_specs[i];
+        for (int i = 0; i < a.n_overrides; i++) all_overrides[n_alloc + i] = a.overrides[i];
+        o.overrides = all_overrides;
+        o.n_overrides = n_alloc + a.n_overrides;
+    }
     kv_quantize_report rep;
     kv_status st = kv_quantize_model(a.model, a.out, &o, &rep, &err);
+    for (int i = 0; i < n_alloc; i++) free(alloc_specs[i]);
+    free(alloc_specs);
+    free(all_overrides);
     eval_row rows[2];
     int have_eval = 0;
     if (st == KV_OK && a.eval) {
