@@ -19,3 +19,8 @@ if [ -f bench/bench_formats.sh ]; then
     echo "== formats"
     sh bench/bench_formats.sh "$(dirname "$KVANT")"
 fi
+echo "== bit allocation (dynamic program, 1000 layers x 30 candidates)"
+BUILD_DIR=$(dirname "$KVANT")
+${CC:-cc} -std=c11 -O2 -Iinclude -Isrc -D_GNU_SOURCE bench/bench_alloc.c "$BUILD_DIR/libkvant.a" -lm -pthread \
+    $( [ -f /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h ] && echo -lopenblas ) -o "$BUILD_DIR/bench_alloc"
+"$BUILD_DIR/bench_alloc" 1000 30

@@ -2,7 +2,9 @@
  * HIGGS (Malinovskii et al., arXiv 2411.17525, §5 "dynamic bitwidth"): with the linearity theorem the model's loss
  * grows as sum_l alpha_l * t_l, so picking one format per layer under a budget is a multiple-choice knapsack,
  * solved here exactly by dynamic programming over a discretised budget. Sizes are rounded UP to budget units, so
- * the chosen map always fits the exact budget; a greedy pass then spends what the rounding left over.
+ * the chosen map always fits the exact budget; a greedy pass then spends what the rounding left over. With very
+ * many layers the rounding adds up, so a Lagrangian-relaxation solution is computed as well and the better of
+ * the two is returned.
  * kv_alloc_waterfill is the classical reverse-waterfilling allocation (Cover & Thomas §10.3.3) for comparison. */
 #include "core/core.h"
 #include <float.h>
@@ -94,6 +96,39 @@ static int pareto_front(const kv_alloc_problem *p, int l, int *out) {
     return m;
 }
 
+/* Lagrangian relaxation: for a price lambda per bit every layer independently takes the candidate minimising
+ * cost + lambda * size; the smallest lambda whose total size fits is found by bisection. The result is optimal
+ * for the budget it uses (a vertex of the convex hull) and never worse than one candidate step per layer. */
+static double lagrangian_pick(const kv_alloc_problem *p, double lambda, int *choice) {
+    double total = 0;
+    for (int l = 0; l < p->n_layers; l++) {
+        int best = -1;
+        double best_v = DBL_MAX;
+        for (int c = 0; c < p->n_cand; c++) {
+            if (!cand_allowed(p, l, c)) continue;
+            double v = cost_of(p, l, c) + lambda * size_of(p, l, c);
+            if (v < best_v || (v == best_v && size_of(p, l, c) < size_of(p, l, best))) { best_v = v; best = c; }
+        }
+        choice[l] = best;
+        total += size_of(p, l, best);
+    }
+    return total;
+}
+
+static void lagrangian_solve(const kv_alloc_problem *p, int *choice) {
+    if (lagrangian_pick(p, 0.0, choice) <= p->budget_bits) return;
+    double hi = 1e-30;
+    while (lagrangian_pick(p, hi, choice) > p->budget_bits && hi < 1e300) hi *= 4;
+    double lo = hi / 4 > 1e-30 ? hi / 4 : 0;
+    for (int it = 0; it < 100; it++) {
+        double mid = lo > 0 ? sqrt(lo * hi) : hi / 2;
+        if (lagrangian_pick(p, mid, choice) > p->budget_bits) lo = mid;
+        else hi = mid;
+        if (hi - lo <= 1e-12 * hi) break;
+    }
+    lagrangian_pick(p, hi, choice);
+}
+
 kv_status kv_alloc_dp(const kv_alloc_problem *p, int *choice, kv_alloc_result *res, kv_error *err) {
     kv_alloc_result tmp;
     if (!res) res = &tmp;
@@ -104,7 +139,14 @@ kv_status kv_alloc_dp(const kv_alloc_problem *p, int *choice, kv_alloc_result *r
     kv_status st = check_problem(p, res, smallest, largest, err);
     if (st) { free(smallest); free(largest); return st; }
 
+    /* The DP costs L x K x R; keep it within ~3e8 steps (well under a second) by lowering the resolution
+     * for very large problems. Sizes round up to budget units, so with many layers the rounding wastes some
+     * budget: the Lagrangian solution (optimal for the budget it uses) is computed too and the better wins. */
     int R = p->resolution > 0 ? p->resolution : 20000;
+    if (p->resolution <= 0) {
+        int64_t steps = (int64_t)L * p->n_cand;
+        if (steps * R > 300000000) R = (int)KV_MAX(1000, 300000000 / (steps > 0 ? steps : 1));
+    }
     double unit = p->budget_bits / R;
     size_t cols = (size_t)R + 1;
     double *dp = kv_malloc(cols * sizeof(double), err);
@@ -149,6 +191,19 @@ kv_status kv_alloc_dp(const kv_alloc_problem *p, int *choice, kv_alloc_result *r
     }
     greedy_upgrade(p, choice);
     totals(p, choice, res);
+    {
+        int *lag = kv_malloc((size_t)L * sizeof(int), err);
+        if (!lag) { st = KV_ENOMEM; goto done; }
+        lagrangian_solve(p, lag);
+        greedy_upgrade(p, lag);
+        kv_alloc_result rl = *res;
+        totals(p, lag, &rl);
+        if (rl.total_bits <= p->budget_bits && rl.total_cost < res->total_cost) {
+            memcpy(choice, lag, (size_t)L * sizeof(int));
+            *res = rl;
+        }
+        free(lag);
+    }
     st = KV_OK;
 done:
     free(dp); free(next); free(pick); free(front); free(units); free(smallest); free(largest);
