@@ -12,6 +12,8 @@ static const char k_usage[] =
     "usage: kvant sensitivity MODEL --text FILE -o ALPHAS.json [options]\n"
     "       kvant sensitivity MODEL --errors LIST [--rht B] [--json]\n"
     "       kvant sensitivity MODEL --text FILE --alphas ALPHAS.json --check N --formats LIST [--rht B] [--json]\n"
+    "       kvant sensitivity MODEL --text EVAL --alphas ALPHAS.json --sweep B1,B2,.. --formats LIST\n"
+    "                         [--modes uniform,linearity,waterfill] [--rht B] [--json]\n"
     "\n"
     "Estimates alpha_l of every linear layer for the linearity theorem (HIGGS, arXiv 2411.17525):\n"
     "PPL(W + E) - PPL(W) ~= sum_l alpha_l * t_l with t_l = ||E_l||^2 / ||W_l||^2. Gaussian noise of known\n"
@@ -29,7 +31,11 @@ static const char k_usage[] =
     "  --errors LIST        print t_l for every layer and candidate format (round-to-nearest; no forward pass)\n"
     "  --check N            linearity check: N random per-layer format maps from --formats, predicted vs\n"
     "                       measured PPL (needs --alphas and --text); reports correlation and relative error\n"
-    "  --formats LIST       comma-separated candidate formats for --check\n"
+    "  --formats LIST       comma-separated candidate formats for --check and --sweep\n"
+    "  --sweep LIST         for each bits/weight budget and each --modes allocation, quantize the linears in\n"
+    "                       memory (round-to-nearest, as kvant quantize --bits does) and evaluate PPL and KLD\n"
+    "                       against the unquantized model on --text (first --tokens tokens)\n"
+    "  --modes LIST         allocations for --sweep (default uniform,linearity,waterfill)\n"
     "  --rht B              rotate weights by the online randomized Hadamard of block B first (as --transform rht)\n"
     "  --seed S             noise and rotation seed (default 0)\n"
     "  -t, --threads N      threads (default: all cores)\n"
@@ -37,7 +43,7 @@ static const char k_usage[] =
     "  --quiet              no progress line\n";
 
 typedef struct sens_args {
-    const char *model, *text, *out, *alphas, *errors, *formats;
+    const char *model, *text, *out, *alphas, *errors, *formats, *sweep, *modes;
     long long tokens, ctx, check, rht, seed, threads;
     double levels[KV_SENS_MAX_LEVELS];
     int n_levels;
@@ -85,6 +91,14 @@ static int parse_args(int argc, char **argv, sens_args *a) {
             if (!v) return kv_cli_usage("sensitivity", "%s needs a value", argv[i]);
             a->errors = v;
         }
+        else if (kv_cli_opt(argc, argv, &i, "--sweep", NULL, &v)) {
+            if (!v) return kv_cli_usage("sensitivity", "%s needs a value", argv[i]);
+            a->sweep = v;
+        }
+        else if (kv_cli_opt(argc, argv, &i, "--modes", NULL, &v)) {
+            if (!v) return kv_cli_usage("sensitivity", "%s needs a value", argv[i]);
+            a->modes = v;
+        }
         else if (kv_cli_opt(argc, argv, &i, "--formats", NULL, &v)) {
             if (!v) return kv_cli_usage("sensitivity", "%s needs a value", argv[i]);
             a->formats = v;
@@ -124,8 +138,10 @@ static int parse_args(int argc, char **argv, sens_args *a) {
         else return kv_cli_usage("sensitivity", "unexpected argument '%s'", argv[i]);
     }
     if (!a->model) return kv_cli_usage("sensitivity", "no MODEL given");
-    if (!a->errors && !a->check && !a->out) return kv_cli_usage("sensitivity", "give -o FILE, --errors LIST or --check N");
-    if ((a->out || a->check) && !a->text) return kv_cli_usage("sensitivity", "--text FILE is required");
+    if (!a->errors && !a->check && !a->out && !a->sweep)
+        return kv_cli_usage("sensitivity", "give -o FILE, --errors LIST, --check N or --sweep LIST");
+    if (a->sweep && (!a->text || !a->formats)) return kv_cli_usage("sensitivity", "--sweep needs --text and --formats");
+    if ((a->out || a->check || a->sweep) && !a->text) return kv_cli_usage("sensitivity", "--text FILE is required");
     if (a->check && (!a->alphas || !a->formats)) return kv_cli_usage("sensitivity", "--check needs --alphas and --formats");
     return 0;
 }
@@ -354,6 +370,140 @@ static int run_check(const sens_args *a, kv_cli_model *cm, kv_pool *pool) {
     return 0;
 }
 
+typedef struct sweep_row {
+    double budget, bits, ppl, kld, top1, cost;
+    const char *mode;
+    int feasible;
+} sweep_row;
+
+static int run_sweep(const sens_args *a, kv_cli_model *cm, kv_pool *pool) {
+    kv_error err;
+    kv_error_clear(&err);
+    kv_sens_result alphas = {0};
+    if (a->alphas) {
+        if (kv_sens_load(a->alphas, &alphas, &err)) return kv_cli_fail("sensitivity", &err);
+        kv_sens_sanitize(&alphas, warn_line, NULL);
+    }
+    char **budgets, **modes;
+    int nb = split_list(a->sweep, &budgets);
+    int nm = split_list(a->modes ? a->modes : "uniform,linearity,waterfill", &modes);
+    kv_alloc_mode mode_ids[8];
+    for (int j = 0; j < nm; j++)
+        if (j >= 8 || kv_alloc_mode_parse(modes[j], &mode_ids[j], &err)) {
+            free_list(budgets, nb);
+            free_list(modes, nm);
+            kv_sens_free(&alphas);
+            err.status = KV_EINVAL;
+            return kv_cli_fail("sensitivity", &err);
+        }
+    kv_err_table t;
+    int rc = build_table(a, a->formats, cm, pool, 1, &t);
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    kv_logprobs *base = NULL;
+    kv_eval_result br;
+    sweep_row *rows = calloc((size_t)(nb * nm) + 1, sizeof *rows);
+    int *choice = NULL;
+    kv_status st = KV_OK;
+    if (!rc) {
+        choice = calloc((size_t)t.n_layers, sizeof(int));
+        st = tokenize_text(cm, a->text, a->tokens, &ids, &n, &err);
+        kv_eval_opts eo = {.ctx = (int32_t)a->ctx, .chunks = n / a->ctx, .style = KV_PPL_HF, .bos_id = -1};
+        if (!st) st = kv_eval_base_logprobs(cm->m, ids, n, &eo, pool, &base, &br, &err);
+    }
+    /* uniform needs no alphas: a table of ones makes it pick the least-error format that fits */
+    kv_sens_result ones = {0};
+    if (!rc && !st) {
+        ones.n_layers = t.n_layers;
+        ones.layers = calloc((size_t)t.n_layers, sizeof *ones.layers);
+        for (int l = 0; l < t.n_layers; l++) {
+            snprintf(ones.layers[l].name, sizeof ones.layers[l].name, "%s", t.names[l]);
+            ones.layers[l].alpha = 1.0;
+        }
+    }
+    double params = 0;
+    for (int l = 0; !rc && l < t.n_layers; l++) params += (double)t.params[l];
+    int nrows = 0;
+    for (int i = 0; !rc && !st && i < nb; i++) {
+        double budget = atof(budgets[i]);
+        for (int j = 0; j < nm && !st; j++) {
+            sweep_row *r = &rows[nrows++];
+            r->budget = budget;
+            r->mode = modes[j];
+            const kv_sens_result *al = mode_ids[j] == KV_ALLOC_UNIFORM ? &ones : &alphas;
+            if (mode_ids[j] != KV_ALLOC_UNIFORM && !a->alphas) {
+                kv_fail(&err, KV_EINVAL, "--modes %s needs --alphas", modes[j]);
+                st = KV_EINVAL;
+                break;
+            }
+            kv_alloc_result ar;
+            kv_error e2;
+            kv_error_clear(&e2);
+            if (kv_alloc_plan(&t, al, budget, mode_ids[j], choice, &ar, &e2)) continue; /* infeasible: row stays empty */
+            r->feasible = 1;
+            r->bits = ar.total_bits / params;
+            r->cost = ar.total_cost;
+            kv_eval_result er;
+            st = kv_err_table_apply(&t, choice, cm->m, &err);
+            if (!st) st = kv_eval_kld(cm->m, base, pool, &er, &err);
+            if (!st) {
+                r->ppl = er.ppl;
+                r->kld = er.kld.mean;
+                r->top1 = er.kld.top1_agree;
+            }
+            if (!a->quiet && !a->json)
+                fprintf(stderr, "  %.3g bits %-10s -> %.4f bits/weight, PPL %.4f, KLD %.5f\n", budget, modes[j], r->bits,
+                        r->ppl, r->kld);
+        }
+    }
+    if (!rc && st) rc = kv_cli_fail("sensitivity", &err);
+    if (!rc) {
+        if (a->json) {
+            kv_jw w;
+            kv_jw_init(&w, stdout, 1);
+            kv_jw_obj_begin(&w);
+            kv_jw_key(&w, "base_ppl"); kv_jw_num(&w, br.ppl);
+            kv_jw_key(&w, "tokens"); kv_jw_int(&w, br.tokens);
+            kv_jw_key(&w, "rht_block"); kv_jw_int(&w, t.rht_block);
+            kv_jw_key(&w, "rows");
+            kv_jw_arr_begin(&w);
+            for (int i = 0; i < nrows; i++) {
+                kv_jw_obj_begin(&w);
+                kv_jw_key(&w, "budget"); kv_jw_num(&w, rows[i].budget);
+                kv_jw_key(&w, "mode"); kv_jw_str(&w, rows[i].mode);
+                kv_jw_key(&w, "feasible"); kv_jw_bool(&w, rows[i].feasible);
+                kv_jw_key(&w, "bits_per_weight"); kv_jw_num(&w, rows[i].bits);
+                kv_jw_key(&w, "ppl"); kv_jw_num(&w, rows[i].ppl);
+                kv_jw_key(&w, "kld"); kv_jw_num(&w, rows[i].kld);
+                kv_jw_key(&w, "top1_agree"); kv_jw_num(&w, rows[i].top1);
+                kv_jw_obj_end(&w);
+            }
+            kv_jw_arr_end(&w);
+            kv_jw_obj_end(&w);
+            kv_jw_end(&w);
+        } else {
+            printf("base PPL %.4f on %lld tokens; linears quantized round-to-nearest%s\n", br.ppl, (long long)br.tokens,
+                   t.rht_block ? " after rht" : "");
+            printf("%8s %-10s %10s %10s %10s %8s\n", "budget", "mode", "bits/w", "PPL", "KLD", "top1%");
+            for (int i = 0; i < nrows; i++) {
+                if (!rows[i].feasible) { printf("%8.3g %-10s %10s\n", rows[i].budget, rows[i].mode, "infeasible"); continue; }
+                printf("%8.3g %-10s %10.4f %10.4f %10.5f %8.2f\n", rows[i].budget, rows[i].mode, rows[i].bits, rows[i].ppl,
+                       rows[i].kld, rows[i].top1);
+            }
+        }
+    }
+    free(rows);
+    free(choice);
+    free(ids);
+    free(ones.layers);
+    kv_logprobs_free(base);
+    kv_err_table_free(&t);
+    free_list(budgets, nb);
+    free_list(modes, nm);
+    kv_sens_free(&alphas);
+    return rc;
+}
+
 int kv_cmd_sensitivity(int argc, char **argv) {
     if (kv_cli_wants_help(argc, argv)) { fputs(k_usage, stdout); return 0; }
     sens_args a;
@@ -367,6 +517,7 @@ int kv_cmd_sensitivity(int argc, char **argv) {
     if (a.out) rc = run_alphas(&a, &cm, pool);
     if (!rc && a.errors) rc = run_errors(&a, &cm, pool);
     if (!rc && a.check) rc = run_check(&a, &cm, pool);
+    if (!rc && a.sweep) rc = run_sweep(&a, &cm, pool);
     kv_pool_destroy(pool);
     kv_cli_model_close(&cm);
     return rc;
