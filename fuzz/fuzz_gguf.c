@@ -29,6 +29,7 @@ static void touch_value(const kv_gguf_value *v, int depth) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     kv_error err;
+    kv_error_clear(&err);
     kv_gguf *g;
     if (kv_gguf_open_memory(data, size, "fuzz.gguf", &g, &err) != KV_OK) {
         if (!err.message[0]) __builtin_trap(); /* every rejection explains itself */

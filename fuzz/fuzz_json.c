@@ -38,6 +38,7 @@ static void walk(const kv_json *v, const kv_json *parent, int depth) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     kv_error err;
+    kv_error_clear(&err);
     kv_json_doc *doc;
     kv_json_opts opts = {"fuzz.json", 0, 1 << 20, 0};
     if (kv_json_parse((const char *)data, size, &opts, &doc, &err) != KV_OK) {

@@ -7,6 +7,7 @@ static volatile uint64_t g_sink;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     kv_error err;
+    kv_error_clear(&err);
     kv_st_header h;
     if (kv_safetensors_parse(data, size, "fuzz.safetensors", &h, &err) != KV_OK) {
         if (!err.message[0]) __builtin_trap();

@@ -36,6 +36,11 @@ for f in "$shared"/models/*/*.safetensors; do
     tail -c +9 "$seeds/json/shared-header.tmp" > "$seeds/json/shared-header-$(basename "$f" .safetensors).json"
     rm -f "$seeds/json/shared-header.tmp"
 done
+# ... the shared SentencePiece models (small: copied into the build-only corpus as they are) ...
+mkdir -p "$seeds/spm"
+for f in "$shared"/models/*/tokenizer.model; do
+    [ -f "$f" ] && cp "$f" "$seeds/spm/shared-$(basename "$(dirname "$f")").model"
+done
 # ... and the small JSON files (configs, tokenizer configs, index).
 for f in "$shared"/models/*/*.json; do
     [ -f "$f" ] && [ "$(wc -c < "$f")" -le 65536 ] && cp "$f" "$seeds/json/shared-$(basename "$(dirname "$f")")-$(basename "$f")"
@@ -49,7 +54,7 @@ for bin in "$@"; do
     mkdir -p "$corpus"
     [ -d "$seeds/$target" ] && cp "$seeds/$target"/* "$corpus"/ 2>/dev/null || true
     log=$out/log-$target.txt
-    if "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
+    if "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=262144 -print_final_stats=1 \
         -artifact_prefix="$out/crash-$target-" "$corpus" > "$log" 2>&1; then
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
         files=$(ls "$corpus" | wc -l)
