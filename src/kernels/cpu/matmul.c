@@ -34,6 +34,23 @@ const char *kv_gemm_kernel_name(void) {
 /* ---------------------------------------------------------------------------------------------- */
 
 #if defined(KV_GEMM_AVX512)
+/* Writes (or adds) the first mr rows and ncol columns of an 8x32 accumulator tile to C: the shared epilogue of
+ * the fp32 and bf16 micro-kernels. */
+static inline void store_tile_8x32(float *C, int64_t ldc, const __m512 acc[MR][2], int mr, int ncol, int accumulate) {
+    const __mmask16 m0 = (__mmask16)(ncol >= 16 ? 0xFFFF : (1u << ncol) - 1);
+    const __mmask16 m1 = (__mmask16)(ncol >= 32 ? 0xFFFF : ncol <= 16 ? 0 : (1u << (ncol - 16)) - 1);
+    for (int i = 0; i < mr; i++) {
+        float *c = C + (int64_t)i * ldc;
+        __m512 v0 = acc[i][0], v1 = acc[i][1];
+        if (accumulate) {
+            v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), v0);
+            v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), v1);
+        }
+        _mm512_mask_storeu_ps(c, m0, v0);
+        _mm512_mask_storeu_ps(c + 16, m1, v1);
+    }
+}
+
 static void ukernel(const float *A, int64_t lda, int mr, const float *P, int64_t kc, float *C, int64_t ldc,
                     int ncol, int accumulate) {
     /* rows past mr repeat the last valid row (their results are never stored) */
@@ -55,18 +72,7 @@ static void ukernel(const float *A, int64_t lda, int mr, const float *P, int64_t
     }
     const __m512 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
                                {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
-    const __mmask16 m0 = (__mmask16)(ncol >= 16 ? 0xFFFF : (1u << ncol) - 1);
-    const __mmask16 m1 = (__mmask16)(ncol >= 32 ? 0xFFFF : ncol <= 16 ? 0 : (1u << (ncol - 16)) - 1);
-    for (int i = 0; i < mr; i++) {
-        float *c = C + (int64_t)i * ldc;
-        __m512 v0 = acc[i][0], v1 = acc[i][1];
-        if (accumulate) {
-            v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), v0);
-            v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), v1);
-        }
-        _mm512_mask_storeu_ps(c, m0, v0);
-        _mm512_mask_storeu_ps(c + 16, m1, v1);
-    }
+    store_tile_8x32(C, ldc, acc, mr, ncol, accumulate);
 }
 #else
 static void ukernel(const float *A, int64_t lda, int mr, const float *P, int64_t kc, float *C, int64_t ldc,
@@ -232,18 +238,7 @@ static void ukernel_bf16(const uint32_t *A, int64_t lda, int mr, const uint32_t 
     }
     const __m512 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
                                {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
-    const __mmask16 m0 = (__mmask16)(ncol >= 16 ? 0xFFFF : (1u << ncol) - 1);
-    const __mmask16 m1 = (__mmask16)(ncol >= 32 ? 0xFFFF : ncol <= 16 ? 0 : (1u << (ncol - 16)) - 1);
-    for (int i = 0; i < mr; i++) {
-        float *c = C + (int64_t)i * ldc;
-        __m512 v0 = acc[i][0], v1 = acc[i][1];
-        if (accumulate) {
-            v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), v0);
-            v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), v1);
-        }
-        _mm512_mask_storeu_ps(c, m0, v0);
-        _mm512_mask_storeu_ps(c + 16, m1, v1);
-    }
+    store_tile_8x32(C, ldc, acc, mr, ncol, accumulate);
 }
 
 typedef struct gemm_bf16_job {
