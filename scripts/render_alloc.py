@@ -65,11 +65,12 @@ qp, qk = row(q)
 dpp, dk = row(dp)
 print("### Against llama.cpp's q4_k_m mix (same scope: embedding and head bf16)\n")
 print("The q4_k_m and 4.25-bit rows are real GGUF files written by `kvant quantize` (the DP one with "
-      "`--bits 4.25 --allocate linearity`); the last row is the same DP at q4_k_m's own size, evaluated in memory.\n")
+      "`--bits 4.25 --allocate linearity`); the last rows are the same DP at 4.5 bits and at q4_k_m's own size, evaluated in memory.\n")
 print("| model | bits/weight (decoder linears) | file MiB | PPL | KLD |")
 print("|---|---|---|---|---|")
 print(f"| q4_k_m (llama.cpp rules) | {qb:.3f} | {q['file_bytes']/2**20:.2f} | {qp:.3f} | {qk:.4f} |")
 print(f"| linearity DP, 4.25 bits, ggml menu | {db:.3f} | {dp['file_bytes']/2**20:.2f} | {dpp:.3f} | {dk:.4f} |")
 if os.path.exists(os.path.join(out, "sweep_q4km.json")):
-    r = load("sweep_q4km.json")["rows"][0]
-    print(f"| linearity DP at q4_k_m's size, ggml menu (in memory) | {r['bits_per_weight']:.3f} | — | {r['ppl']:.3f} | {r['kld']:.4f} |")
+    for r in load("sweep_q4km.json")["rows"]:
+        print(f"| linearity DP at {r['budget']:g} bits, ggml menu (in memory) | {r['bits_per_weight']:.3f} | — | "
+              f"{r['ppl']:.3f} | {r['kld']:.4f} |")

@@ -40,7 +40,7 @@ echo "== llama.cpp's q4_k_m mix (embedding and head kept bf16) and the 4.25-bit 
 "$KVANT" inspect "$OUT/dp425.gguf" --json > "$OUT/dp425.inspect.json"
 echo "== the linearity DP at q4_k_m's own size (its decoder linears' bits/weight)"
 QBITS=$(python3 -c "import json,sys; t=json.load(open(sys.argv[1]))['tensors']; L=[x for x in t if x['name'].startswith('blk.') and len(x['shape'])==2]; print('%.4f' % (sum(8*x['bytes'] for x in L)/sum(x['shape'][0]*x['shape'][1] for x in L)))" "$OUT/q4_k_m.inspect.json")
-"$KVANT" sensitivity "$MODEL" --text "$WIKI" --tokens 20480 --alphas "$OUT/alphas.json" --sweep "$QBITS" \
+"$KVANT" sensitivity "$MODEL" --text "$WIKI" --tokens 20480 --alphas "$OUT/alphas.json" --sweep "4.5,$QBITS" \
     --modes linearity --formats $GGML --json --quiet > "$OUT/sweep_q4km.json"
 python3 scripts/render_alloc.py "$OUT" > "$OUT/alloc.md"
 python3 scripts/splice_results.py docs/RESULTS.md alloc "$OUT/alloc.md"
