@@ -38,6 +38,14 @@ echo "== llama.cpp's q4_k_m mix (embedding and head kept bf16) and the 4.25-bit 
 "$KVANT" quantize "$MODEL" -o "$OUT/dp425.gguf" --bits 4.25 --allocate linearity --alphas "$OUT/alphas.json" \
     --formats $GGML --format bf16 --pure --eval "$WIKI" --chunks 40 --json --quiet > "$OUT/dp425.json"
 "$KVANT" inspect "$OUT/dp425.gguf" --json > "$OUT/dp425.inspect.json"
+echo "== with calibration (calib.txt): q4_k_m with an imatrix, and the 4.25-bit DP map quantized by GPTQ"
+"$KVANT" quantize "$MODEL" -o "$OUT/q4_k_m_im.gguf" --format q4_k_m --override 'token_embd\.weight=bf16' \
+    --override '^output\.weight$=bf16' --calib "$CALIB" --eval "$WIKI" --chunks 40 --json --quiet > "$OUT/q4_k_m_im.json"
+"$KVANT" inspect "$OUT/q4_k_m_im.gguf" --json > "$OUT/q4_k_m_im.inspect.json"
+"$KVANT" quantize "$MODEL" -o "$OUT/dp425g.gguf" --bits 4.25 --allocate linearity --alphas "$OUT/alphas.json" \
+    --formats $GGML --format bf16 --pure --method gptq --calib "$CALIB" --eval "$WIKI" --chunks 40 --json --quiet \
+    > "$OUT/dp425g.json"
+"$KVANT" inspect "$OUT/dp425g.gguf" --json > "$OUT/dp425g.inspect.json"
 echo "== the linearity DP at q4_k_m's own size (its decoder linears' bits/weight)"
 QBITS=$(python3 -c "import json,sys; t=json.load(open(sys.argv[1]))['tensors']; L=[x for x in t if x['name'].startswith('blk.') and len(x['shape'])==2]; print('%.4f' % (sum(8*x['bytes'] for x in L)/sum(x['shape'][0]*x['shape'][1] for x in L)))" "$OUT/q4_k_m.inspect.json")
 "$KVANT" sensitivity "$MODEL" --text "$WIKI" --tokens 20480 --alphas "$OUT/alphas.json" --sweep "4.5,$QBITS" \

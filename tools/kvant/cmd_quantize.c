@@ -330,6 +330,10 @@ static int allocate(const qargs *a, kv_pool *pool, char ***specs, int *n_specs) 
                                       (uint64_t)a->seed, pool, specs, n_specs, &rep, &err);
     free(list);
     if (st) return kv_cli_fail("quantize", &err);
+    double params = rep.bits_per_weight > 0 ? rep.result.total_bits / rep.bits_per_weight : 0;
+    if (params > 0 && a->bits * params > rep.result.max_bits)
+        fprintf(stderr, "kvant quantize: note: --bits %g is above the largest candidate mix (%.4f bits/weight): every "
+                "layer gets its lowest-error candidate\n", a->bits, rep.result.max_bits / params);
     if (!a->quiet && !a->json) {
         fprintf(stderr, "kvant quantize: allocation %s: %d layers at %.4f bits/weight (budget %.4g), predicted loss %.6g\n",
                 a->allocate ? a->allocate : "linearity", rep.n_layers, rep.bits_per_weight, a->bits,
