@@ -265,3 +265,23 @@ KV_TEST(sensitivity_quantize_with_bit_allocation) {
     CHECK_EQ_INT(rc, 2);
     free(log);
 }
+
+KV_TEST(sensitivity_cli_sweep_on_proxy) {
+    /* the in-memory sweep: uniform q8_0 fits 8.5 bits, not 4; JSON rows carry PPL and KLD */
+    char *out = NULL;
+    int rc = kv_test_run_cli("sensitivity ../shared/models/proxy-27m --text ../shared/data/calib.txt --tokens 64 "
+                             "--ctx 32 --sweep 4,8.5 --modes uniform --formats q8_0 --json --quiet -t 2", &out);
+    CHECK_MSG(rc == 0, "exit %d: %s", rc, out);
+    CHECK(strstr(out, "\"feasible\": false") != NULL);
+    CHECK(strstr(out, "\"feasible\": true") != NULL);
+    CHECK(strstr(out, "\"kld\"") != NULL);
+    free(out);
+    rc = kv_test_run_cli("sensitivity ../shared/models/proxy-27m --sweep 4 --formats q8_0", &out);
+    CHECK_EQ_INT(rc, 2); /* --sweep needs --text */
+    free(out);
+    rc = kv_test_run_cli("sensitivity ../shared/models/proxy-27m --text ../shared/data/calib.txt --tokens 64 --ctx 32 "
+                         "--sweep 4 --formats q8_0 --modes linearity --quiet", &out);
+    CHECK_EQ_INT(rc, 2); /* linearity needs --alphas */
+    CHECK(strstr(out, "--alphas") != NULL);
+    free(out);
+}
