@@ -1143,7 +1143,8 @@ void kv_err_table_free(kv_err_table *t);
 
 typedef enum kv_alloc_mode { KV_ALLOC_LINEARITY = 0, KV_ALLOC_WATERFILL = 1, KV_ALLOC_UNIFORM = 2 } kv_alloc_mode;
 /* choice[l] = index into the table's formats for each layer, minimising sum alpha_l t_l under bits/weight
- * (exact bits incl. scales, over the table's layers). The alphas must name exactly the table's layers. */
+ * (exact bits incl. scales, over the table's layers). The alphas must name exactly the table's layers;
+ * KV_ALLOC_UNIFORM uses none (alphas may be NULL): the least-error single format that fits. */
 kv_status kv_alloc_plan(const kv_err_table *t, const kv_sens_result *alphas, double bits, kv_alloc_mode mode,
                         int *choice, kv_alloc_result *res, kv_error *err);
 /* Sets the model's weights to the table's packed data for a choice (and the matching online rotations).

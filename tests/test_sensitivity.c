@@ -138,11 +138,15 @@ KV_TEST(sensitivity_error_table_and_plan) {
     for (int l = 0; l < t.n_layers; l++) CHECK(t.t[(size_t)l * 4 + choice[l]] >= 0);
     /* only f16 fits every layer: no uniform map meets 7 bits, while the DP mixes formats */
     kv_error_clear(&e);
-    CHECK(kv_alloc_plan(&t, &a, 7.0, KV_ALLOC_UNIFORM, uni, &ru, &e) == KV_ERANGE);
-    REQUIRE_OK(kv_alloc_plan(&t, &a, 16.0, KV_ALLOC_UNIFORM, uni, &ru, &e), &e);
+    CHECK(kv_alloc_plan(&t, NULL, 7.0, KV_ALLOC_UNIFORM, uni, &ru, &e) == KV_ERANGE);
+    REQUIRE_OK(kv_alloc_plan(&t, NULL, 16.0, KV_ALLOC_UNIFORM, uni, &ru, &e), &e);
     CHECK_EQ_INT(uni[0], 3);
+    double uni_cost = 0; /* the uniform map's predicted loss under the same alphas */
+    for (int l = 0; l < t.n_layers; l++) uni_cost += a.layers[l].alpha * t.t[(size_t)l * 4 + uni[l]];
     REQUIRE_OK(kv_alloc_plan(&t, &a, 16.0, KV_ALLOC_LINEARITY, choice, &rd, &e), &e);
-    CHECK(rd.total_cost <= ru.total_cost);
+    CHECK(rd.total_cost <= uni_cost * (1 + 1e-12));
+    kv_error_clear(&e);
+    CHECK(kv_alloc_plan(&t, NULL, 16.0, KV_ALLOC_LINEARITY, choice, &rd, &e) == KV_EINVAL); /* DP needs alphas */
     REQUIRE_OK(kv_alloc_plan(&t, &a, 7.0, KV_ALLOC_LINEARITY, choice, &rd, &e), &e);
     kv_error_clear(&e);
     CHECK(kv_alloc_plan(&t, &a, 1.0, KV_ALLOC_LINEARITY, choice, &rd, &e) == KV_ERANGE);

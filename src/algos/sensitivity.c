@@ -634,7 +634,13 @@ kv_status kv_alloc_plan(const kv_err_table *t, const kv_sens_result *alphas, dou
     double *alpha = kv_calloc((size_t)t->n_layers, sizeof(double), err);
     double *cost = kv_calloc(cells, sizeof(double), err);
     double *params = kv_calloc((size_t)t->n_layers, sizeof(double), err);
-    kv_status st = (!alpha || !cost || !params) ? KV_ENOMEM : alphas_for_table(t, alphas, alpha, err);
+    kv_status st = (!alpha || !cost || !params) ? KV_ENOMEM : KV_OK;
+    if (!st && mode == KV_ALLOC_UNIFORM) /* equal weights: the least-error single format that fits */
+        for (int l = 0; l < t->n_layers; l++) alpha[l] = 1.0;
+    else if (!st && !alphas)
+        st = kv_fail(err, KV_EINVAL, "this allocation needs alphas (kvant sensitivity)");
+    else if (!st)
+        st = alphas_for_table(t, alphas, alpha, err);
     double total_params = 0;
     for (int l = 0; l < t->n_layers && !st; l++) {
         params[l] = (double)t->params[l];
@@ -840,28 +846,16 @@ kv_status kv_alloc_overrides(const char *model_path, const char *alphas_path, co
     kv_model *m = NULL;
     kv_err_table t = {0};
     int *choice = NULL;
+    /* the head is allocated only when the alphas measured it (else --format's policy keeps it) */
+    int with_head = 0;
+    for (int i = 0; i < alphas.n_layers; i++) with_head |= !strcmp(alphas.layers[i].name, "output.weight");
     if ((st = kv_model_open(model_path, &mf, err)) == KV_OK && (st = kv_model_load(mf, NULL, &m, err)) == KV_OK)
-        st = kv_err_table_build(m, formats, n_formats, 1, rht_block, seed, 0, pool, &t, err);
-    if (!st && mode == KV_ALLOC_UNIFORM) {
-        /* uniform needs no alphas: equal weights make it pick the least-error format that fits */
-        alphas.n_layers = t.n_layers;
-        alphas.layers = kv_calloc((size_t)t.n_layers, sizeof *alphas.layers, err);
-        if (!alphas.layers) st = KV_ENOMEM;
-        for (int l = 0; l < t.n_layers && !st; l++) {
-            kv_strlcpy(alphas.layers[l].name, t.names[l], sizeof alphas.layers[l].name);
-            alphas.layers[l].alpha = 1.0;
-        }
-    }
-    if (!st && alphas.n_layers == t.n_layers + 1 && t.n_layers > 0 && strcmp(alphas.layers[alphas.n_layers - 1].name, "output.weight") == 0 &&
-        strcmp(t.names[t.n_layers - 1], "output.weight") != 0)
-        alphas.n_layers--; /* alphas measured with the head on a model whose head is tied */
-    if (!st && alphas.n_layers == t.n_layers - 1 && !strcmp(t.names[t.n_layers - 1], "output.weight"))
-        t.n_layers--;      /* no alpha for the head: leave it to the policy */
+        st = kv_err_table_build(m, formats, n_formats, with_head, rht_block, seed, 0, pool, &t, err);
     if (!st) {
         choice = kv_calloc((size_t)t.n_layers, sizeof(int), err);
         if (!choice) st = KV_ENOMEM;
     }
-    if (!st) st = kv_alloc_plan(&t, &alphas, bits, mode, choice, &rep->result, err);
+    if (!st) st = kv_alloc_plan(&t, mode == KV_ALLOC_UNIFORM ? NULL : &alphas, bits, mode, choice, &rep->result, err);
     if (!st) {
         *specs = kv_calloc((size_t)t.n_layers, sizeof(char *), err);
         if (!*specs) st = KV_ENOMEM;

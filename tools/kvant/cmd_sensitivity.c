@@ -411,16 +411,6 @@ static int run_sweep(const sens_args *a, kv_cli_model *cm, kv_pool *pool) {
         kv_eval_opts eo = {.ctx = (int32_t)a->ctx, .chunks = n / a->ctx, .style = KV_PPL_HF, .bos_id = -1};
         if (!st) st = kv_eval_base_logprobs(cm->m, ids, n, &eo, pool, &base, &br, &err);
     }
-    /* uniform needs no alphas: a table of ones makes it pick the least-error format that fits */
-    kv_sens_result ones = {0};
-    if (!rc && !st) {
-        ones.n_layers = t.n_layers;
-        ones.layers = calloc((size_t)t.n_layers, sizeof *ones.layers);
-        for (int l = 0; l < t.n_layers; l++) {
-            snprintf(ones.layers[l].name, sizeof ones.layers[l].name, "%s", t.names[l]);
-            ones.layers[l].alpha = 1.0;
-        }
-    }
     double params = 0;
     for (int l = 0; !rc && l < t.n_layers; l++) params += (double)t.params[l];
     int nrows = 0;
@@ -430,7 +420,7 @@ static int run_sweep(const sens_args *a, kv_cli_model *cm, kv_pool *pool) {
             sweep_row *r = &rows[nrows++];
             r->budget = budget;
             r->mode = modes[j];
-            const kv_sens_result *al = mode_ids[j] == KV_ALLOC_UNIFORM ? &ones : &alphas;
+            const kv_sens_result *al = mode_ids[j] == KV_ALLOC_UNIFORM ? NULL : &alphas;
             if (mode_ids[j] != KV_ALLOC_UNIFORM && !a->alphas) {
                 kv_fail(&err, KV_EINVAL, "--modes %s needs --alphas", modes[j]);
                 st = KV_EINVAL;
@@ -495,7 +485,6 @@ static int run_sweep(const sens_args *a, kv_cli_model *cm, kv_pool *pool) {
     free(rows);
     free(choice);
     free(ids);
-    free(ones.layers);
     kv_logprobs_free(base);
     kv_err_table_free(&t);
     free_list(budgets, nb);
