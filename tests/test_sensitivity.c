@@ -283,6 +283,11 @@ KV_TEST(sensitivity_cli_sweep_on_proxy) {
     rc = kv_test_run_cli("sensitivity ../shared/models/proxy-27m --sweep 4 --formats q8_0", &out);
     CHECK_EQ_INT(rc, 2); /* --sweep needs --text */
     free(out);
+    rc = kv_test_run_cli("sensitivity ../shared/models/proxy-27m --text ../shared/data/calib.txt --sweep 4,abc "
+                         "--formats q8_0 --modes uniform", &out);
+    CHECK_EQ_INT(rc, 2);
+    CHECK(strstr(out, "abc") != NULL);
+    free(out);
     rc = kv_test_run_cli("sensitivity ../shared/models/proxy-27m --text ../shared/data/calib.txt --tokens 64 --ctx 32 "
                          "--sweep 4 --formats q8_0 --modes linearity --quiet", &out);
     CHECK_EQ_INT(rc, 2); /* linearity needs --alphas */

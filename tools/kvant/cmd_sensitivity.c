@@ -387,6 +387,16 @@ static int run_sweep(const sens_args *a, kv_cli_model *cm, kv_pool *pool) {
     char **budgets, **modes;
     int nb = split_list(a->sweep, &budgets);
     int nm = split_list(a->modes ? a->modes : "uniform,linearity,waterfill", &modes);
+    double budget_vals[64];
+    for (int i = 0; i < nb; i++)
+        if (i >= 64 || kv_cli_parse_double(budgets[i], &budget_vals[i]) || !(budget_vals[i] > 0 && budget_vals[i] <= 64)) {
+            int rc0 = i >= 64 ? kv_cli_usage("sensitivity", "--sweep: at most 64 budgets")
+                              : kv_cli_usage("sensitivity", "--sweep: '%s' is not a bits/weight budget in (0, 64]", budgets[i]);
+            free_list(budgets, nb);
+            free_list(modes, nm);
+            kv_sens_free(&alphas);
+            return rc0;
+        }
     kv_alloc_mode mode_ids[8];
     for (int j = 0; j < nm; j++)
         if (j >= 8 || kv_alloc_mode_parse(modes[j], &mode_ids[j], &err)) {
@@ -415,7 +425,7 @@ static int run_sweep(const sens_args *a, kv_cli_model *cm, kv_pool *pool) {
     for (int l = 0; !rc && l < t.n_layers; l++) params += (double)t.params[l];
     int nrows = 0;
     for (int i = 0; !rc && !st && i < nb; i++) {
-        double budget = atof(budgets[i]);
+        double budget = budget_vals[i];
         for (int j = 0; j < nm && !st; j++) {
             sweep_row *r = &rows[nrows++];
             r->budget = budget;
