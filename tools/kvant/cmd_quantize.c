@@ -320,15 +320,16 @@ static int allocate(const qargs *a, kv_pool *pool, char ***specs, int *n_specs) 
     if (mode != KV_ALLOC_UNIFORM && !a->alphas)
         return kv_cli_usage("quantize", "--allocate %s needs --alphas FILE (from kvant sensitivity)",
                             a->allocate ? a->allocate : "linearity");
-    char *list = strdup(a->alloc_formats);
-    const char *items[256];
-    int n = 0;
-    for (char *save = NULL, *t = strtok_r(list, ",", &save); t && n < 256; t = strtok_r(NULL, ",", &save))
-        items[n++] = t;
+    char **items;
+    int n = kv_cli_split_list(a->alloc_formats, &items);
+    if (n <= 0) {
+        kv_cli_free_list(items, n > 0 ? n : 0);
+        return kv_cli_usage("quantize", "--formats needs a comma-separated list of candidate formats");
+    }
     kv_alloc_report rep;
-    kv_status st = kv_alloc_overrides(a->model, a->alphas, items, n, a->bits, mode, rht_block_of(a->transform),
-                                      (uint64_t)a->seed, pool, specs, n_specs, &rep, &err);
-    free(list);
+    kv_status st = kv_alloc_overrides(a->model, a->alphas, (const char *const *)items, n, a->bits, mode,
+                                      rht_block_of(a->transform), (uint64_t)a->seed, pool, specs, n_specs, &rep, &err);
+    kv_cli_free_list(items, n);
     if (st) return kv_cli_fail("quantize", &err);
     double params = rep.bits_per_weight > 0 ? rep.result.total_bits / rep.bits_per_weight : 0;
     if (params > 0 && a->bits * params > rep.result.max_bits)

@@ -51,22 +51,6 @@ typedef struct sens_args {
     int include_head, fresh, json, quiet;
 } sens_args;
 
-static int split_list(const char *list, char ***out) {
-    int n = 0;
-    char *copy = strdup(list);
-    char **items = calloc(strlen(list) + 1, sizeof(char *));
-    for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
-        items[n++] = strdup(tok);
-    free(copy);
-    *out = items;
-    return n;
-}
-
-static void free_list(char **items, int n) {
-    for (int i = 0; i < n; i++) free(items[i]);
-    free(items);
-}
-
 static int parse_args(int argc, char **argv, sens_args *a) {
     memset(a, 0, sizeof *a);
     a->tokens = 4096;
@@ -122,11 +106,11 @@ static int parse_args(int argc, char **argv, sens_args *a) {
         } else if (kv_cli_opt(argc, argv, &i, "--noise-levels", NULL, &v)) {
             if (!v) return kv_cli_usage("sensitivity", "--noise-levels needs a list");
             char **items;
-            int n = split_list(v, &items);
+            int n = kv_cli_split_list(v, &items);
             int bad = n < 1 || n > KV_SENS_MAX_LEVELS;
             for (int k = 0; k < n && !bad; k++)
                 bad = kv_cli_parse_double(items[k], &a->levels[k]) || !(a->levels[k] > 0 && a->levels[k] < 10);
-            free_list(items, n);
+            kv_cli_free_list(items, n);
             if (bad) return kv_cli_usage("sensitivity", "--noise-levels: 1 to %d relative MSEs in (0, 10)", KV_SENS_MAX_LEVELS);
             a->n_levels = n;
         } else if (kv_cli_flag(argv, i, "--include-head", NULL)) a->include_head = 1;
@@ -252,10 +236,10 @@ static int build_table(const sens_args *a, const char *list, kv_cli_model *cm, k
     kv_error err;
     kv_error_clear(&err);
     char **items;
-    int n = split_list(list, &items);
+    int n = kv_cli_split_list(list, &items);
     kv_status st = kv_err_table_build(cm->m, (const char *const *)items, n, a->include_head, (int32_t)a->rht,
                                       (uint64_t)a->seed, keep, pool, t, &err);
-    free_list(items, n);
+    kv_cli_free_list(items, n);
     return st ? kv_cli_fail("sensitivity", &err) : 0;
 }
 
@@ -385,23 +369,23 @@ static int run_sweep(const sens_args *a, kv_cli_model *cm, kv_pool *pool) {
         kv_sens_sanitize(&alphas, warn_line, NULL);
     }
     char **budgets, **modes;
-    int nb = split_list(a->sweep, &budgets);
-    int nm = split_list(a->modes ? a->modes : "uniform,linearity,waterfill", &modes);
+    int nb = kv_cli_split_list(a->sweep, &budgets);
+    int nm = kv_cli_split_list(a->modes ? a->modes : "uniform,linearity,waterfill", &modes);
     double budget_vals[64];
     for (int i = 0; i < nb; i++)
         if (i >= 64 || kv_cli_parse_double(budgets[i], &budget_vals[i]) || !(budget_vals[i] > 0 && budget_vals[i] <= 64)) {
             int rc0 = i >= 64 ? kv_cli_usage("sensitivity", "--sweep: at most 64 budgets")
                               : kv_cli_usage("sensitivity", "--sweep: '%s' is not a bits/weight budget in (0, 64]", budgets[i]);
-            free_list(budgets, nb);
-            free_list(modes, nm);
+            kv_cli_free_list(budgets, nb);
+            kv_cli_free_list(modes, nm);
             kv_sens_free(&alphas);
             return rc0;
         }
     kv_alloc_mode mode_ids[8];
     for (int j = 0; j < nm; j++)
         if (j >= 8 || kv_alloc_mode_parse(modes[j], &mode_ids[j], &err)) {
-            free_list(budgets, nb);
-            free_list(modes, nm);
+            kv_cli_free_list(budgets, nb);
+            kv_cli_free_list(modes, nm);
             kv_sens_free(&alphas);
             err.status = KV_EINVAL;
             return kv_cli_fail("sensitivity", &err);
@@ -497,8 +481,8 @@ static int run_sweep(const sens_args *a, kv_cli_model *cm, kv_pool *pool) {
     free(ids);
     kv_logprobs_free(base);
     kv_err_table_free(&t);
-    free_list(budgets, nb);
-    free_list(modes, nm);
+    kv_cli_free_list(budgets, nb);
+    kv_cli_free_list(modes, nm);
     kv_sens_free(&alphas);
     return rc;
 }

@@ -108,3 +108,25 @@ int kv_cli_wants_help(int argc, char **argv) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return 1;
     return 0;
 }
+
+int kv_cli_split_list(const char *list, char ***out) {
+    *out = NULL;
+    char *copy = strdup(list);
+    char **items = calloc(strlen(list) + 1, sizeof(char *));
+    if (!copy || !items) {
+        free(copy);
+        free(items);
+        return -1;
+    }
+    int n = 0;
+    for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+        if (*tok && (items[n] = strdup(tok)) != NULL) n++;
+    free(copy);
+    *out = items;
+    return n;
+}
+
+void kv_cli_free_list(char **items, int n) {
+    for (int i = 0; i < n; i++) free(items[i]);
+    free(items);
+}
