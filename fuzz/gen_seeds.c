@@ -1,6 +1,7 @@
 /* gen_seeds.c — writes small valid seed inputs for the fuzz targets (run by fuzz/run.sh; not a fuzz target):
  *   DIR/gguf/NAME.gguf     GGUF files made with kvant's own writer (every value type, nested arrays, tensors
- *                          of plain and block types, alignment 32 and 64, a vocab-like array of strings);
+ *                          of plain and block types, alignment 32 and 64, a vocab-like array of strings,
+ *                          an entropy-coded (ecw) tensor);
  *   DIR/safetensors/NAME   safetensors files (header JSON + byte buffer) of several dtypes and shapes;
  *   DIR/json/NAME.json     JSON texts exercising escapes, surrogate pairs, numbers and nesting.
  * usage: gen_seeds DIR */
@@ -88,6 +89,37 @@ static const char *const k_json[] = {
     "{\"dup\":1,\"dup\":2}",
 };
 
+/* A GGUF with an entropy-coded tensor (type 1031, docs/FORMAT.md "kvant ECW"): version 2 codes of a small
+ * matrix, so the fuzzer reaches the container checks and, through fuzz_gguf's decode, the rANS streams. */
+static int ecw_seed(const char *dir, const char *name) {
+    enum { R = 8, C = 16 };
+    int32_t z[R * C];
+    uint16_t cs[C], rs[R];
+    for (int i = 0; i < R * C; i++) z[i] = (i * 7 % 5) - 2;
+    for (int i = 0; i < C; i++) cs[i] = kv_fp32_to_fp16(0.5f + 0.01f * (float)i);
+    for (int i = 0; i < R; i++) rs[i] = kv_fp32_to_fp16(1.0f);
+    uint8_t *blob = NULL;
+    size_t size = 0;
+    kv_error err;
+    kv_error_clear(&err);
+    kv_gguf_writer *w = NULL;
+    kv_status st = kv_ecw_encode(z, R, C, cs, rs, &blob, &size, &err);
+    if (!st) st = kv_gguf_writer_create(&w, &err);
+    if (!st) st = kv_gguf_writer_add_str(w, "general.name", "ecw seed", &err);
+    if (!st) st = kv_gguf_writer_add_tensor_ecw(w, "blk.0.attn_q.weight", R, C, blob, size, &err);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (!st) st = kv_gguf_writer_write(w, path, NULL, &err);
+    kv_gguf_writer_free(w);
+    free(blob);
+    if (st) {
+        char buf[1200];
+        fprintf(stderr, "gen_seeds: %s\n", kv_error_format(&err, buf, sizeof buf));
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: gen_seeds DIR\n");
@@ -103,6 +135,7 @@ int main(int argc, char **argv) {
     bad |= gguf_seed(d_gguf, "tensors-a32.gguf", 32, 4, 0);
     bad |= gguf_seed(d_gguf, "all-a64.gguf", 64, 4, 1);
     bad |= gguf_seed(d_gguf, "one-tensor-a8.gguf", 8, 1, 0);
+    bad |= ecw_seed(d_gguf, "ecw.gguf");
     bad |= safetensors_seed(d_st, "f32.safetensors",
                             "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}}", 24);
     bad |= safetensors_seed(d_st, "mixed.safetensors",

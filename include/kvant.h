@@ -423,6 +423,10 @@ kv_status kv_gguf_writer_add_tensor(kv_gguf_writer *w, const char *name, int n_d
                                     uint32_t type, const void *data, kv_error *err);
 kv_status kv_gguf_writer_add_tensor_fn(kv_gguf_writer *w, const char *name, int n_dims, const int64_t *shape,
                                        uint32_t type, kv_gguf_rows_fn fn, void *ctx, kv_error *err);
+/* An entropy-coded matrix (KV_TYPE_ECW, docs/FORMAT.md "kvant ECW"): data is an ECW container of nbytes whose
+ * header must say rows × cols; adds the metadata kvant.tensor.<name>.format = "ecw" and .bytes = nbytes. */
+kv_status kv_gguf_writer_add_tensor_ecw(kv_gguf_writer *w, const char *name, int64_t rows, int64_t cols,
+                                        const void *data, uint64_t nbytes, kv_error *err);
 /* Writes the file; progress (may be NULL) advances by tensor bytes. */
 kv_status kv_gguf_writer_write(kv_gguf_writer *w, const char *path, kv_progress *progress, kv_error *err);
 
@@ -622,6 +626,14 @@ typedef struct kv_weight {
     uint64_t rht_seed;
     float *rht_signs;         /* cols signs cached by the model (internal; NULL when rht_block == 0) */
     float *packed;            /* fp32 GEMM panels cached at load (kv_model_load_opts.prepack; internal) */
+    /* LLM.int8() mixed precision (`--method llm-int8`, docs/methods.md): fmt is int8_g0_sym_f32 whose codes of
+     * the outlier input columns are 0; those columns are multiplied in fp16, the others in vector-wise int8
+     * (kv_llmint8_weight_matmul). Set by kv_model_load from the GGUF's kvant.llmint8.* entries; owned. */
+    int llmint8;              /* 1: the forward pass runs this weight through LLM.int8() */
+    int64_t n_outliers;
+    int32_t *outlier_cols;    /* n_outliers input columns, ascending */
+    uint8_t *outlier_mask;    /* cols bytes: 1 for an outlier column */
+    float *outlier_w;         /* rows × n_outliers: their weights (fp16 values) */
 } kv_weight;
 
 /* RoPE inverse frequencies. Hugging Face transformers keeps them in a buffer that is cast to the checkpoint's
@@ -843,6 +855,11 @@ typedef struct kv_quant_job {
     int32_t rht_block;        /* online rotation of this weight's input (0: none): w is already rotated */
     uint64_t rht_seed;
     void *dst;                /* rows × kv_format_row_bytes(&fmt, cols) bytes for the packed rows */
+    /* Or a variable-size encoding instead of dst (WaterSIC's entropy-coded container): the method sets out_type
+     * (KV_TYPE_ECW), out_data (malloc'd; the pipeline takes it) and out_bytes. */
+    uint32_t out_type;
+    void *out_data;
+    uint64_t out_bytes;
 } kv_quant_job;
 
 typedef struct kv_quant_method_ctx {
@@ -860,6 +877,14 @@ typedef struct kv_quant_method_ctx {
     kv_progress *progress;    /* advance by jobs done; may be NULL */
     void (*log)(void *user, const char *msg); /* notes for the user; may be NULL */
     void *log_user;
+    /* Side output of a method into the GGUF (both NULL for outputs that cannot hold it: safetensors): metadata
+     * (n values of elem_type as an array, or one scalar with n = -1; no strings) and extra tensors of plain ggml
+     * types; both copied and written after the pipeline's own keys and tensors, in the order added. */
+    kv_status (*add_meta)(void *user, const char *key, kv_gguf_vtype elem_type, const void *data, int64_t n,
+                          kv_error *err);
+    kv_status (*add_tensor)(void *user, const char *name, int n_dims, const int64_t *shape, uint32_t type,
+                            const void *data, kv_error *err);
+    void *out_user;
 } kv_quant_method_ctx;
 typedef kv_status (*kv_quant_method_fn)(kv_quant_method_ctx *c, kv_error *err);
 typedef struct kv_quant_method {
@@ -889,6 +914,8 @@ typedef struct kv_quantize_opts {
     const char *act;          /* activation format recorded as kvant.act (none|int8|fp8|mxfp8|mxfp4) */
     int transform_only;       /* write the transformed model unquantized (f32 tensors; AWQ still searches
                                * with the formats the policy picks) */
+    int entropy_code;         /* store the codes of integer-format tensors entropy-coded (KV_TYPE_ECW version 3,
+                               * `--entropy-code`; kv_ecw_packed_formats() lists the formats); GGUF only */
     kv_out_format out_format;
     uint64_t seed;
     kv_pool *pool;            /* NULL: serial */
@@ -969,9 +996,10 @@ kv_status kv_hessian_add(double *h, const float *x, int64_t ntok, int64_t cols, 
  * blocks. The model in the context is the pipeline's calibration copy: its weights are replaced by the
  * quantized ones as calibration proceeds. Options (comma-separated):
  *   gptq: act-order, static, importance, damp=F (0.01), block=N (128), save-hessians=DIR, load-hessians=DIR
- *   watersic: bits=R (target rate incl. side information) or step=C, damp=F (1e-4), no-rescale, ecw-dir=DIR
- *     (writes each matrix's entropy-coded codes DIR/NAME.kvec), save-/load-hessians; needs --format f16|f32
- *     for the decoded weights the GGUF holds. */
+ *   watersic: bits=R (target rate incl. side information) or step=C, damp=F (1e-4), no-rescale, only=TEXT
+ *     (matrices whose name contains TEXT; the rest rounded to nearest), store=ecw|decoded, ecw-dir=DIR (also
+ *     writes each container as DIR/NAME.kvec), save-/load-hessians. The decoder linears are stored as
+ *     KV_TYPE_ECW containers (job out_data); store=decoded keeps the old layout (Ŵ in --format f16|f32). */
 kv_status kv_method_gptq(kv_quant_method_ctx *c, kv_error *err);
 kv_status kv_method_watersic(kv_quant_method_ctx *c, kv_error *err);
 /* mr-gptq (MR-GPTQ, arXiv 2509.23202): with --transform rht:G (G = the format's group), GPTQ on the rotated
@@ -1025,6 +1053,32 @@ kv_status kv_ecw_encode(const int32_t *z, int64_t rows, int64_t cols, const uint
                         const uint16_t *row_scale, uint8_t **out, size_t *out_size, kv_error *err);
 kv_status kv_ecw_decode(const uint8_t *data, size_t size, int64_t *rows, int64_t *cols, int32_t *z, float *w,
                         kv_error *err);
+/* GGUF tensor type of an ECW container (docs/FORMAT.md "kvant ECW"): the tensor's data is the container, its
+ * byte size the u64 metadata KV_META_ECW_BYTES_FMT, its logical shape [rows, cols]; string metadata
+ * "kvant.tensor.<name>.format" = "ecw". Stored in kvant (Hugging Face) row order: no q/k permutation. */
+#define KV_TYPE_ECW 1031u
+#define KV_ECW_FORMAT_NAME "ecw"
+#define KV_META_ECW_BYTES_FMT "kvant.tensor.%s.bytes"
+/* Version 3 containers ("Huffman-GPTQ" baseline, `kvant quantize --entropy-code`): the integer codes of a
+ * fixed-size format's packed rows (rows × kv_format_row_bytes) rANS-coded per column group, the format's row
+ * headers and block parameters (scales, minima) kept raw; decoding rebuilds the packed rows exactly and applies
+ * the format's dequantize. KV_EUNSUPPORTED naming the supported formats for others. */
+int kv_ecw_packed_supported(const kv_format *fmt);
+const char *kv_ecw_packed_formats(void); /* for messages: "int{n}_g{g}_{sym,asym}[_f32][_mse] (n = 2..8, ...)" */
+kv_status kv_ecw_encode_packed(const kv_format *fmt, const void *packed, int64_t rows, int64_t cols, uint8_t **out,
+                               size_t *out_size, kv_error *err);
+/* Decodes a container of either version into w [rows × cols] fp32, after checking that it holds exactly a
+ * rows × cols matrix; streams are decoded in parallel on pool (may be NULL), results identical. Error offsets
+ * are relative to data. */
+kv_status kv_ecw_decode_f32(const uint8_t *data, size_t size, int64_t rows, int64_t cols, float *w, kv_pool *pool,
+                            kv_error *err);
+/* Checks the container header (magic, version, sizes, tables' placement; not the streams) and returns its
+ * dimensions and version; cheap (O(cols)). */
+kv_status kv_ecw_check(const uint8_t *data, size_t size, int64_t *rows, int64_t *cols, int *version, kv_error *err);
+/* A model file tensor of type KV_TYPE_ECW decoded to fp32 (kv_tensor_nelements floats); errors name the file,
+ * the absolute byte offset and the tensor. */
+kv_status kv_ecw_tensor_to_f32(const kv_model_file *mf, const kv_tensor *t, float *dst, kv_pool *pool,
+                               kv_error *err);
 
 /* LLM.int8() (arXiv 2208.07339 §3.2): y [ntok × rows] = x [ntok × cols] · wᵀ with the input columns whose
  * activations reach threshold (6.0) in fp16 (x and w) and the rest in vector-wise int8 (absmax per x row and
@@ -1032,6 +1086,45 @@ kv_status kv_ecw_decode(const uint8_t *data, size_t size, int64_t *rows, int64_t
  * detect the columns in x. *n_outliers (may be NULL) gets their count. */
 kv_status kv_llmint8_matmul(const float *x, int64_t ntok, const float *w, int64_t rows, int64_t cols, float threshold,
                             const uint8_t *outlier_mask, float *y, int64_t *n_outliers, kv_pool *pool, kv_error *err);
+
+/* `kvant quantize --method llm-int8[:threshold=F,head]` (docs/methods.md "LLM.int8()"): one calibration pass
+ * marks the input columns of every decoder linear (and of output.weight with `head`; off by default, as
+ * bitsandbytes skips lm_head) where some calibration token has |x| >= threshold (6.0); q/k/v share their input,
+ * gate/up too. Each weight is stored as KV_LLMINT8_FORMAT (per-row absmax over the other columns, codes
+ * round(127·w/absmax) half to even, outlier columns' codes 0) plus the outlier columns in fp16 (docs/FORMAT.md
+ * "kvant LLM.int8() weights"). Other jobs are rounded to nearest. Needs --calib and GGUF output. */
+#define KV_LLMINT8_FORMAT "int8_g0_sym_f32"
+kv_status kv_method_llmint8(kv_quant_method_ctx *c, kv_error *err);
+/* Parses the method's options ("threshold=F,head"): KV_EINVAL naming a bad value or an unknown option. */
+kv_status kv_llmint8_parse_options(const char *options, float *threshold, int *head, kv_error *err);
+/* One weight w [rows × cols] with outlier mask (cols bytes, 1 = outlier): dst gets rows × (4 + cols) bytes of
+ * KV_LLMINT8_FORMAT, outl (may be NULL when no column is an outlier) rows × n_outliers fp16, row-major. */
+kv_status kv_llmint8_quantize(const float *w, int64_t rows, int64_t cols, const uint8_t *mask, void *dst,
+                              uint16_t *outl, kv_error *err);
+/* y [ntok × w->rows] = x [ntok × w->cols] · Wᵀ (+ bias) for a weight with llmint8 set: each token row's
+ * non-outlier columns in int8 (absmax/127 scale, half-to-even rounding), int32 dot products with the weight
+ * codes, plus the outlier columns as fp16(x)·fp16(w) through kvant's fp32 GEMM (so with every column an
+ * outlier the result is exactly kv_weight_matmul of the fp16-rounded operands). The int8 scale of a token row
+ * depends on that row only; results are identical for every thread count. KV_EINVAL on a non-finite input. */
+kv_status kv_llmint8_weight_matmul(const kv_weight *w, const float *x, int64_t ntok, float *y, kv_pool *pool,
+                                   kv_error *err);
+/* Attaches a GGUF's kvant.llmint8.* entries to the weights of a model loaded from it (kv_model_load calls it;
+ * a no-op for other files). Malformed entries: KV_EFORMAT naming the file and tensor. */
+kv_status kv_llmint8_attach(kv_model *m, const kv_model_file *mf, kv_error *err);
+/* The outlier columns a file records, per tensor (for reports). */
+typedef struct kv_llmint8_info {
+    char name[160];
+    int64_t cols, n_outliers;
+} kv_llmint8_info;
+typedef struct kv_llmint8_summary {
+    double threshold;         /* kvant.llmint8.threshold (NAN when absent) */
+    int64_t n_tensors;
+    kv_llmint8_info *tensors; /* owned, file order */
+    int64_t total, max;       /* outlier columns summed over the tensors, and the largest count */
+    int64_t max_index;        /* tensor with the largest count (-1 when none) */
+} kv_llmint8_summary;
+kv_status kv_llmint8_summary_read(const kv_model_file *mf, kv_llmint8_summary *out, kv_error *err);
+void kv_llmint8_summary_free(kv_llmint8_summary *s);
 /* KVANT-SECTION algos END */
 
 /* ============================================================================================== */

@@ -302,7 +302,18 @@ kv_status kv_calib_run(kv_quant_method_ctx *c, const kv_calib_opts *o, kv_calib_
                 break;
             }
             if (note[0]) logf_(c, "%s: %s", jl[j]->name, note);
-            if (!o->load_dir) { /* the next blocks see this weight quantized */
+            if (!o->load_dir && jl[j]->out_type == KV_TYPE_ECW) { /* entropy-coded: exactly the decoded weights */
+                float *dec = kv_malloc(sizeof(float) * (size_t)jl[j]->rows * (size_t)jl[j]->cols, err);
+                kv_format f32;
+                st = dec ? kv_ecw_decode_f32(jl[j]->out_data, (size_t)jl[j]->out_bytes, jl[j]->rows, jl[j]->cols, dec,
+                                             c->pool, err)
+                         : KV_ENOMEM;
+                if (!st) st = kv_format_from_type(KV_TYPE_F32, &f32, err);
+                if (!st) st = kv_model_set_weight(m, jl[j]->name, &f32, dec, 1, err);
+                if (st) free(dec); /* not taken on failure */
+                if (!st && jl[j]->rht_block > 0)
+                    st = kv_model_set_rht(m, jl[j]->name, jl[j]->rht_block, jl[j]->rht_seed, err);
+            } else if (!o->load_dir) { /* the next blocks see this weight quantized */
                 size_t nb = kv_format_row_bytes(&jl[j]->fmt, jl[j]->cols) * (size_t)jl[j]->rows;
                 void *copy = malloc(nb);
                 if (!copy) { st = kv_fail(err, KV_ENOMEM, "out of memory"); break; }

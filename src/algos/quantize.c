@@ -6,6 +6,7 @@
  * general.quantization_version = 2 and general.file_type; 1-D tensors stay f32), convert_hf_to_gguf.py (the
  * llama.* and tokenizer.ggml.* keys for sources that are not GGUF), docs/quantize.md, docs/FORMAT.md. */
 #include "algos/quantize.h"
+#include "algos/calib.h"
 #include "io/gguf.h"
 #include "io/model_file.h"
 #include "model/model.h"
@@ -26,6 +27,7 @@ static const kv_quant_method k_methods[] = {
     {"gptq", 1, kv_method_gptq, "GPTQ error compensation onto any format (src/algos/gptq.c)"},
     {"mr-gptq", 1, kv_method_mrgptq, "MR-GPTQ: GPTQ on Hadamard-rotated weights (--transform rht:GROUP) with fixed scales"},
     {"watersic", 1, kv_method_watersic, "WaterSIC: entropy-coded successive interference cancellation (src/algos/watersic.c)"},
+    {"llm-int8", 1, kv_method_llmint8, "LLM.int8(): W8A8 vector-wise int8 with fp16 outlier input columns (src/algos/llmint8_method.c)"},
 };
 
 const kv_quant_method *kv_quant_method_find(const char *name) {
@@ -34,7 +36,7 @@ const kv_quant_method *kv_quant_method_find(const char *name) {
     return NULL;
 }
 
-const char *kv_quant_method_names(void) { return "rtn, gptq, mr-gptq, watersic"; }
+const char *kv_quant_method_names(void) { return "rtn, gptq, mr-gptq, watersic, llm-int8"; }
 
 /* ---------------------------------------------------------------------------------------------- */
 /* small helpers                                                                                    */
@@ -153,6 +155,13 @@ static kv_status wmodel_load(const kv_model_file *mf, kv_wmodel *wm, kv_error *e
         t->n_dims = src->n_dims;
         memcpy(t->shape, src->shape, sizeof t->shape);
         t->src = src;
+        if (src->type == KV_TYPE_ECW) { /* entropy-coded: decoded whole, re-quantized like any fp32 weight */
+            t->w = kv_malloc((size_t)nelem(t) * sizeof(float), err);
+            if (!t->w) return KV_ENOMEM;
+            kv_status st = kv_ecw_tensor_to_f32(mf, src, t->w, NULL, err);
+            if (st != KV_OK) return st;
+            continue;
+        }
         kv_format f;
         kv_status st = source_format(mf, src, &f, err);
         if (st != KV_OK || !f.dequantize) {
@@ -671,8 +680,111 @@ static int tensor_order(const void *pa, const void *pb) {
     return strcmp(a->wt->name, b->wt->name);
 }
 
+/* Side output of a method (kv_quant_method_ctx.add_meta / add_tensor): copies, written after the model's. */
+typedef struct extra_item {
+    char *name;               /* metadata key or tensor name */
+    int is_tensor;
+    kv_gguf_vtype elem_type;  /* metadata */
+    int64_t n;                /* metadata: array length, -1 for a scalar */
+    int n_dims;               /* tensor */
+    int64_t shape[4];
+    uint32_t type;
+    void *data;
+    uint64_t nbytes;
+} extra_item;
+
+typedef struct extra_out {
+    extra_item *it;
+    int64_t n, cap;
+} extra_out;
+
+static kv_status extra_push(extra_out *x, const char *name, const void *data, uint64_t nbytes, extra_item **out,
+                            kv_error *err) {
+    if (x->n == x->cap) {
+        int64_t cap = x->cap ? 2 * x->cap : 64;
+        extra_item *g = realloc(x->it, sizeof *g * (size_t)cap);
+        if (!g) return kv_fail(err, KV_ENOMEM, "out of memory");
+        x->it = g;
+        x->cap = cap;
+    }
+    extra_item *e = &x->it[x->n];
+    memset(e, 0, sizeof *e);
+    e->name = strdup(name);
+    e->data = malloc(nbytes ? (size_t)nbytes : 1);
+    if (!e->name || !e->data) {
+        free(e->name);
+        free(e->data);
+        return kv_fail(err, KV_ENOMEM, "out of memory");
+    }
+    if (nbytes) memcpy(e->data, data, (size_t)nbytes);
+    e->nbytes = nbytes;
+    x->n++;
+    *out = e;
+    return KV_OK;
+}
+
+static kv_status extra_add_meta(void *user, const char *key, kv_gguf_vtype elem_type, const void *data, int64_t n,
+                                kv_error *err) {
+    size_t esz = kv_gguf_vtype_size(elem_type);
+    if (!key || !esz || elem_type == KV_GGUF_STRING || n < -1 || (n != 0 && !data))
+        return kv_fail(err, KV_EINVAL, "method metadata '%s': bad type or data", key ? key : "(null)");
+    extra_item *e;
+    kv_status st = extra_push(user, key, data, (uint64_t)(n < 0 ? 1 : n) * esz, &e, err);
+    if (st != KV_OK) return st;
+    e->elem_type = elem_type;
+    e->n = n;
+    return KV_OK;
+}
+
+static kv_status extra_add_tensor(void *user, const char *name, int n_dims, const int64_t *shape, uint32_t type,
+                                  const void *data, kv_error *err) {
+    if (!name || !shape || !data || n_dims < 1 || n_dims > 4 || type >= KV_TYPE_KVANT_BASE)
+        return kv_fail(err, KV_EINVAL, "method tensor '%s': bad shape or type", name ? name : "(null)");
+    uint64_t rows = 1;
+    for (int d = 0; d + 1 < n_dims; d++) rows *= (uint64_t)shape[d];
+    uint64_t nbytes = (uint64_t)kv_type_row_bytes(type, shape[n_dims - 1]) * rows;
+    if (!nbytes) return kv_fail(err, KV_EINVAL, "method tensor '%s': empty or bad row length", name);
+    extra_item *e;
+    kv_status st = extra_push(user, name, data, nbytes, &e, err);
+    if (st != KV_OK) return st;
+    e->is_tensor = 1;
+    e->n_dims = n_dims;
+    memcpy(e->shape, shape, sizeof(int64_t) * (size_t)n_dims);
+    e->type = type;
+    return KV_OK;
+}
+
+static void extra_free(extra_out *x) {
+    for (int64_t i = 0; i < x->n; i++) {
+        free(x->it[i].name);
+        free(x->it[i].data);
+    }
+    free(x->it);
+    memset(x, 0, sizeof *x);
+}
+
+static kv_status extra_write_meta(kv_gguf_writer *w, const extra_item *e, kv_error *err) {
+    if (e->n >= 0) return kv_gguf_writer_add_arr(w, e->name, e->elem_type, e->data, (uint64_t)e->n, err);
+    const void *d = e->data;
+    switch (e->elem_type) {
+    case KV_GGUF_U8: return kv_gguf_writer_add_u8(w, e->name, *(const uint8_t *)d, err);
+    case KV_GGUF_I8: return kv_gguf_writer_add_i8(w, e->name, *(const int8_t *)d, err);
+    case KV_GGUF_U16: return kv_gguf_writer_add_u16(w, e->name, (uint16_t)kv_rd_u16(d), err);
+    case KV_GGUF_I16: return kv_gguf_writer_add_i16(w, e->name, (int16_t)kv_rd_u16(d), err);
+    case KV_GGUF_U32: return kv_gguf_writer_add_u32(w, e->name, kv_rd_u32(d), err);
+    case KV_GGUF_I32: return kv_gguf_writer_add_i32(w, e->name, (int32_t)kv_rd_u32(d), err);
+    case KV_GGUF_U64: return kv_gguf_writer_add_u64(w, e->name, kv_rd_u64(d), err);
+    case KV_GGUF_I64: return kv_gguf_writer_add_i64(w, e->name, (int64_t)kv_rd_u64(d), err);
+    case KV_GGUF_F32: return kv_gguf_writer_add_f32(w, e->name, kv_rd_f32(d), err);
+    case KV_GGUF_F64: { double v; memcpy(&v, d, 8); return kv_gguf_writer_add_f64(w, e->name, v, err); }
+    case KV_GGUF_BOOL: return kv_gguf_writer_add_bool(w, e->name, *(const uint8_t *)d != 0, err);
+    default: return kv_fail(err, KV_EINVAL, "method metadata '%s': unsupported type", e->name);
+    }
+}
+
 static kv_status write_gguf(const kv_model_file *mf, const kv_wmodel *wm, out_tensor *ot, int64_t n,
-                            const run_info *ri, const char *path, kv_progress *prog, kv_error *err) {
+                            const run_info *ri, const extra_out *xo, const char *path, kv_progress *prog,
+                            kv_error *err) {
     kv_gguf_writer *w = NULL;
     kv_status st = kv_gguf_writer_create(&w, err);
     if (st != KV_OK) return st;
@@ -690,7 +802,7 @@ static kv_status write_gguf(const kv_model_file *mf, const kv_wmodel *wm, out_te
     for (int64_t i = 0; st == KV_OK && i < n; i++) {
         char key[256];
         const kv_wtensor *t = ot[i].wt;
-        if (ot[i].type >= KV_TYPE_KVANT_BASE) {
+        if (ot[i].type >= KV_TYPE_KVANT_BASE && ot[i].type != KV_TYPE_ECW) { /* ecw: the writer adds its keys */
             snprintf(key, sizeof key, "kvant.tensor.%s.format", t->name);
             st = kv_gguf_writer_add_str(w, key, ot[i].fmt.name, err);
         }
@@ -701,12 +813,18 @@ static kv_status write_gguf(const kv_model_file *mf, const kv_wmodel *wm, out_te
             if (st == KV_OK) st = kv_gguf_writer_add_u64(w, key, t->rht_seed, err);
         }
     }
+    for (int64_t i = 0; st == KV_OK && i < xo->n; i++)
+        if (!xo->it[i].is_tensor) st = extra_write_meta(w, &xo->it[i], err);
     qsort(ot, (size_t)n, sizeof *ot, tensor_order);
     void **perm = kv_calloc((size_t)KV_MAX(n, 1), sizeof(void *), err);
     if (!perm) st = KV_ENOMEM;
     for (int64_t i = 0; st == KV_OK && i < n; i++) {
         const kv_wtensor *t = ot[i].wt;
         const void *data = ot[i].data;
+        if (ot[i].type == KV_TYPE_ECW) { /* entropy-coded: kvant row order, size in metadata */
+            st = kv_gguf_writer_add_tensor_ecw(w, t->name, t->shape[0], nelem(t) / t->shape[0], data, ot[i].nbytes, err);
+            continue;
+        }
         int heads = qk_heads(&wm->hp, t->name);
         if (heads > 0) {
             perm[i] = kv_malloc(ot[i].nbytes, err);
@@ -717,6 +835,10 @@ static kv_status write_gguf(const kv_model_file *mf, const kv_wmodel *wm, out_te
         }
         st = kv_gguf_writer_add_tensor(w, t->name, t->n_dims, t->shape, ot[i].type, data, err);
     }
+    for (int64_t i = 0; st == KV_OK && i < xo->n; i++)
+        if (xo->it[i].is_tensor)
+            st = kv_gguf_writer_add_tensor(w, xo->it[i].name, xo->it[i].n_dims, xo->it[i].shape, xo->it[i].type,
+                                           xo->it[i].data, err);
     if (st == KV_OK) st = kv_gguf_writer_write(w, path, prog, err);
     for (int64_t i = 0; perm && i < n; i++) free(perm[i]);
     free(perm);
@@ -870,6 +992,68 @@ static kv_status choose_formats(const kv_model_file *mf, kv_wmodel *wm, kv_polic
 
 /* Quantizes (method for real formats, direct conversion for f32/f16/bf16, raw copies for untouched tensors
  * kept in their source type). */
+/* A method's variable-size outputs (WaterSIC's ECW containers) replace the fixed-size rows of their tensors;
+ * outputs of a failed run are freed too. */
+static void take_var_outputs(out_tensor *ot, int64_t n, kv_quant_job *jobs, int64_t nj) {
+    for (int64_t k = 0; k < nj; k++) {
+        if (!jobs[k].out_data) continue;
+        out_tensor *x = NULL;
+        for (int64_t i = 0; i < n && !x; i++)
+            if (ot[i].owned && ot[i].owned == jobs[k].dst) x = &ot[i];
+        if (!x || jobs[k].out_type != KV_TYPE_ECW) {
+            free(jobs[k].out_data);
+            continue;
+        }
+        free(x->owned);
+        x->owned = jobs[k].out_data;
+        x->data = x->owned;
+        x->nbytes = jobs[k].out_bytes;
+        x->type = KV_TYPE_ECW;
+        x->row_bytes = 0;
+    }
+}
+
+/* `--entropy-code`: the codes of every integer-format tensor go into an ECW version 3 container (the
+ * "Huffman-GPTQ" baseline); plain f32/f16/bf16 tensors stay as they are, other formats are refused. */
+static kv_status entropy_code_tensors(out_tensor *ot, int64_t n, const kv_quantize_opts *o, kv_error *err) {
+    uint64_t before = 0, after = 0;
+    int64_t coded = 0;
+    double weights = 0;
+    for (int64_t i = 0; i < n; i++) {
+        out_tensor *x = &ot[i];
+        if (is_plain(&x->fmt) || x->type == KV_TYPE_ECW) continue;
+        const kv_wtensor *t = x->wt;
+        if (!kv_ecw_packed_supported(&x->fmt) || t->n_dims != 2) {
+            kv_fail(err, KV_EUNSUPPORTED, "--entropy-code: format %s is not supported (supported: %s)", x->fmt.name,
+                    kv_ecw_packed_formats());
+            kv_error_context(err, NULL, -1, t->name);
+            return KV_EUNSUPPORTED;
+        }
+        uint8_t *blob = NULL;
+        size_t size = 0;
+        kv_status st = kv_ecw_encode_packed(&x->fmt, x->data, t->shape[0], t->shape[1], &blob, &size, err);
+        if (st != KV_OK) {
+            kv_error_context(err, NULL, -1, t->name);
+            return st;
+        }
+        before += x->nbytes;
+        after += size;
+        coded++;
+        weights += (double)t->shape[0] * (double)t->shape[1];
+        free(x->owned);
+        x->owned = blob;
+        x->data = blob;
+        x->nbytes = size;
+        x->type = KV_TYPE_ECW;
+        x->row_bytes = 0;
+    }
+    if (coded)
+        note(o, "entropy-code: %lld tensors, %llu bytes packed (%.4f bits/weight) -> %llu bytes entropy-coded (%.4f "
+             "bits/weight, %.2f%%)", (long long)coded, (unsigned long long)before, (double)before * 8.0 / weights,
+             (unsigned long long)after, (double)after * 8.0 / weights, 100.0 * (double)after / (double)before);
+    return KV_OK;
+}
+
 static kv_status produce_bytes(const kv_model_file *mf, kv_wmodel *wm, out_tensor *ot, const kv_quant_method *meth,
                                kv_quant_method_ctx *mc, const kv_imatrix *im, kv_progress *prog, kv_error *err) {
     kv_quant_job *jobs = kv_calloc((size_t)KV_MAX(wm->n, 1), sizeof *jobs, err);
@@ -884,7 +1068,9 @@ static kv_status produce_bytes(const kv_model_file *mf, kv_wmodel *wm, out_tenso
     for (int64_t i = 0; i < wm->n && st == KV_OK; i++) {
         out_tensor *x = &ot[i];
         kv_wtensor *t = x->wt;
-        if (t->src && !t->modified && x->type == t->src->type && t->src->nbytes == x->nbytes) {
+        /* (matrices of a calibrated method always go to it: watersic stores them entropy-coded whatever --format) */
+        if (t->src && !t->modified && x->type == t->src->type && t->src->nbytes == x->nbytes &&
+            !(meth->needs_calib && t->n_dims >= 2)) {
             x->data = t->src->data; /* kept exactly as stored */
             continue;
         }
@@ -927,6 +1113,7 @@ static kv_status produce_bytes(const kv_model_file *mf, kv_wmodel *wm, out_tenso
         mc->progress = prog;
         st = meth->run(mc, err);
     }
+    take_var_outputs(ot, wm->n, jobs, nj);
     free(jobs);
     free(plain);
     return st;
@@ -953,6 +1140,20 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
     }
     const kv_quant_method *meth = kv_quant_method_find(method_name);
     if (!meth) return kv_fail(err, KV_EINVAL, "unknown method '%s' (valid: %s)", method_name, kv_quant_method_names());
+    /* llm-int8 stores the linears in its own int8 format, and like bitsandbytes keeps the embedding and the head
+     * in fp16 (unless its `head` option converts the head); it needs no importance */
+    const int llmint8 = meth->run == kv_method_llmint8;
+    char opt_buf[8];
+    if (llmint8) {
+        float threshold;
+        int head;
+        kv_status ost = kv_llmint8_parse_options(method_opts, &threshold, &head, err); /* before any slow work */
+        if (ost != KV_OK) return ost;
+        if (o.out_format != KV_OUT_GGUF)
+            return kv_fail(err, KV_EUNSUPPORTED, "llm-int8 stores its outlier columns in the GGUF: use GGUF output");
+        o.no_imatrix = 1;
+    }
+    if (llmint8 && !o.format) format = KV_LLMINT8_FORMAT;
 
     transform_set ts;
     kv_status st = parse_transforms(o.transforms, &ts, err);
@@ -960,6 +1161,9 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
     if ((ts.smooth || ts.awq) && !o.calib_path)
         return kv_fail(err, KV_EINVAL, "%s needs calibration text (--calib FILE)", ts.smooth ? "smoothquant" : "awq");
     if (meth->needs_calib && !o.calib_path) return kv_fail(err, KV_EINVAL, "method %s needs calibration text (--calib FILE)", meth->name);
+    if ((o.entropy_code || meth->run == kv_method_watersic) && o.out_format == KV_OUT_SAFETENSORS)
+        return kv_fail(err, KV_EINVAL, "entropy-coded tensors (%s) are written to GGUF only",
+                       o.entropy_code ? "--entropy-code" : "--method watersic");
     if (o.imatrix_path && (ts.rht || ts.quarot))
         return kv_fail(err, KV_EINVAL, "--imatrix holds importance in the unrotated basis: with rht/quarot compute it from --calib instead");
     kv_format actf;
@@ -969,6 +1173,10 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
     kv_policy pol;
     if ((st = kv_policy_init(&pol, format, err)) != KV_OK) return st;
     pol.pure = o.pure;
+    if (llmint8 && !o.format) {
+        kv_strlcpy(pol.embd_format, "f16", sizeof pol.embd_format);
+        if (!kv_method_option(method_opts, "head", opt_buf, sizeof opt_buf)) kv_strlcpy(pol.head_format, "f16", sizeof pol.head_format);
+    }
     for (int i = 0; i < o.n_overrides && st == KV_OK; i++) st = kv_policy_add_override(&pol, o.overrides[i], err);
     if (st == KV_OK) st = check_out_dir(out_path, err);
 
@@ -983,6 +1191,7 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
     const int32_t ctx = o.calib_ctx > 0 ? o.calib_ctx : 512;
     char applied[128] = "";
     kv_progress prog;
+    extra_out xo = {0};
 
     if (st == KV_OK) st = kv_model_open(model_path, &mf, err);
     if (st == KV_OK && !kv_model_hparams(mf)->n_layer)
@@ -995,7 +1204,7 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
     if (st == KV_OK && !im && cids && !o.no_imatrix) pol.has_imatrix = 1; /* computed below */
 
     /* channel rescaling first: its statistics are the original model's activations */
-    if (st == KV_OK && (ts.smooth || ts.awq)) {
+    if (st == KV_OK && ts.smooth) {
         kv_model *base = NULL;
         if ((st = kv_model_load(mf, NULL, &base, err)) == KV_OK) {
             st = collect_act_stats(base, cids, n_cids, ctx, o.pool, &stats, err);
@@ -1013,9 +1222,13 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
     }
     if (st == KV_OK) st = choose_formats(mf, &wm, &pol, &ts, &o, ot, rep, err);
     if (st == KV_OK && ts.awq) {
-        char summary[128] = "";
+        char summary[320] = "";
         struct { out_tensor *ot; int64_t n; } u = {ot, wm.n};
-        st = kv_transform_awq(&wm, &stats, awq_format_of, &u, !o.transform_only, o.pool, summary, sizeof summary, err);
+        kv_model *base = NULL; /* the unquantized model AWQ runs block by block */
+        if ((st = kv_model_load(mf, NULL, &base, err)) == KV_OK)
+            st = kv_transform_awq(&wm, base, cids, n_cids, ctx, awq_format_of, &u, !o.transform_only, o.pool, NULL,
+                                  summary, sizeof summary, err);
+        kv_model_free(base);
         if (st == KV_OK) {
             snprintf(applied + strlen(applied), sizeof applied - strlen(applied), "%sawq", applied[0] ? "," : "");
             if (summary[0]) note(&o, "awq: %s", summary);
@@ -1072,9 +1285,15 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
         mc.pool = o.pool;
         mc.log = o.log;
         mc.log_user = o.log_user;
+        if (o.out_format == KV_OUT_GGUF) {
+            mc.add_meta = extra_add_meta;
+            mc.add_tensor = extra_add_tensor;
+            mc.out_user = &xo;
+        }
         kv_progress_begin(&prog, "quantize", wm.n, o.quiet);
         st = produce_bytes(mf, &wm, ot, meth, &mc, im, &prog, err);
         kv_progress_end(&prog);
+        if (st == KV_OK && o.entropy_code) st = entropy_code_tensors(ot, wm.n, &o, err);
     }
     if (st == KV_OK) {
         run_info ri = {&pol, o.method ? o.method : "rtn", applied, act_none ? NULL : o.act, o.seed};
@@ -1083,7 +1302,7 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
         if (o.out_format == KV_OUT_SAFETENSORS) st = write_safetensors(ot, wm.n, &ri, out_path, err);
         else {
             kv_progress_begin(&prog, "write", (int64_t)total, o.quiet);
-            st = write_gguf(mf, &wm, ot, wm.n, &ri, out_path, &prog, err);
+            st = write_gguf(mf, &wm, ot, wm.n, &ri, &xo, out_path, &prog, err);
             kv_progress_end(&prog);
         }
     }
@@ -1092,8 +1311,10 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
             rep->n_tensors++;
             rep->n_params += nelem(&wm.t[i]);
             rep->tensor_bytes += ot[i].nbytes;
-            if (!is_plain(&ot[i].fmt)) rep->n_quantized++;
+            if (!is_plain(&ot[i].fmt) || ot[i].type == KV_TYPE_ECW) rep->n_quantized++;
         }
+        for (int64_t i = 0; i < xo.n; i++) /* a method's extra tensors are storage too (not parameters) */
+            if (xo.it[i].is_tensor) rep->tensor_bytes += xo.it[i].nbytes;
         struct stat sb;
         if (stat(out_path, &sb) == 0) rep->file_bytes = (uint64_t)sb.st_size;
         rep->bpw = rep->n_params ? (double)rep->tensor_bytes * 8.0 / (double)rep->n_params : 0;
@@ -1109,5 +1330,6 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
     wmodel_free(&wm);
     kv_model_close(mf);
     kv_policy_free(&pol);
+    extra_free(&xo);
     return st;
 }

@@ -131,11 +131,29 @@ kv_status kv_transform_quarot(kv_wmodel *wm, uint64_t seed, kv_error *err);
 kv_status kv_transform_rht(kv_wmodel *wm, int32_t block, uint64_t seed, kv_error *err);
 /* SmoothQuant (smooth.c): s_j = max|X_j|^α / max|W_j|^(1−α) folded into attn_norm/ffn_norm. */
 kv_status kv_transform_smoothquant(kv_wmodel *wm, const kv_act_stats *st, float alpha, kv_error *err);
-/* AWQ (awq.c): per input group, grid search of s = mean|x|^α on the output error of the group's linears
- * quantized with their chosen formats, folded into the previous op; then (clip = 1) the per-row clipping search,
- * which changes the unquantized model (0 with --transform-only). fmt_of(name) gives a tensor's format. */
+/* AWQ (awq.c, llm-awq's run_awq): block by block on the calibration windows ids (n_ids tokens, windows of ctx
+ * from position 0) through the unquantized model m (a runnable model of the same file: hyper-parameters,
+ * embedding, RoPE; the block weights come from wm): per group of linears sharing an input, the grid search of
+ * s = mean|x|^α on the output error of the attention (q/k/v), the MLP (gate/up) or the linear (o, down) with
+ * the group quantized in the formats fmt_of(user, name) gives, folded into the previous op; then (clip = 1)
+ * the clipping search per output row and input group, which changes the unquantized model (0 with
+ * --transform-only). results (NULL, or n_layer × 4 entries: qkv, o, gate/up, down) get each group's α and
+ * mean squared output errors; summary a line for the log. */
 typedef const kv_format *(*kv_format_of_fn)(void *user, const char *tensor_name);
-kv_status kv_transform_awq(kv_wmodel *wm, const kv_act_stats *st, kv_format_of_fn fmt_of, void *user, int clip,
-                           kv_pool *pool, char *summary, size_t summary_len, kv_error *err);
+typedef struct kv_awq_result {
+    int searched;             /* 0: the group was left alone (nothing quantized, online rotation, GQA o) */
+    double alpha;             /* the chosen exponent */
+    double loss, loss_alpha0; /* mean squared output error with the chosen α, and with α = 0 (plain RTN) */
+} kv_awq_result;
+kv_status kv_transform_awq(kv_wmodel *wm, const kv_model *m, const int32_t *ids, int64_t n_ids, int32_t ctx,
+                           kv_format_of_fn fmt_of, void *user, int clip, kv_pool *pool, kv_awq_result *results,
+                           char *summary, size_t summary_len, kv_error *err);
+/* AWQ's clipping search (llm-awq auto_clip_layer) on one weight w [rows × cols], in place: per row and input
+ * group (kv_awq_clip_group), the ratio r = 1 − i/20 (i = 0..9) of the group's max |w| whose clipped weights,
+ * quantized with fmt, give the least mean over the nsamp tokens x [nsamp × cols] of (x_g·(Q(w) − w)_g)².
+ * ratios (NULL or rows × groups) gets the chosen r. */
+kv_status kv_awq_clip(float *w, int64_t rows, int64_t cols, const kv_format *fmt, const float *x, int64_t nsamp,
+                      kv_pool *pool, float *ratios, kv_error *err);
+int64_t kv_awq_clip_group(const kv_format *fmt, int64_t cols);
 
 #endif

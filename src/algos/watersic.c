@@ -357,6 +357,9 @@ done:
 typedef struct {
     kv_watersic_opts o;
     const char *ecw_dir;
+    int decoded;         /* store=decoded: the GGUF holds Ŵ in the policy's f16/f32 instead of the container */
+    const char *only;    /* only=TEXT: WaterSIC on the matrices whose name contains TEXT, the others rounded to
+                          * nearest in their policy format (quick runs, tests) */
     double weights, rate_sum, gap_sum, side_sum;
     uint64_t ecw_bytes;
     int64_t layers;
@@ -365,16 +368,18 @@ typedef struct {
 static kv_status ws_job(void *user, kv_quant_job *job, const double *h, int64_t ntok, kv_pool *pool, char *note,
                         size_t note_len, kv_error *err) {
     ws_state *s = user;
-    if (job->fmt.type != KV_TYPE_F32 && job->fmt.type != KV_TYPE_F16)
-        return kv_fail(err, KV_EINVAL, "watersic writes its decoded weights as f16 or f32 (--format f16), not %s; "
-                       "the entropy-coded codes go to ecw-dir=DIR", job->fmt.name);
+    if (s->only && !strstr(job->name, s->only)) return job->fmt.quantize(&job->fmt, job->w, job->dst, job->rows, job->cols,
+                                                                         job->importance, err);
+    if (s->decoded && job->fmt.type != KV_TYPE_F32 && job->fmt.type != KV_TYPE_F16)
+        return kv_fail(err, KV_EINVAL, "watersic store=decoded writes Ŵ as f16 or f32 (--format f16), not %s",
+                       job->fmt.name);
     kv_watersic_result r;
     kv_status st = kv_watersic_quantize(job->w, job->rows, job->cols, h, &s->o, &r, pool, err);
     if (st) return st;
     uint8_t *blob = NULL;
     size_t size = 0;
     st = kv_ecw_encode(r.z, job->rows, job->cols, r.col_step, r.row_scale, &blob, &size, err);
-    if (!st) st = job->fmt.quantize(&job->fmt, r.wq, job->dst, job->rows, job->cols, NULL, err);
+    if (!st && s->decoded) st = job->fmt.quantize(&job->fmt, r.wq, job->dst, job->rows, job->cols, NULL, err);
     if (!st && s->ecw_dir) {
         char path[1024];
         snprintf(path, sizeof path, "%s/%s.kvec", s->ecw_dir, job->name);
@@ -397,6 +402,12 @@ static kv_status ws_job(void *user, kv_quant_job *job, const double *h, int64_t 
                  "distortion %.4g, %.2f bits above the Gaussian bound, step %.4g, %d search steps",
                  r.rate_bits, r.entropy_bits, r.side_bits, size, size * 8.0 / nw, r.distortion, r.gap_bits, r.step,
                  r.search_iters);
+        if (!s->decoded) { /* the container is the stored tensor; the calibration model gets exactly Ŵ */
+            job->out_type = KV_TYPE_ECW;
+            job->out_data = blob;
+            job->out_bytes = size;
+            blob = NULL;
+        }
     }
     free(blob);
     kv_watersic_result_free(&r);
@@ -412,9 +423,15 @@ kv_status kv_method_watersic(kv_quant_method_ctx *c, kv_error *err) {
     if (kv_method_option(c->options, "step", buf, sizeof buf)) s.o.step = strtod(buf, NULL);
     if (kv_method_option(c->options, "damp", buf, sizeof buf)) s.o.percdamp = strtod(buf, NULL);
     if (kv_method_option(c->options, "no-rescale", buf, sizeof buf)) s.o.rescale = 0;
+    char only[160];
+    if (kv_method_option(c->options, "only", only, sizeof only)) s.only = only;
+    if (kv_method_option(c->options, "store", buf, sizeof buf)) {
+        if (!strcmp(buf, "decoded")) s.decoded = 1;
+        else if (strcmp(buf, "ecw")) return kv_fail(err, KV_EINVAL, "watersic: store=%s (valid: ecw, decoded)", buf);
+    }
     if (!(s.o.target_bits > 0) && !(s.o.step > 0))
         return kv_fail(err, KV_EINVAL, "watersic needs a rate: --method watersic:bits=R (options: bits=R, step=C, "
-                       "damp=F, no-rescale, ecw-dir=DIR, save-hessians=DIR, load-hessians=DIR)");
+                       "damp=F, no-rescale, store=ecw|decoded, only=TEXT, ecw-dir=DIR, save-hessians=DIR, load-hessians=DIR)");
     if (!(s.o.percdamp >= 0)) return kv_fail(err, KV_EINVAL, "watersic: bad damp");
     kv_calib_opts co = {0};
     if (kv_method_option(c->options, "save-hessians", save, sizeof save)) co.save_dir = save;

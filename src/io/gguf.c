@@ -388,6 +388,28 @@ static const char *kvant_format_of(const kv_gguf *g, const char *tensor) {
     return i >= 0 ? g->cstrs[i] : NULL;
 }
 
+/* An entropy-coded tensor (KV_TYPE_ECW, docs/FORMAT.md "kvant ECW"): variable size, given by the u64 metadata
+ * kvant.tensor.<name>.bytes; shape [rows, cols]. The container itself is checked in check_tensor_data. */
+static kv_status rd_ecw_size(kv_gguf_rd *r, kv_gguf_tensor *t, uint64_t at) {
+    char key[KV_GGUF_MAX_NAME + 64];
+    snprintf(key, sizeof key, KV_META_ECW_BYTES_FMT, t->name);
+    if (t->n_dims != 2 || t->shape[0] <= 0 || t->shape[1] <= 0)
+        return rd_fail(r, at, t->name, KV_EFORMAT, "entropy-coded (ecw) tensor must be a non-empty matrix, not %d-D",
+                       t->n_dims);
+    uint64_t nel;
+    if (!kv_mul_u64((uint64_t)t->shape[0], (uint64_t)t->shape[1], &nel) || nel > (uint64_t)INT64_MAX)
+        return rd_fail(r, at, t->name, KV_ERANGE, "element count overflows");
+    const kv_gguf_value *v = kv_gguf_find(r->g, key);
+    uint64_t n = 0;
+    if (!v || kv_gguf_value_u64(v, &n, NULL) != KV_OK)
+        return rd_fail(r, at, t->name, KV_EFORMAT, "entropy-coded (ecw) tensor without an integer metadata %s", key);
+    if (n < 32 || n > r->g->size)
+        return rd_fail(r, v->offset, t->name, KV_EFORMAT, "%s = %" PRIu64 " is not a container size in a file of %"
+                       PRIu64 " bytes", key, n, r->g->size);
+    t->nbytes = n;
+    return KV_OK;
+}
+
 static kv_status rd_tensor_info(kv_gguf_rd *r, kv_gguf_tensor *t) {
     kv_gguf *g = r->g;
     t->info_offset = r->pos;
@@ -425,13 +447,15 @@ static kv_status rd_tensor_info(kv_gguf_rd *r, kv_gguf_tensor *t) {
     if (!st) st = rd_u64(r, &t->offset, "tensor offset");
     if (st) return kv_error_context(r->err, NULL, -1, name), st;
     const char *fmt = NULL;
-    if (t->type >= KV_TYPE_KVANT_BASE && t->type <= KV_TYPE_KVANT_MAX) {
+    if (t->type == KV_TYPE_ECW) {
+        if ((st = rd_ecw_size(r, t, at)) != KV_OK) return st;
+    } else if (t->type >= KV_TYPE_KVANT_BASE && t->type <= KV_TYPE_KVANT_MAX) {
         fmt = kvant_format_of(g, name);
         if (!fmt)
             return rd_fail(r, at, name, KV_EFORMAT, "kvant-only type %u without metadata %s%s%s", t->type,
                            KV_GGUF_KVANT_FORMAT_PREFIX, name, KV_GGUF_KVANT_FORMAT_SUFFIX);
     }
-    st = kv_gguf_tensor_nbytes(t->type, fmt, t->n_dims, t->shape, &t->nbytes, NULL, r->err);
+    if (t->type != KV_TYPE_ECW) st = kv_gguf_tensor_nbytes(t->type, fmt, t->n_dims, t->shape, &t->nbytes, NULL, r->err);
     if (st) return kv_error_context(r->err, g->name, (int64_t)at, name), st;
     if (t->offset % g->alignment)
         return rd_fail(r, at + 4, name, KV_EFORMAT, "data offset %" PRIu64 " is not a multiple of the alignment %u",
@@ -470,6 +494,20 @@ static kv_status rd_tensors(kv_gguf_rd *r) {
     return KV_OK;
 }
 
+/* The container's header (not its streams: kv_model_load decodes those) must describe the tensor's shape. */
+static kv_status check_ecw(kv_gguf_rd *r, const kv_gguf_tensor *t, uint64_t start) {
+    kv_error sub;
+    kv_error_clear(&sub);
+    int64_t rows, cols;
+    if (kv_ecw_check(t->data, (size_t)t->nbytes, &rows, &cols, NULL, &sub) != KV_OK)
+        return rd_fail(r, start + (uint64_t)(sub.offset > 0 ? sub.offset : 0), t->name, KV_EFORMAT,
+                       "entropy-coded tensor: %s", sub.message);
+    if (rows != t->shape[0] || cols != t->shape[1])
+        return rd_fail(r, start + 8, t->name, KV_EFORMAT, "entropy-coded tensor holds %" PRId64 " x %" PRId64
+                       " values, its shape says %" PRId64 " x %" PRId64, rows, cols, t->shape[0], t->shape[1]);
+    return KV_OK;
+}
+
 static kv_status check_tensor_data(kv_gguf_rd *r) {
     kv_gguf *g = r->g;
     int64_t n = g->n_tensors;
@@ -487,6 +525,7 @@ static kv_status check_tensor_data(kv_gguf_rd *r) {
                          g->data_offset + t->offset, t->nbytes, t->offset, g->size);
         else
             t->data = g->base + start;
+        if (!st && t->type == KV_TYPE_ECW) st = check_ecw(r, t, start);
         by_off[i] = t;
     }
     if (!st) {

@@ -286,7 +286,8 @@ kv_status kv_gguf_writer_add_value(kv_gguf_writer *w, const char *key, const kv_
 /* ---- tensors ------------------------------------------------------------------------------------ */
 
 static kv_status add_tensor(kv_gguf_writer *w, const char *name, int n_dims, const int64_t *shape, uint32_t type,
-                            const void *data, kv_gguf_rows_fn fn, void *ctx, kv_error *err) {
+                            const void *data, kv_gguf_rows_fn fn, void *ctx, const uint64_t *var_nbytes,
+                            kv_error *err) {
     kv_error_clear(err); /* the tensor context below must not be a previous call's */
     if (!name) return kv_fail(err, KV_EINVAL, "GGUF writer: tensor name missing");
     size_t nlen = strlen(name);
@@ -313,13 +314,15 @@ static kv_status add_tensor(kv_gguf_writer *w, const char *name, int n_dims, con
     for (int d = 0; d < n_dims; d++) t.shape[d] = shape[d];
     t.type = type;
     const char *fmt = NULL;
-    if (type >= KV_TYPE_KVANT_BASE && type <= KV_TYPE_KVANT_MAX && !(fmt = tensor_format(w, name))) {
+    if (var_nbytes) {
+        t.nbytes = *var_nbytes; /* a variable-size type (KV_TYPE_ECW): the caller recorded the size */
+    } else if (type >= KV_TYPE_KVANT_BASE && type <= KV_TYPE_KVANT_MAX && !(fmt = tensor_format(w, name))) {
         kv_fail(err, KV_EINVAL, "kvant-only type %u needs the metadata %s%s%s (a string) added first", type,
                 KV_GGUF_KVANT_FORMAT_PREFIX, name, KV_GGUF_KVANT_FORMAT_SUFFIX);
         kv_error_context(err, NULL, -1, name);
         return KV_EINVAL;
     }
-    kv_status st = kv_gguf_tensor_nbytes(type, fmt, n_dims, t.shape, &t.nbytes, &t.row_bytes, err);
+    kv_status st = var_nbytes ? KV_OK : kv_gguf_tensor_nbytes(type, fmt, n_dims, t.shape, &t.nbytes, &t.row_bytes, err);
     if (st == KV_EFORMAT) st = KV_EINVAL; /* a bad shape/type from the caller, not a bad file */
     if (st) {
         if (err) err->status = st;
@@ -345,13 +348,44 @@ static kv_status add_tensor(kv_gguf_writer *w, const char *name, int n_dims, con
 
 kv_status kv_gguf_writer_add_tensor(kv_gguf_writer *w, const char *name, int n_dims, const int64_t *shape,
                                     uint32_t type, const void *data, kv_error *err) {
-    return add_tensor(w, name, n_dims, shape, type, data, NULL, NULL, err);
+    if (type == KV_TYPE_ECW) {
+        kv_fail(err, KV_EINVAL, "GGUF writer: entropy-coded tensors go through kv_gguf_writer_add_tensor_ecw");
+        kv_error_context(err, NULL, -1, name);
+        return KV_EINVAL;
+    }
+    return add_tensor(w, name, n_dims, shape, type, data, NULL, NULL, NULL, err);
+}
+
+kv_status kv_gguf_writer_add_tensor_ecw(kv_gguf_writer *w, const char *name, int64_t rows, int64_t cols,
+                                        const void *data, uint64_t nbytes, kv_error *err) {
+    kv_error_clear(err);
+    int64_t crows, ccols;
+    kv_status st = data ? kv_ecw_check(data, (size_t)nbytes, &crows, &ccols, NULL, err)
+                        : kv_fail(err, KV_EINVAL, "GGUF writer: NULL container");
+    if (!st && (crows != rows || ccols != cols))
+        st = kv_fail(err, KV_EINVAL, "GGUF writer: the container holds %lld x %lld values, the shape says %lld x %lld",
+                     (long long)crows, (long long)ccols, (long long)rows, (long long)cols);
+    if (st) {
+        if (err) err->status = st = KV_EINVAL;
+        kv_error_context(err, NULL, -1, name);
+        return st;
+    }
+    if (!name || strlen(name) > KV_GGUF_MAX_NAME) return add_tensor(w, name, 0, NULL, 0, NULL, NULL, NULL, NULL, err);
+    char key[KV_GGUF_MAX_NAME + 64];
+    snprintf(key, sizeof key, "%s%s%s", KV_GGUF_KVANT_FORMAT_PREFIX, name, KV_GGUF_KVANT_FORMAT_SUFFIX);
+    st = kv_gguf_writer_add_str(w, key, KV_ECW_FORMAT_NAME, err);
+    snprintf(key, sizeof key, KV_META_ECW_BYTES_FMT, name);
+    if (!st) st = kv_gguf_writer_add_u64(w, key, nbytes, err);
+    const int64_t shape[2] = {rows, cols};
+    if (!st) st = add_tensor(w, name, 2, shape, KV_TYPE_ECW, data, NULL, NULL, &nbytes, err);
+    return st;
 }
 
 kv_status kv_gguf_writer_add_tensor_fn(kv_gguf_writer *w, const char *name, int n_dims, const int64_t *shape,
                                        uint32_t type, kv_gguf_rows_fn fn, void *ctx, kv_error *err) {
     if (!fn) return kv_fail(err, KV_EINVAL, "GGUF writer: NULL row callback");
-    return add_tensor(w, name, n_dims, shape, type, NULL, fn, ctx, err);
+    if (type == KV_TYPE_ECW) return kv_fail(err, KV_EINVAL, "GGUF writer: entropy-coded tensors are not streamed");
+    return add_tensor(w, name, n_dims, shape, type, NULL, fn, ctx, NULL, err);
 }
 
 /* ---- writing ------------------------------------------------------------------------------------ */

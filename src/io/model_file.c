@@ -218,7 +218,16 @@ static kv_status row_via_format(const kv_tensor *t, const kv_format *f, int64_t 
     return KV_OK;
 }
 
+/* Entropy-coded tensors have no fixed-size rows: they decode as a whole (kv_tensor_to_f32, kv_model_load). */
+static kv_status ecw_no_rows(const kv_tensor *t, kv_error *err) {
+    kv_fail(err, KV_EUNSUPPORTED, "entropy-coded (ecw) tensor: rows cannot be read one at a time; decode the whole "
+            "tensor (kv_tensor_to_f32, kv_model_load)");
+    kv_error_context(err, NULL, (int64_t)t->offset, t->name[0] ? t->name : t->src_name);
+    return KV_EUNSUPPORTED;
+}
+
 kv_status kv_tensor_row_f32(const kv_tensor *t, int64_t row, float *dst, kv_error *err) {
+    if (t->type == KV_TYPE_ECW) return ecw_no_rows(t, err);
     int64_t n = row_length(t);
     int64_t rows = n ? kv_tensor_nelements(t) / n : 0;
     if (row < 0 || row >= rows) {
@@ -243,7 +252,7 @@ kv_status kv_tensor_row_f32(const kv_tensor *t, int64_t row, float *dst, kv_erro
 }
 
 kv_status kv_model_tensor_row_f32(const kv_model_file *mf, const kv_tensor *t, int64_t row, float *dst, kv_error *err) {
-    if (t->type < KV_TYPE_KVANT_BASE) return kv_tensor_row_f32(t, row, dst, err);
+    if (t->type < KV_TYPE_KVANT_BASE || t->type == KV_TYPE_ECW) return kv_tensor_row_f32(t, row, dst, err);
     char key[256];
     snprintf(key, sizeof key, "kvant.tensor.%s.format", t->src_name);
     const char *name = kv_model_meta_string(mf, key);
@@ -264,6 +273,7 @@ kv_status kv_model_tensor_row_f32(const kv_model_file *mf, const kv_tensor *t, i
 }
 
 kv_status kv_tensor_to_f32(const kv_tensor *t, float *dst, kv_error *err) {
+    if (t->type == KV_TYPE_ECW) return kv_ecw_tensor_to_f32(NULL, t, dst, NULL, err);
     int64_t n = t->n_dims ? t->shape[t->n_dims - 1] : 1;
     if (n == 0) return KV_OK;
     int64_t rows = kv_tensor_nelements(t) / n;
@@ -502,7 +512,9 @@ static kv_status kv_gguf_model_open(kv_model_file *mf, const char *path, kv_erro
         t->nbytes = gt->nbytes;
         t->data = gt->data;
         int n_head;
-        if (mf->has_hparams && gguf_needs_unpermute(&mf->hp, t->name, &n_head) && t->n_dims >= 1 && t->shape[0] > 0) {
+        /* entropy-coded tensors are stored in kvant's row order (their rows have no fixed size) */
+        if (mf->has_hparams && t->type != KV_TYPE_ECW && gguf_needs_unpermute(&mf->hp, t->name, &n_head) &&
+            t->n_dims >= 1 && t->shape[0] > 0) {
             void *buf = kv_mf_alloc(mf, t->nbytes, err);
             if (!buf) return KV_ENOMEM;
             if (t->shape[0] != (int64_t)n_head * mf->hp.head_dim || t->nbytes % (uint64_t)t->shape[0]) {

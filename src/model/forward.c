@@ -171,6 +171,7 @@ static kv_status linear(kv_context *c, const kv_weight *w, const float *x, int64
                         kv_pool *pool, kv_error *err) {
     const kv_model *m = c->m;
     const float *in = x;
+    if (w->llmint8) act_quant = 0; /* LLM.int8() quantizes its own activations */
     if (w->rht_block > 0 || act_quant) {
         memcpy(c->tin, x, (size_t)n * (size_t)w->cols * sizeof(float));
         if (w->rht_block > 0)
@@ -181,11 +182,57 @@ static kv_status linear(kv_context *c, const kv_weight *w, const float *x, int64
         }
         in = c->tin;
     }
+    if (w->llmint8) return kv_llmint8_weight_matmul(w, in, n, y, pool, err);
     return kv_weight_matmul_ex(w, in, n, y, m->bf16_dot, pool, err);
 }
 
 static void hook(const kv_context *c, int layer, kv_linear_id which, const float *x, int64_t n, int64_t dim) {
     if (c->hooks.on_linear_input) c->hooks.on_linear_input(c->hooks.user, layer, which, x, n, dim);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* the two halves of a decoder block, on given weights (kv_forward_layer; AWQ's search substitutes)  */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* Self-attention on normed inputs xn [n × n_embd] at positions pos0..: w = q, k, v, o. K and V go to the
+ * layer's cache; out [n × n_embd] = o(attention) may alias xn; c->att keeps o's input. Scratch reserved. */
+static kv_status attention_sublayer(kv_context *c, int layer, const kv_weight *const *w, const float *xn, int64_t n,
+                                    int64_t pos0, float *out, kv_pool *pool, kv_error *err) {
+    const kv_model *m = c->m;
+    const kv_hparams *hp = &m->hp;
+    const int64_t d = hp->n_embd, qd = q_dim(hp), kvd = kv_dim(hp);
+    const int aq = m->act_quant;
+    kv_status st;
+    hook(c, layer, KV_LINEAR_Q, xn, n, d);
+    if ((st = linear(c, w[0], xn, n, c->q, aq, pool, err)) != KV_OK) return st;
+    if ((st = linear(c, w[1], xn, n, c->k, aq, pool, err)) != KV_OK) return st;
+    if ((st = linear(c, w[2], xn, n, c->v, aq, pool, err)) != KV_OK) return st;
+    rope(c->q, n, pos0, hp->n_head, hp->head_dim, m->rope_inv_freq);
+    rope(c->k, n, pos0, hp->n_head_kv, hp->head_dim, m->rope_inv_freq);
+    const size_t base = ((size_t)layer * (size_t)c->n_ctx + (size_t)pos0) * (size_t)kvd;
+    memcpy(c->kcache + base, c->k, (size_t)n * (size_t)kvd * sizeof(float));
+    memcpy(c->vcache + base, c->v, (size_t)n * (size_t)kvd * sizeof(float));
+    attn_job aj = {.c = c, .layer = layer, .q = c->q, .out = c->att, .n = n, .pos0 = pos0,
+                   .nqb = (n + QBLOCK - 1) / QBLOCK};
+    kv_pool_run(pool, (int64_t)hp->n_head * aj.nqb, attn_task, &aj);
+    hook(c, layer, KV_LINEAR_O, c->att, n, qd);
+    return linear(c, w[3], c->att, n, out, aq, pool, err);
+}
+
+/* SwiGLU MLP on normed inputs xn: out = down(silu(gate(xn)) ⊙ up(xn)), w = gate, up, down; out may alias xn;
+ * c->gate keeps down's input. Scratch reserved. */
+static kv_status mlp_sublayer(kv_context *c, int layer, const kv_weight *const *w, const float *xn, int64_t n,
+                              float *out, kv_pool *pool, kv_error *err) {
+    const kv_model *m = c->m;
+    const int64_t d = m->hp.n_embd, ff = m->hp.n_ff;
+    const int aq = m->act_quant;
+    kv_status st;
+    hook(c, layer, KV_LINEAR_GATE, xn, n, d);
+    if ((st = linear(c, w[0], xn, n, c->gate, aq, pool, err)) != KV_OK) return st;
+    if ((st = linear(c, w[1], xn, n, c->up, aq, pool, err)) != KV_OK) return st;
+    kv_swiglu(c->gate, c->up, n * ff);
+    hook(c, layer, KV_LINEAR_DOWN, c->gate, n, ff);
+    return linear(c, w[2], c->gate, n, out, aq, pool, err);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -230,37 +277,40 @@ kv_status kv_forward_layer(kv_context *c, int layer, float *x, int64_t n, int64_
     const int nthr = pool ? kv_pool_threads(pool) : 1;
     if ((st = reserve(c, n, nthr, err)) != KV_OK) return st;
     const kv_layer *L = &m->layers[layer];
-    const int64_t d = hp->n_embd, qd = q_dim(hp), kvd = kv_dim(hp), ff = hp->n_ff;
-    const int aq = m->act_quant;
+    const int64_t d = hp->n_embd;
+    const kv_weight *aw[4] = {&L->w[KV_LINEAR_Q], &L->w[KV_LINEAR_K], &L->w[KV_LINEAR_V], &L->w[KV_LINEAR_O]};
+    const kv_weight *mw[3] = {&L->w[KV_LINEAR_GATE], &L->w[KV_LINEAR_UP], &L->w[KV_LINEAR_DOWN]};
 
-    /* attention */
     rmsnorm(c->xn, x, L->attn_norm, n, d, hp->norm_eps);
-    hook(c, layer, KV_LINEAR_Q, c->xn, n, d);
-    if ((st = linear(c, &L->w[KV_LINEAR_Q], c->xn, n, c->q, aq, pool, err)) != KV_OK) return st;
-    if ((st = linear(c, &L->w[KV_LINEAR_K], c->xn, n, c->k, aq, pool, err)) != KV_OK) return st;
-    if ((st = linear(c, &L->w[KV_LINEAR_V], c->xn, n, c->v, aq, pool, err)) != KV_OK) return st;
-    rope(c->q, n, pos0, hp->n_head, hp->head_dim, m->rope_inv_freq);
-    rope(c->k, n, pos0, hp->n_head_kv, hp->head_dim, m->rope_inv_freq);
-    const size_t base = ((size_t)layer * (size_t)c->n_ctx + (size_t)pos0) * (size_t)kvd;
-    memcpy(c->kcache + base, c->k, (size_t)n * (size_t)kvd * sizeof(float));
-    memcpy(c->vcache + base, c->v, (size_t)n * (size_t)kvd * sizeof(float));
-    attn_job aj = {.c = c, .layer = layer, .q = c->q, .out = c->att, .n = n, .pos0 = pos0,
-                   .nqb = (n + QBLOCK - 1) / QBLOCK};
-    kv_pool_run(pool, (int64_t)hp->n_head * aj.nqb, attn_task, &aj);
-    hook(c, layer, KV_LINEAR_O, c->att, n, qd);
-    if ((st = linear(c, &L->w[KV_LINEAR_O], c->att, n, c->xn, aq, pool, err)) != KV_OK) return st;
+    if ((st = attention_sublayer(c, layer, aw, c->xn, n, pos0, c->xn, pool, err)) != KV_OK) return st;
     for (int64_t i = 0; i < n * d; i++) x[i] += c->xn[i];
-
-    /* SwiGLU MLP: down(silu(gate(x)) * up(x)) */
     rmsnorm(c->xn, x, L->ffn_norm, n, d, hp->norm_eps);
-    hook(c, layer, KV_LINEAR_GATE, c->xn, n, d);
-    if ((st = linear(c, &L->w[KV_LINEAR_GATE], c->xn, n, c->gate, aq, pool, err)) != KV_OK) return st;
-    if ((st = linear(c, &L->w[KV_LINEAR_UP], c->xn, n, c->up, aq, pool, err)) != KV_OK) return st;
-    kv_swiglu(c->gate, c->up, n * ff);
-    hook(c, layer, KV_LINEAR_DOWN, c->gate, n, ff);
-    if ((st = linear(c, &L->w[KV_LINEAR_DOWN], c->gate, n, c->xn, aq, pool, err)) != KV_OK) return st;
+    if ((st = mlp_sublayer(c, layer, mw, c->xn, n, c->xn, pool, err)) != KV_OK) return st;
     for (int64_t i = 0; i < n * d; i++) x[i] += c->xn[i];
     return KV_OK;
+}
+
+kv_status kv_forward_attention(kv_context *c, int layer, const kv_weight *const w[4], const float *xn, int64_t n,
+                               int64_t pos0, float *out, kv_pool *pool, kv_error *err) {
+    if (!c || !w || !xn || !out) return kv_fail(err, KV_EINVAL, "kv_forward_attention: NULL argument");
+    if (layer < 0 || layer >= c->m->hp.n_layer) return kv_fail(err, KV_ERANGE, "layer %d out of range", layer);
+    kv_status st = check_span(c, n, pos0, err);
+    if (st != KV_OK || n == 0) return st;
+    if ((st = reserve(c, n, pool ? kv_pool_threads(pool) : 1, err)) != KV_OK) return st;
+    return attention_sublayer(c, layer, w, xn, n, pos0, out, pool, err);
+}
+
+kv_status kv_forward_mlp(kv_context *c, int layer, const kv_weight *const w[3], const float *xn, int64_t n,
+                         float *out, kv_pool *pool, kv_error *err) {
+    if (!c || !w || !xn || !out) return kv_fail(err, KV_EINVAL, "kv_forward_mlp: NULL argument");
+    if (layer < 0 || layer >= c->m->hp.n_layer) return kv_fail(err, KV_ERANGE, "layer %d out of range", layer);
+    if (n <= 0) return n < 0 ? kv_fail(err, KV_EINVAL, "negative token count") : KV_OK;
+    kv_status st = reserve(c, n, pool ? kv_pool_threads(pool) : 1, err);
+    return st != KV_OK ? st : mlp_sublayer(c, layer, w, xn, n, out, pool, err);
+}
+
+void kv_rmsnorm_rows(float *y, const float *x, const float *w, int64_t n, int64_t d, float eps) {
+    rmsnorm(y, x, w, n, d, eps);
 }
 
 kv_status kv_forward_head(kv_context *c, const float *x, int64_t n, float *logits, kv_pool *pool, kv_error *err) {

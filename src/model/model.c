@@ -56,6 +56,9 @@ static void weight_release(kv_weight *w) {
     free(w->owned);
     free(w->bias);
     free(w->rht_signs);
+    free(w->outlier_cols);
+    free(w->outlier_mask);
+    free(w->outlier_w);
     memset(w, 0, sizeof *w);
 }
 
@@ -71,6 +74,24 @@ static kv_status tensor_format(const kv_model_file *mf, const kv_tensor *t, kv_f
     return kv_format_from_type(t->type, fmt, err);
 }
 
+/* An entropy-coded matrix (KV_TYPE_ECW) is decoded once, here, into fp32: the model runs exactly the stored
+ * weights (docs/FORMAT.md "kvant ECW"). Errors name the file, offset and tensor. */
+static kv_status load_ecw(const kv_model_file *mf, const kv_tensor *t, int64_t rows, int64_t cols, kv_weight *w,
+                          kv_error *err) {
+    float *f = kv_malloc((size_t)rows * (size_t)cols * sizeof(float), err);
+    if (!f) return KV_ENOMEM;
+    kv_status st = kv_ecw_tensor_to_f32(mf, t, f, NULL, err);
+    if (st == KV_OK) st = kv_format_from_type(KV_TYPE_F32, &w->fmt, err);
+    if (st != KV_OK) {
+        free(f);
+        return st;
+    }
+    w->rows = rows;
+    w->cols = cols;
+    w->data = w->owned = f;
+    return KV_OK;
+}
+
 static kv_status load_weight(const kv_model_file *mf, const char *name, int64_t rows, int64_t cols, int to_f32,
                              kv_weight *w, kv_error *err) {
     const kv_tensor *t = kv_model_find(mf, name);
@@ -82,6 +103,7 @@ static kv_status load_weight(const kv_model_file *mf, const char *name, int64_t 
                      (long long)rows, (long long)cols);
         goto fail;
     }
+    if (t->type == KV_TYPE_ECW) return load_ecw(mf, t, rows, cols, w, err);
     if ((st = tensor_format(mf, t, &w->fmt, err)) != KV_OK) goto fail;
     const size_t rb = kv_format_row_bytes(&w->fmt, cols);
     if (rb == 0 || (uint64_t)rb * (uint64_t)rows != t->nbytes) {
@@ -284,11 +306,12 @@ kv_status kv_model_load(const kv_model_file *mf, const kv_model_load_opts *opts,
         }
     }
     if ((st = load_rht_metadata(m, mf, err)) != KV_OK) goto fail;
-    if (opts && opts->prepack) {
+    if ((st = kv_llmint8_attach(m, mf, err)) != KV_OK) goto fail;
+    if (opts && opts->prepack) { /* LLM.int8() weights run their own int8 kernel: no fp32 panels */
         for (int l = 0; l < hp->n_layer; l++)
             for (int i = 0; i < KV_N_BLOCK_LINEARS; i++)
-                if ((st = kv_weight_prepack(&m->layers[l].w[i], err)) != KV_OK) goto fail;
-        if ((st = kv_weight_prepack(&m->head, err)) != KV_OK) goto fail;
+                if (!m->layers[l].w[i].llmint8 && (st = kv_weight_prepack(&m->layers[l].w[i], err)) != KV_OK) goto fail;
+        if (!m->head.llmint8 && (st = kv_weight_prepack(&m->head, err)) != KV_OK) goto fail;
     }
     *out = m;
     return KV_OK;
@@ -329,6 +352,14 @@ kv_status kv_model_set_weight(kv_model *m, const char *tensor_name, const kv_for
     }
     kv_weight_unpack(w); /* cached panels belong to the old bytes */
     free(w->owned);
+    free(w->outlier_cols); /* LLM.int8() columns describe the old bytes too */
+    free(w->outlier_mask);
+    free(w->outlier_w);
+    w->outlier_cols = NULL;
+    w->outlier_mask = NULL;
+    w->outlier_w = NULL;
+    w->n_outliers = 0;
+    w->llmint8 = 0;
     w->fmt = *fmt;
     w->data = data;
     w->owned = take_ownership ? (void *)data : NULL;

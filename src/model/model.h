@@ -41,6 +41,19 @@ struct kv_context {
     float *scores;                    /* per thread attention scratch (forward.c) */
 };
 
+/* The halves of kv_forward_layer on given weights (forward.c; AWQ's block-output search substitutes its
+ * candidates). kv_forward_attention: self-attention of `layer` on normed inputs xn [n × n_embd] at positions
+ * pos0.. with w = q, k, v, o (K/V written to the layer's cache), out [n × n_embd] = o(attention), may alias xn;
+ * afterwards c->att holds o's input [n × n_head·head_dim]. kv_forward_mlp: out = down(silu(gate(xn)) ⊙ up(xn))
+ * with w = gate, up, down; afterwards c->gate holds down's input [n × n_ff]. Hooks and the model's activation
+ * quantization apply as in kv_forward_layer. */
+kv_status kv_forward_attention(kv_context *c, int layer, const kv_weight *const w[4], const float *xn, int64_t n,
+                               int64_t pos0, float *out, kv_pool *pool, kv_error *err);
+kv_status kv_forward_mlp(kv_context *c, int layer, const kv_weight *const w[3], const float *xn, int64_t n,
+                         float *out, kv_pool *pool, kv_error *err);
+/* LlamaRMSNorm of n rows of d: y = w ⊙ x / sqrt(mean(x²) + eps) (the forward pass's own). */
+void kv_rmsnorm_rows(float *y, const float *x, const float *w, int64_t n, int64_t d, float eps);
+
 /* Weight of (layer, which), writable. NULL when out of range. */
 kv_weight *kv_model_weight_mut(kv_model *m, int layer, kv_linear_id which);
 

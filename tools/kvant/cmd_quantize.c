@@ -17,11 +17,14 @@ static void usage(FILE *out) {
             "  -o, --output PATH     output file (written atomically: nothing is left on failure)\n"
             "  --format F            a format (q4_0, q4_k, int4_g128_asym, mxfp4_ocp, nvfp4_ts, nf4, higgs_p2_b4, ...)\n"
             "                        or a llama.cpp mix (q2_k q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m q6_k\n"
-            "                        q4_0 q4_1 q5_0 q5_1 q8_0 iq4_nl iq4_xs); default q4_k_m. `kvant formats` lists formats\n"
+            "                        q4_0 q4_1 q5_0 q5_1 q8_0 iq4_nl iq4_xs); default q4_k_m (llm-int8: int8_g0_sym_f32).\n"
+            "                        `kvant formats` lists formats\n"
             "  --pure                every quantizable tensor gets F (no llama.cpp mix rules)\n"
-            "  --method M[:OPTS]     rtn (default)\n"
+            "  --method M[:OPTS]     rtn (default), gptq, mr-gptq, watersic, llm-int8[:threshold=F,head] (docs/methods.md)\n"
             "  --transform T[,T...]  rht[:BLOCK] (default block 512), quarot, smoothquant[:ALPHA], awq, prescale\n"
             "  --transform-only      write the transformed model unquantized (f32), e.g. to check a rotation\n"
+            "  --entropy-code        store the integer codes of int{n}_g{g}_* tensors entropy-coded (rANS, type ecw;\n"
+            "                        the \"Huffman-GPTQ\" baseline with --method gptq); GGUF only, kvant reads it\n"
             "  --act A               simulated activation quantization for --eval: none int8 fp8 mxfp8 mxfp4\n"
             "  --calib FILE          calibration text (imatrix, smoothquant, awq)\n"
             "  --calib-tokens N      calibration tokens (default 65536 = 128 windows of 512)\n"
@@ -57,7 +60,7 @@ typedef struct qargs {
     const char *overrides[MAX_OVERRIDES];
     int n_overrides;
     long long calib_tokens, ctx, chunks, seed, threads;
-    int pure, no_imatrix, quiet, json, transform_only, ppl_only;
+    int pure, no_imatrix, quiet, json, transform_only, ppl_only, entropy_code;
     int set_calib_tokens, set_seed;
 } qargs;
 
@@ -121,6 +124,7 @@ static int parse_args(int argc, char **argv, qargs *a) {
         if (kv_cli_flag(argv, i, "--pure", NULL)) a->pure = 1;
         else if (kv_cli_flag(argv, i, "--no-imatrix", NULL)) a->no_imatrix = 1;
         else if (kv_cli_flag(argv, i, "--transform-only", NULL)) a->transform_only = 1;
+        else if (kv_cli_flag(argv, i, "--entropy-code", NULL)) a->entropy_code = 1;
         else if (kv_cli_flag(argv, i, "--eval-ppl-only", NULL)) a->ppl_only = 1;
         else if (kv_cli_flag(argv, i, "--quiet", "-q")) a->quiet = 1;
         else if (kv_cli_flag(argv, i, "--json", NULL)) a->json = 1;
@@ -205,7 +209,7 @@ static kv_status weights_to_f32(kv_model *m, kv_error *err) {
             kv_linear_id id = (kv_linear_id)k;
             if ((l == n_layer) != (id == KV_LINEAR_HEAD)) continue;
             const kv_weight *w = kv_model_weight(m, l, id);
-            if (!w || w->fmt.type == KV_TYPE_F32 || !w->fmt.dequantize) continue;
+            if (!w || w->llmint8 || w->fmt.type == KV_TYPE_F32 || !w->fmt.dequantize) continue; /* LLM.int8: own kernel */
             size_t rb = kv_format_row_bytes(&w->fmt, w->cols);
             float *d = malloc((size_t)(w->rows * w->cols) * sizeof(float));
             if (!d) return kv_fail(err, KV_ENOMEM, "out of memory converting weights for evaluation");
@@ -379,6 +383,7 @@ int kv_cmd_quantize(int argc, char **argv) {
     o.imatrix_path = a.imatrix;
     o.act = a.act;
     o.transform_only = a.transform_only;
+    o.entropy_code = a.entropy_code;
     o.seed = (uint64_t)a.seed;
     o.quiet = a.quiet;
     o.log = log_note;
@@ -421,6 +426,15 @@ int kv_cmd_quantize(int argc, char **argv) {
         st = run_eval(&a, pool, rows, &err);
         have_eval = st == KV_OK;
     }
+    /* llm-int8: the outlier columns per tensor, as the written file records them */
+    kv_llmint8_summary i8 = {0};
+    int have_i8 = 0;
+    if (st == KV_OK && a.method && !strncmp(a.method, "llm-int8", 8) && o.out_format == KV_OUT_GGUF) {
+        kv_model_file *qf = NULL;
+        if ((st = kv_model_open(a.out, &qf, &err)) == KV_OK) st = kv_llmint8_summary_read(qf, &i8, &err);
+        kv_model_close(qf);
+        have_i8 = st == KV_OK;
+    }
     kv_pool_destroy(pool);
     if (st != KV_OK) {
         kv_json_free(recipe);
@@ -432,7 +446,7 @@ int kv_cmd_quantize(int argc, char **argv) {
         kv_jw_obj_begin(&w);
         kv_jw_key(&w, "model"), kv_jw_str(&w, a.model);
         kv_jw_key(&w, "output"), kv_jw_str(&w, a.out);
-        kv_jw_key(&w, "format"), kv_jw_str(&w, a.format ? a.format : "q4_k_m");
+        kv_jw_key(&w, "format"), kv_jw_str(&w, a.format ? a.format : have_i8 ? KV_LLMINT8_FORMAT : "q4_k_m");
         kv_jw_key(&w, "method"), kv_jw_str(&w, a.method ? a.method : "rtn");
         kv_jw_key(&w, "transforms"), kv_jw_str(&w, rep.transforms);
         kv_jw_key(&w, "tensors"), kv_jw_int(&w, rep.n_tensors);
@@ -443,6 +457,26 @@ int kv_cmd_quantize(int argc, char **argv) {
         kv_jw_key(&w, "file_bytes"), kv_jw_int(&w, (int64_t)rep.file_bytes);
         kv_jw_key(&w, "bits_per_weight"), kv_jw_num(&w, rep.bpw);
         kv_jw_key(&w, "seconds"), kv_jw_num(&w, rep.seconds);
+        if (have_i8) {
+            kv_jw_key(&w, "llmint8");
+            kv_jw_obj_begin(&w);
+            kv_jw_key(&w, "threshold"), kv_jw_num(&w, i8.threshold);
+            kv_jw_key(&w, "tensors"), kv_jw_int(&w, i8.n_tensors);
+            kv_jw_key(&w, "outlier_columns_total"), kv_jw_int(&w, i8.total);
+            kv_jw_key(&w, "outlier_columns_max"), kv_jw_int(&w, i8.max);
+            kv_jw_key(&w, "max_tensor"), kv_jw_str(&w, i8.max_index >= 0 ? i8.tensors[i8.max_index].name : "");
+            kv_jw_key(&w, "per_tensor");
+            kv_jw_arr_begin(&w);
+            for (int64_t i = 0; i < i8.n_tensors; i++) {
+                kv_jw_obj_begin(&w);
+                kv_jw_key(&w, "name"), kv_jw_str(&w, i8.tensors[i].name);
+                kv_jw_key(&w, "cols"), kv_jw_int(&w, i8.tensors[i].cols);
+                kv_jw_key(&w, "outlier_columns"), kv_jw_int(&w, i8.tensors[i].n_outliers);
+                kv_jw_obj_end(&w);
+            }
+            kv_jw_arr_end(&w);
+            kv_jw_obj_end(&w);
+        }
         if (have_eval) {
             kv_jw_key(&w, "eval");
             kv_jw_obj_begin(&w);
@@ -473,6 +507,14 @@ int kv_cmd_quantize(int argc, char **argv) {
                a.model, a.out, (long long)rep.n_tensors, (long long)rep.n_quantized, (long long)rep.n_fallback,
                (double)rep.file_bytes / 1048576.0, rep.bpw, rep.seconds, rep.transforms[0] ? ", transforms " : "",
                rep.transforms);
+        if (have_i8) {
+            printf("llm-int8: threshold %g: %lld outlier input columns in fp16 over %lld tensors, max %lld (%s)\n",
+                   i8.threshold, (long long)i8.total, (long long)i8.n_tensors, (long long)i8.max,
+                   i8.max_index >= 0 ? i8.tensors[i8.max_index].name : "-");
+            for (int64_t i = 0; i < i8.n_tensors; i++)
+                printf("  %-28s %6lld / %lld\n", i8.tensors[i].name, (long long)i8.tensors[i].n_outliers,
+                       (long long)i8.tensors[i].cols);
+        }
         if (have_eval) {
             char win[64];
             if (a.chunks) snprintf(win, sizeof win, "first %lld windows", a.chunks);
@@ -491,6 +533,7 @@ int kv_cmd_quantize(int argc, char **argv) {
                    rows[1].bpw, rows[1].ppl, rows[1].dppl, rows[1].kld, rows[1].top1);
         }
     }
+    kv_llmint8_summary_free(&i8);
     kv_json_free(recipe);
     return 0;
 }
