@@ -234,6 +234,10 @@ KV_TEST(rht_keeps_logits_stories260k) {
     check_transform_keeps_logits(T, "models/stories260K/stories260K.bin", "rht:4,quarot", "f32", 0, 1e-3, "blk.1.attn_q.weight");
 }
 
+KV_TEST(fold_norms_keeps_logits_stories260k) {
+    check_transform_keeps_logits(T, "models/stories260K/stories260K.bin", "fold-norms", "f32", 0, 1e-3, "blk.0.attn_q.weight");
+}
+
 KV_TEST(quarot_keeps_logits_proxy27m) {
     if (getenv("KVANT_SANITIZED")) SKIP("proxy-27m rotation is covered by the stories260K test under sanitizers");
     check_transform_keeps_logits(T, "models/proxy-27m", "quarot,rht", "f32", 0, 1e-3, "blk.3.ffn_down.weight");

@@ -467,7 +467,7 @@ static kv_status collect_imatrix(const kv_model *m, kv_wmodel *wm, const int32_t
 /* ---------------------------------------------------------------------------------------------- */
 
 typedef struct transform_set {
-    int rht, quarot, smooth, awq, prescale;
+    int rht, quarot, fold, smooth, awq, prescale;
     int32_t rht_block;
     float alpha;
 } transform_set;
@@ -493,6 +493,7 @@ static kv_status parse_transforms(const char *list, transform_set *ts, kv_error 
                 ts->rht_block = (int32_t)b;
             }
         } else if (!strcmp(tok, "quarot") && !arg) ts->quarot = 1;
+        else if (!strcmp(tok, "fold-norms") && !arg) ts->fold = 1;
         else if (!strcmp(tok, "smoothquant")) {
             ts->smooth = 1;
             if (arg) {
@@ -504,7 +505,7 @@ static kv_status parse_transforms(const char *list, transform_set *ts, kv_error 
         } else if (!strcmp(tok, "awq") && !arg) ts->awq = 1;
         else if (!strcmp(tok, "prescale") && !arg) ts->prescale = 1;
         else
-            return kv_fail(err, KV_EINVAL, "unknown transform '%s%s%s' (valid: rht[:BLOCK], quarot, smoothquant[:ALPHA], awq, prescale)",
+            return kv_fail(err, KV_EINVAL, "unknown transform '%s%s%s' (valid: rht[:BLOCK], quarot, fold-norms, smoothquant[:ALPHA], awq, prescale)",
                            tok, arg ? ":" : "", arg ? arg : "");
     }
     if (ts->smooth && ts->awq) return kv_fail(err, KV_EINVAL, "smoothquant and awq both rescale channels: choose one");
@@ -1233,6 +1234,10 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
             snprintf(applied + strlen(applied), sizeof applied - strlen(applied), "%sawq", applied[0] ? "," : "");
             if (summary[0]) note(&o, "awq: %s", summary);
         }
+    }
+    if (st == KV_OK && ts.fold && !ts.quarot) {
+        if ((st = kv_transform_fold_norms(&wm, err)) == KV_OK)
+            snprintf(applied + strlen(applied), sizeof applied - strlen(applied), "%sfold-norms", applied[0] ? "," : "");
     }
     if (st == KV_OK && ts.quarot) {
         if ((st = kv_transform_quarot(&wm, o.seed, err)) == KV_OK)

@@ -126,6 +126,9 @@ void kv_act_stats_free(kv_act_stats *s);
 /* QuaRot (quarot.c): fold RMSNorm gains, rotate the residual stream, per-head Hadamard on v/o, online
  * Hadamard before ffn_down (recorded as rht on ffn_down). */
 kv_status kv_transform_quarot(kv_wmodel *wm, uint64_t seed, kv_error *err);
+/* QuaRot's step 1 alone: every RMSNorm gain folded into the linears it feeds (norms become 1; a tied head is
+ * untied). The model computes the same function. */
+kv_status kv_transform_fold_norms(kv_wmodel *wm, kv_error *err);
 /* rht on every linear's input (block, or the largest supported block dividing the row), skipping weights
  * that already have an online rotation. The embedding is not touched. */
 kv_status kv_transform_rht(kv_wmodel *wm, int32_t block, uint64_t seed, kv_error *err);

@@ -67,6 +67,22 @@ static kv_status fold_norm(kv_wmodel *wm, kv_wtensor *norm, kv_wtensor **targets
     return KV_OK;
 }
 
+/* Step 1 alone (also `--transform fold-norms`: QuaRot without its rotations, the ablation in docs/RESULTS.md). */
+kv_status kv_transform_fold_norms(kv_wmodel *wm, kv_error *err) {
+    const kv_hparams *hp = &wm->hp;
+    kv_status st = kv_wmodel_untie(wm, err); /* the head gets the final norm's gain, the embedding does not */
+    for (int l = 0; l < hp->n_layer && st == KV_OK; l++) {
+        kv_wtensor *qkv[3] = {kv_wmodel_layer(wm, l, "attn_q.weight"), kv_wmodel_layer(wm, l, "attn_k.weight"),
+                              kv_wmodel_layer(wm, l, "attn_v.weight")};
+        kv_wtensor *gu[2] = {kv_wmodel_layer(wm, l, "ffn_gate.weight"), kv_wmodel_layer(wm, l, "ffn_up.weight")};
+        st = fold_norm(wm, kv_wmodel_layer(wm, l, "attn_norm.weight"), qkv, 3, err);
+        if (st == KV_OK) st = fold_norm(wm, kv_wmodel_layer(wm, l, "ffn_norm.weight"), gu, 2, err);
+    }
+    kv_wtensor *head = kv_wmodel_find(wm, "output.weight");
+    if (st == KV_OK) st = fold_norm(wm, kv_wmodel_find(wm, "output_norm.weight"), &head, 1, err);
+    return st;
+}
+
 kv_status kv_transform_quarot(kv_wmodel *wm, uint64_t seed, kv_error *err) {
     const kv_hparams *hp = &wm->hp;
     const int64_t d = hp->n_embd, hd = hp->head_dim;
@@ -78,20 +94,10 @@ kv_status kv_transform_quarot(kv_wmodel *wm, uint64_t seed, kv_error *err) {
         if (down && down->rht_block > 0) return kv_fail(err, KV_EINVAL, "quarot: %s is already rotated", down->name);
         if (o && o->rht_block > 0) return kv_fail(err, KV_EINVAL, "quarot: %s is already rotated", o->name);
     }
-    kv_status st = kv_wmodel_untie(wm, err); /* the head gets the final norm's gain, the embedding does not */
-    if (st != KV_OK) return st;
-
     /* 1. fold the RMSNorm gains */
-    for (int l = 0; l < hp->n_layer && st == KV_OK; l++) {
-        kv_wtensor *qkv[3] = {kv_wmodel_layer(wm, l, "attn_q.weight"), kv_wmodel_layer(wm, l, "attn_k.weight"),
-                              kv_wmodel_layer(wm, l, "attn_v.weight")};
-        kv_wtensor *gu[2] = {kv_wmodel_layer(wm, l, "ffn_gate.weight"), kv_wmodel_layer(wm, l, "ffn_up.weight")};
-        st = fold_norm(wm, kv_wmodel_layer(wm, l, "attn_norm.weight"), qkv, 3, err);
-        if (st == KV_OK) st = fold_norm(wm, kv_wmodel_layer(wm, l, "ffn_norm.weight"), gu, 2, err);
-    }
-    kv_wtensor *head = kv_wmodel_find(wm, "output.weight");
-    if (st == KV_OK) st = fold_norm(wm, kv_wmodel_find(wm, "output_norm.weight"), &head, 1, err);
+    kv_status st = kv_transform_fold_norms(wm, err);
     if (st != KV_OK) return st;
+    kv_wtensor *head = kv_wmodel_find(wm, "output.weight");
 
     /* 2. residual rotation */
     const int32_t rb = (int32_t)kv_rht_best_block(d, d);
