@@ -69,6 +69,11 @@ static kv_status calib_ids(const kv_model_file *mf, int64_t n, int32_t **ids, kv
     return st;
 }
 
+/* the seven linears of block 0, in kv_linear_id order */
+static const char *const k_blk0_linears[7] = {"blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_v.weight",
+                                              "blk.0.attn_output.weight", "blk.0.ffn_gate.weight",
+                                              "blk.0.ffn_up.weight", "blk.0.ffn_down.weight"};
+
 static float *tensor_copy(kv_wmodel *wm, const char *name) {
     kv_wtensor *t = kv_wmodel_find(wm, name);
     if (!t) return NULL;
@@ -109,9 +114,6 @@ static double mse(const float *a, const float *b, int64_t n) {
 static void layer0_losses(kv_test_ctx *T, const kv_model *m, kv_wmodel *wm, float *const orig[7], const float *orig_an,
                           const float *orig_fn, const kv_format *f, const int32_t *ids, int64_t nwin, int32_t ctx,
                           double loss[2][2]) {
-    static const char *const names[7] = {"blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_v.weight",
-                                         "blk.0.attn_output.weight", "blk.0.ffn_gate.weight", "blk.0.ffn_up.weight",
-                                         "blk.0.ffn_down.weight"};
     const kv_hparams *hp = kv_model_get_hparams(m);
     const int64_t d = hp->n_embd, n = ctx * d;
     kv_context *c = NULL;
@@ -120,7 +122,7 @@ static void layer0_losses(kv_test_ctx *T, const kv_model *m, kv_wmodel *wm, floa
     float *qw[2][7] = {{0}};
     kv_weight ref[7], wq[2][7];
     for (int i = 0; i < 7; i++) {
-        kv_wtensor *t = kv_wmodel_find(wm, names[i]);
+        kv_wtensor *t = kv_wmodel_find(wm, k_blk0_linears[i]);
         ref[i] = f32_weight(m, (kv_linear_id)i, orig[i]);
         for (int k = 0; k < 2; k++) {
             const float *src = k ? t->w : orig[i];
@@ -183,11 +185,8 @@ KV_TEST(awq_search_minimises_block_output_error) {
     REQUIRE_OK(calib_ids(mf, nwin * ctx, &ids, &err), &err);
     kv_format f;
     REQUIRE_OK(kv_format_get("int3_g128_asym", &f, &err), &err);
-    static const char *const names[7] = {"blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_v.weight",
-                                         "blk.0.attn_output.weight", "blk.0.ffn_gate.weight", "blk.0.ffn_up.weight",
-                                         "blk.0.ffn_down.weight"};
     float *orig[7];
-    for (int i = 0; i < 7; i++) REQUIRE((orig[i] = tensor_copy(&wm, names[i])) != NULL);
+    for (int i = 0; i < 7; i++) REQUIRE((orig[i] = tensor_copy(&wm, k_blk0_linears[i])) != NULL);
     float *an = tensor_copy(&wm, "blk.0.attn_norm.weight"), *fn = tensor_copy(&wm, "blk.0.ffn_norm.weight");
     REQUIRE(an && fn);
 
@@ -394,11 +393,8 @@ KV_TEST(awq_mha_searches_o_and_folds_exactly) {
     for (int i = 0; i < 64; i++) ids[i] = (int32_t)(kv_rng_u64(&rng) % 64);
     kv_format f;
     REQUIRE_OK(kv_format_get("int3_g128_asym", &f, &err), &err);
-    static const char *const names[7] = {"blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_v.weight",
-                                         "blk.0.attn_output.weight", "blk.0.ffn_gate.weight", "blk.0.ffn_up.weight",
-                                         "blk.0.ffn_down.weight"};
     float *orig[7];
-    for (int i = 0; i < 7; i++) REQUIRE((orig[i] = tensor_copy(&wm, names[i])) != NULL);
+    for (int i = 0; i < 7; i++) REQUIRE((orig[i] = tensor_copy(&wm, k_blk0_linears[i])) != NULL);
     float *an = tensor_copy(&wm, "blk.0.attn_norm.weight");
     REQUIRE(an);
     kv_awq_result res[2 * 4];
@@ -415,7 +411,7 @@ KV_TEST(awq_mha_searches_o_and_folds_exactly) {
     kv_weight w0[4], w1[4];
     for (int i = 0; i < 4; i++) {
         w0[i] = f32_weight(m, (kv_linear_id)i, orig[i]);
-        w1[i] = f32_weight(m, (kv_linear_id)i, kv_wmodel_find(&wm, names[i])->w);
+        w1[i] = f32_weight(m, (kv_linear_id)i, kv_wmodel_find(&wm, k_blk0_linears[i])->w);
     }
     const kv_weight *a0[4] = {&w0[0], &w0[1], &w0[2], &w0[3]}, *a1[4] = {&w1[0], &w1[1], &w1[2], &w1[3]};
     float *h = malloc(sizeof(float) * n), *xn = malloc(sizeof(float) * n), *y0 = malloc(sizeof(float) * n);
@@ -435,7 +431,7 @@ KV_TEST(awq_mha_searches_o_and_folds_exactly) {
     CHECK_MSG(maxd <= 1e-4 * maxv && maxv > 0, "folded attention differs by %g (outputs up to %g)", maxd, maxv);
     /* o's searched loss is its own output error over the tokens: recompute it directly from the folded o
      * (s_o = folded / original column) */
-    const float *wo = kv_wmodel_find(&wm, names[3])->w;
+    const float *wo = kv_wmodel_find(&wm, k_blk0_linears[3])->w;
     float *s = malloc(sizeof(float) * d);
     REQUIRE(s);
     for (int64_t j = 0; j < d; j++) s[j] = wo[j] / orig[3][j];

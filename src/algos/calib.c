@@ -48,6 +48,20 @@ typedef struct {
     kv_error err;
 } calib_state;
 
+const float *kv_calib_rotated_input(float **buf, int64_t *cap, const float *x, int64_t ntok, int64_t dim,
+                                    int32_t rht_block, const float *signs) {
+    if (rht_block <= 0) return x;
+    if (*cap < ntok * dim) {
+        float *r = realloc(*buf, sizeof(float) * (size_t)(ntok * dim));
+        if (!r) return NULL;
+        *buf = r;
+        *cap = ntok * dim;
+    }
+    memcpy(*buf, x, sizeof(float) * (size_t)(ntok * dim));
+    for (int64_t t = 0; t < ntok; t++) kv_rht_apply(*buf + t * dim, dim, rht_block, signs);
+    return *buf;
+}
+
 const char *kv_method_option(const char *options, const char *key, char *buf, size_t n) {
     if (!options || !key || !n) return NULL;
     size_t kl = strlen(key);
@@ -80,18 +94,8 @@ static void on_input(void *user, int layer, kv_linear_id which, const float *x, 
                             (long long)dim, (long long)g->dim);
             return;
         }
-        const float *xx = x;
-        if (g->rht_block > 0) { /* the weight is stored rotated: its input is R·x */
-            if (s->rot_cap < ntok * dim) {
-                float *r = realloc(s->rot, sizeof(float) * (size_t)(ntok * dim));
-                if (!r) { s->st = kv_fail(&s->err, KV_ENOMEM, "out of memory"); return; }
-                s->rot = r;
-                s->rot_cap = ntok * dim;
-            }
-            memcpy(s->rot, x, sizeof(float) * (size_t)(ntok * dim));
-            for (int64_t t = 0; t < ntok; t++) kv_rht_apply(s->rot + t * dim, dim, g->rht_block, g->signs);
-            xx = s->rot;
-        }
+        const float *xx = kv_calib_rotated_input(&s->rot, &s->rot_cap, x, ntok, dim, g->rht_block, g->signs);
+        if (!xx) { s->st = kv_fail(&s->err, KV_ENOMEM, "out of memory"); return; }
         s->st = kv_hessian_add(g->h, xx, ntok, dim, g->what, s->pool, &s->err);
         g->ntok += ntok;
     }

@@ -34,4 +34,9 @@ kv_status kv_calib_run(kv_quant_method_ctx *c, const kv_calib_opts *o, kv_calib_
  * (NULL when absent; "" for a bare flag) copied into buf. */
 const char *kv_method_option(const char *options, const char *key, char *buf, size_t n);
 
+/* The input a weight stored rotated (W·Rᵀ, online rht of block rht_block) sees: R·x for each of the ntok rows
+ * of x, in *buf (grown as needed, owned by the caller); x itself when rht_block <= 0; NULL when out of memory. */
+const float *kv_calib_rotated_input(float **buf, int64_t *cap, const float *x, int64_t ntok, int64_t dim,
+                                    int32_t rht_block, const float *signs);
+
 #endif

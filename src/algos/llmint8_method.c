@@ -57,18 +57,9 @@ static void on_input(void *user, int layer, kv_linear_id which, const float *x, 
             kv_error_context(&s->err, NULL, -1, t->job->name);
             return;
         }
-        const float *xx = x;
-        if (t->job->rht_block > 0) { /* the stored weight is W·Rᵀ: its input is R·x */
-            if (s->rot_cap < ntok * dim) {
-                float *r = realloc(s->rot, sizeof(float) * (size_t)(ntok * dim));
-                if (!r) { s->st = kv_fail(&s->err, KV_ENOMEM, "out of memory"); return; }
-                s->rot = r;
-                s->rot_cap = ntok * dim;
-            }
-            memcpy(s->rot, x, sizeof(float) * (size_t)(ntok * dim));
-            for (int64_t k = 0; k < ntok; k++) kv_rht_apply(s->rot + k * dim, dim, t->job->rht_block, t->signs);
-            xx = s->rot;
-        }
+        /* a weight stored rotated (W·Rᵀ) sees R·x */
+        const float *xx = kv_calib_rotated_input(&s->rot, &s->rot_cap, x, ntok, dim, t->job->rht_block, t->signs);
+        if (!xx) { s->st = kv_fail(&s->err, KV_ENOMEM, "out of memory"); return; }
         for (int64_t k = 0; k < ntok * dim; k++) {
             const float a = fabsf(xx[k]);
             if (!isfinite(a)) {
