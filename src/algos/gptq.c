@@ -80,6 +80,22 @@ static kv_status open_block(gptq_ctx *c, gptq_scratch *s, int64_t r, int64_t blk
 
 static int same_bits(float x, float y) { return memcmp(&x, &y, sizeof x) == 0; }
 
+/* kv_fgrid_nearest1 (the same code for every u) without its binary search: the largest lo with t[lo] < u is
+ * guessed from u's position between the end levels (right for evenly spaced grids up to a step of rounding),
+ * checked, and left to kv_fgrid_nearest1 when the grid is too uneven for the guess. */
+static int32_t nearest_level(const kv_fgrid *g, float u) {
+    const float *t = g->sorted_t;
+    int32_t last = g->nsorted - 1;
+    if (!(u > t[0])) return g->sorted_code[0];
+    if (u >= t[last]) return g->sorted_code[last];
+    double x = ((double)u - t[0]) / ((double)t[last] - t[0]) * last;
+    int32_t lo = x < 0 ? 0 : x > last - 1 ? last - 1 : (int32_t)x;
+    if (lo > 0 && !(t[lo] < u)) lo--;
+    if (lo + 1 < last && t[lo + 1] < u) lo++;
+    if (!(t[lo] < u) || (lo + 1 < last && t[lo + 1] < u)) return kv_fgrid_nearest1(g, u); /* uneven grid */
+    return u - t[lo] <= t[lo + 1] - u ? g->sorted_code[lo] : g->sorted_code[lo + 1];
+}
+
 /* Chooses the code of the unit starting at permuted column i of row r and writes it; q gets its values. */
 static void round_unit(gptq_ctx *c, int64_t r, int64_t i, float *q) {
     const kv_fgrid *g = c->g;
@@ -96,7 +112,7 @@ static void round_unit(gptq_ctx *c, int64_t r, int64_t i, float *q) {
     } else if (p == 1) {
         float a = A[i];
         if (a == 0 || !isfinite(a)) code = kv_fgrid_get_code(g, bp, unit);
-        else code = kv_fgrid_nearest1(g, (w[i] - Bv[i]) / a);
+        else code = nearest_level(g, (w[i] - Bv[i]) / a);
     } else {
         /* exact GPTQ loss of the unit for each code: the error of coordinate k moves coordinates > k */
         double best = INFINITY;
@@ -116,6 +132,19 @@ static void round_unit(gptq_ctx *c, int64_t r, int64_t i, float *q) {
     }
     kv_fgrid_set_code(g, bp, unit, code);
     for (int32_t k = 0; k < p; k++) q[k] = A[i + k] * g->t[code * p + k] + Bv[i + k];
+}
+
+/* w[0..m) -= e·u[0..m). Each element gets one multiply and one subtract, as in a plain loop, so blocks of a
+ * fixed 16 or 8 (which the compiler turns into vector instructions at -O2) give the same bytes. */
+static void sub_scaled(float *restrict w, const float *restrict u, float e, int64_t m) {
+    int64_t j = 0;
+    for (; j + 16 <= m; j += 16)
+        for (int k = 0; k < 16; k++) w[j + k] -= e * u[j + k];
+    if (j + 8 <= m) {
+        for (int k = 0; k < 8; k++) w[j + k] -= e * u[j + k];
+        j += 8;
+    }
+    for (; j < m; j++) w[j] -= e * u[j];
 }
 
 static void batch_task(void *vctx, int64_t task, int thread) {
@@ -138,7 +167,7 @@ static void batch_task(void *vctx, int64_t task, int thread) {
             err[i - c->i1] = e;
             loss += (double)e * e;
             w[i] = q[k];
-            for (int64_t j = i + 1; j < c->i2; j++) w[j] -= e * u[j];
+            sub_scaled(w + i + 1, u + i + 1, e, c->i2 - i - 1);
         }
         c->rowloss[r] += loss;
     }
@@ -173,7 +202,7 @@ static int cmp_unit_key(const void *x, const void *y) {
 }
 
 /* perm[i] = original column processed i-th: units stay contiguous, in coordinate order. */
-static kv_status build_perm(const kv_fgrid *g, const double *h, int64_t n, int act_order, int64_t *perm,
+static kv_status build_perm(const kv_fgrid *g, const double *diag, int64_t n, int act_order, int64_t *perm,
                             kv_error *err) {
     int64_t nblk = n / g->B, nu = nblk * g->nunits;
     unit_key *uk = malloc(sizeof *uk * (size_t)nu);
@@ -185,7 +214,7 @@ static kv_status build_perm(const kv_fgrid *g, const double *h, int64_t n, int a
             k->key = 0;
             for (int32_t j = 0; j < g->p; j++) {
                 int64_t col = blk * g->B + g->unit_pos[u * g->p + j];
-                k->key += h[col * n + col];
+                k->key += diag[col];
             }
         }
     /* natural order keeps units sorted by their first column */
@@ -205,15 +234,32 @@ static kv_status build_perm(const kv_fgrid *g, const double *h, int64_t n, int a
     return KV_OK;
 }
 
-/* U = upper Cholesky of (H + λI)⁻¹, raising λ tenfold until H + λI is positive definite. */
-static kv_status damped_inverse(const double *hp, int64_t n, double percdamp, double *u, kv_gptq_stats *stats,
-                                kv_pool *pool, kv_error *err) {
+/* u = H in the processing order, dead inputs cut off (row and column 0, diagonal 1: gptq.py). Filled from the
+ * caller's H on every damping try, so no n×n copy of H is kept (fp64 H is 1.6 GB at n = 14336). */
+static void fill_permuted_h(const double *h, const uint8_t *dead, const int64_t *perm, int64_t n, double *u) {
+    for (int64_t i = 0; i < n; i++) {
+        const double *hi = h + perm[i] * n;
+        double *ui = u + i * n;
+        if (dead[perm[i]]) {
+            memset(ui, 0, sizeof(double) * (size_t)n);
+            ui[i] = 1;
+            continue;
+        }
+        for (int64_t j = 0; j < n; j++) ui[j] = dead[perm[j]] ? 0.0 : hi[perm[j]];
+    }
+}
+
+/* U = upper Cholesky of (H + λI)⁻¹ (H permuted, dead inputs cut off; diag: its diagonal in natural order),
+ * raising λ tenfold until H + λI is positive definite. */
+static kv_status damped_inverse(const double *h, const uint8_t *dead, const double *diag, const int64_t *perm,
+                                int64_t n, double percdamp, double *u, kv_gptq_stats *stats, kv_pool *pool,
+                                kv_error *err) {
     double mean = 0;
-    for (int64_t i = 0; i < n; i++) mean += hp[i * n + i];
+    for (int64_t i = 0; i < n; i++) mean += diag[perm[i]];
     mean /= (double)n;
     double lambda0 = percdamp * mean, lambda = lambda0;
     for (int tries = 0; tries < MAX_DAMP_TRIES; tries++, lambda = lambda > 0 ? lambda * 10 : 1e-6 * mean) {
-        memcpy(u, hp, sizeof(double) * (size_t)(n * n));
+        fill_permuted_h(h, dead, perm, n, u);
         for (int64_t i = 0; i < n; i++) u[i * n + i] += lambda;
         int64_t bad = kv_chol_inv_upper(u, n, pool);
         if (bad < 0) return kv_fail(err, KV_ENOMEM, "out of memory inverting H");
@@ -259,22 +305,22 @@ kv_status kv_gptq_quantize(const kv_format *fmt, const float *w, int64_t rows, i
     int nth = pool ? kv_pool_threads(pool) : 1;
     int64_t bsz = (opts->block + g.p - 1) / g.p * g.p;
     size_t nn = (size_t)n * (size_t)n, rn = (size_t)rows * (size_t)n;
-    double *hd = malloc(sizeof(double) * nn), *ud = malloc(sizeof(double) * nn);
-    float *wn = malloc(sizeof(float) * rn), *imp = NULL;
+    double *diag = malloc(sizeof(double) * (size_t)n), *ud = malloc(sizeof(double) * nn);
+    uint8_t *dead = malloc((size_t)n);
+    float *wn = malloc(sizeof(float) * rn), *imp = NULL, *uf = NULL; /* uf after the inverse: lower peak */
     int64_t *perm = malloc(sizeof(int64_t) * (size_t)n), *invperm = malloc(sizeof(int64_t) * (size_t)n);
     int64_t *first_pi = malloc(sizeof(int64_t) * (size_t)(n / g.B));
     gptq_ctx c = {0};
     gptq_scratch *scr = calloc((size_t)nth, sizeof *scr);
     c.W = malloc(sizeof(float) * rn);
     c.U = NULL;
-    float *uf = malloc(sizeof(float) * nn);
     c.A = malloc(sizeof(float) * rn);
     c.Bv = malloc(sizeof(float) * rn);
     c.S = malloc(sizeof(float) * rn);
     c.Err = malloc(sizeof(float) * (size_t)rows * (size_t)bsz);
     c.rowloss = calloc((size_t)rows, sizeof(double));
     if (opts->use_importance) imp = malloc(sizeof(float) * (size_t)n);
-    int oom = !hd || !ud || !wn || !perm || !invperm || !first_pi || !scr || !c.W || !uf || !c.A || !c.Bv ||
+    int oom = !diag || !ud || !dead || !wn || !perm || !invperm || !first_pi || !scr || !c.W || !c.A || !c.Bv ||
               !c.S || !c.Err || !c.rowloss || (opts->use_importance && !imp);
     for (int t = 0; t < nth && !oom; t++) {
         size_t qb = (size_t)(g.hdr + g.bb);
@@ -293,40 +339,41 @@ kv_status kv_gptq_quantize(const kv_format *fmt, const float *w, int64_t rows, i
         goto done;
     }
 
-    /* dead inputs: H_ii = 1 and their weights 0 (gptq.py) */
-    memcpy(hd, h, sizeof(double) * nn);
+    /* dead inputs: H_ii = 1, the rest of their row and column 0, and their weights 0 (gptq.py) */
     memcpy(wn, w, sizeof(float) * rn);
-    for (int64_t j = 0; j < n; j++)
-        if (!(hd[j * n + j] > 0)) {
+    for (int64_t j = 0; j < n; j++) {
+        dead[j] = !(h[j * n + j] > 0);
+        diag[j] = dead[j] ? 1.0 : h[j * n + j];
+        if (dead[j]) {
             stats->dead_cols++;
-            for (int64_t k = 0; k < n; k++) hd[j * n + k] = hd[k * n + j] = 0;
-            hd[j * n + j] = 1;
             for (int64_t r = 0; r < rows; r++) wn[r * n + j] = 0;
         }
+    }
     if (imp)
-        for (int64_t j = 0; j < n; j++) imp[j] = (float)hd[j * n + j];
+        for (int64_t j = 0; j < n; j++) imp[j] = (float)diag[j];
 
     /* round to nearest first: row headers, static block parameters, and the code of every untouched block */
     st = fmt->quantize(fmt, wn, out, rows, n, imp, err);
     if (st) goto done;
 
-    st = build_perm(&g, hd, n, opts->act_order, perm, err);
+    st = build_perm(&g, diag, n, opts->act_order, perm, err);
     if (st) goto done;
     for (int64_t i = 0; i < n; i++) invperm[perm[i]] = i;
     for (int64_t b = 0; b < n / g.B; b++) {
         first_pi[b] = n;
         for (int32_t k = 0; k < g.B; k++) first_pi[b] = KV_MIN(first_pi[b], invperm[b * g.B + k]);
     }
-    /* permuted H into ud, then U in place (hd reused as the damped copy's scratch) */
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < n; j++) ud[i * n + j] = hd[perm[i] * n + perm[j]];
-    memcpy(hd, ud, sizeof(double) * nn);
-    st = damped_inverse(hd, n, opts->percdamp, ud, stats, pool, err);
+    /* U of the permuted, damped H in ud (fp64), then as fp32 */
+    st = damped_inverse(h, dead, diag, perm, n, opts->percdamp, ud, stats, pool, err);
     if (st) goto done;
+    uf = malloc(sizeof(float) * nn);
+    if (!uf) {
+        st = kv_fail(err, KV_ENOMEM, "gptq: out of memory for a %lld x %lld layer", (long long)rows, (long long)n);
+        goto done;
+    }
     for (size_t k = 0; k < nn; k++) uf[k] = (float)ud[k];
-    free(hd);
     free(ud);
-    hd = ud = NULL;
+    ud = NULL;
 
     for (int64_t r = 0; r < rows; r++)
         for (int64_t i = 0; i < n; i++) c.W[r * n + i] = wn[r * n + perm[i]];
@@ -369,7 +416,8 @@ done:
         free(scr[t].gath);
     }
     free(scr);
-    free(hd);
+    free(diag);
+    free(dead);
     free(ud);
     free(wn);
     free(imp);
