@@ -35,7 +35,7 @@ json_num() { # json_num KEY FILE: the first number after "KEY":
 }
 
 short() { basename "$1" .txt | sed 's/-test$//'; }
-hdr="| method | format | bits/weight"
+hdr="| method | format | decoder bits/weight"
 sep="|---|---|---:"
 basecells=""
 for t in $TEXTS; do
@@ -46,7 +46,7 @@ for t in $TEXTS; do
     fi
     hdr="$hdr | $n PPL | $n KLD | $n top-1"
     sep="$sep|---:|---:|---:"
-    basecells="$basecells | $(json_num ppl "$OUT/base-$n.json") | 0 | 100%"
+    basecells="$basecells$(awk -v p="$(json_num ppl "$OUT/base-$n.json")" 'BEGIN { printf " | %.2f | 0 | 100%%", p }')"
 done
 echo "$hdr | quantize s | note |"
 echo "$sep|---:|---|"
@@ -74,15 +74,17 @@ for row in $ROWS; do
         n=$(short "$t")
         "$KVANT" eval "$gguf" --text "$t" $CH -t "$THREADS" --quiet --kld "$OUT/base-$n-$CHUNKS.logits" --json \
             > "$OUT/$name.$n.eval.json"
-        cells="$cells | $(json_num ppl "$OUT/$name.$n.eval.json") | $(json_num mean "$OUT/$name.$n.eval.json") | $(json_num top1_agree "$OUT/$name.$n.eval.json")%"
+        cells="$cells$(awk -v p="$(json_num ppl "$OUT/$name.$n.eval.json")" -v k="$(json_num mean "$OUT/$name.$n.eval.json")" \
+            -v t="$(json_num top1_agree "$OUT/$name.$n.eval.json")" 'BEGIN { printf " | %.2f | %.4f | %.1f%%", p, k, t }')"
     done
     if [ "$method" = watersic ]; then
         # decoder linears: bits/weight of their entropy-coded containers, stored as such in the GGUF (type ecw)
         bpw=$(sed -n 's/.*entropy-coded [0-9]* bytes = \([0-9.]*\) bits\/weight.*/\1/p' "$log" | tail -n 1)
         note="ECW size; gap to Gaussian bound $(sed -n 's/.*mean gap to the Gaussian bound \([0-9.]*\) bits.*/\1/p' "$log") bit"
     else
-        bpw=$(json_num bits_per_weight "$log.json")
-        note="bits/weight of the whole file (bf16 embedding and head)"
+        # decoder linears: the format's bits/weight (the file adds the bf16 embedding and head)
+        bpw=$("$KVANT" formats --json | sed -n "/\"name\": \"$fmt\"/{n;s/.*: *\([0-9.]*\).*/\1/p;}" | head -n 1)
+        note="file $(json_num bits_per_weight "$log.json") bits/weight with the bf16 embedding and head"
     fi
     line="| $method | $fmt | ${bpw:-?}$cells | $((t1 - t0)) | $note |"
     echo "$line"
