@@ -328,7 +328,6 @@ void kv_act_stats_free(kv_act_stats *s) {
     for (int i = 0; i < s->n_layer * KV_ACT_POINTS; i++) {
         free(s->p[i].absmax);
         free(s->p[i].abssum);
-        free(s->p[i].sample);
     }
     free(s->p);
     s->p = NULL;
@@ -349,8 +348,7 @@ static void act_on_input(void *user, int layer, kv_linear_id which, const float 
         p->dim = dim;
         p->absmax = kv_calloc((size_t)dim, sizeof(float), h->err);
         p->abssum = kv_calloc((size_t)dim, sizeof(double), h->err);
-        p->sample = kv_malloc((size_t)(h->s->max_sample * dim) * sizeof(float), h->err);
-        if (!p->absmax || !p->abssum || !p->sample) { h->st = KV_ENOMEM; return; }
+        if (!p->absmax || !p->abssum) { h->st = KV_ENOMEM; return; }
     }
     for (int64_t t = 0; t < ntok; t++)
         for (int64_t j = 0; j < dim; j++) {
@@ -359,19 +357,11 @@ static void act_on_input(void *user, int layer, kv_linear_id which, const float 
             p->abssum[j] += a;
         }
     p->count += ntok;
-    /* keep every k-th token of each window, up to max_sample (strided like llm-awq's auto_clip sampling) */
-    int64_t want = h->s->max_sample - p->nsample;
-    if (want > 0) {
-        int64_t stride = KV_MAX(1, ntok / 64);
-        for (int64_t t = 0; t < ntok && p->nsample < h->s->max_sample; t += stride)
-            memcpy(p->sample + p->nsample++ * dim, x + t * dim, (size_t)dim * sizeof(float));
-    }
 }
 
 static kv_status collect_act_stats(const kv_model *m, const int32_t *ids, int64_t n, int32_t ctx, kv_pool *pool,
                                    kv_act_stats *s, kv_error *err) {
     s->n_layer = kv_model_get_hparams(m)->n_layer;
-    s->max_sample = 256;
     s->p = kv_calloc((size_t)s->n_layer * KV_ACT_POINTS, sizeof *s->p, err);
     if (!s->p) return KV_ENOMEM;
     kv_context *kc = NULL;

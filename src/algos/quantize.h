@@ -101,7 +101,7 @@ kv_wtensor *kv_wmodel_layer(kv_wmodel *wm, int l, const char *suffix);
 /* Gives tied models their own output.weight (a copy of token_embd) so that the head can change alone. */
 kv_status kv_wmodel_untie(kv_wmodel *wm, kv_error *err);
 
-/* Activation statistics at the inputs of the linears (collected on the unquantized model, quantize.c):
+/* Activation statistics at the inputs of the linears for SmoothQuant (collected on the unquantized model, quantize.c):
  * point 0 = attention input (q/k/v), 1 = attention output (o), 2 = MLP input (gate/up), 3 = down input. */
 #define KV_ACT_POINTS 4
 typedef struct kv_act_point {
@@ -109,12 +109,9 @@ typedef struct kv_act_point {
     float *absmax;            /* dim: max |x_j| */
     double *abssum;           /* dim: Σ |x_j| */
     int64_t count;            /* tokens seen */
-    float *sample;            /* nsample × dim tokens kept for output-error searches (AWQ) */
-    int64_t nsample;
 } kv_act_point;
 typedef struct kv_act_stats {
     int n_layer;
-    int64_t max_sample;       /* tokens kept per point */
     kv_act_point *p;          /* n_layer × KV_ACT_POINTS */
 } kv_act_stats;
 void kv_act_stats_free(kv_act_stats *s);
