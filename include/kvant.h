@@ -898,6 +898,8 @@ const kv_quant_method *kv_quant_method_find(const char *name);
 const char *kv_quant_method_names(void);
 /* Round-to-nearest with each format's own (importance-aware) quantizer; jobs run in parallel. */
 kv_status kv_method_rtn(kv_quant_method_ctx *c, kv_error *err);
+/* kv_method_rtn on n of the jobs (the ones a method leaves to round-to-nearest), without progress updates. */
+kv_status kv_method_rtn_jobs(const kv_quant_method_ctx *c, kv_quant_job *jobs, int64_t n, kv_error *err);
 
 typedef struct kv_quantize_opts {
     const char *format;       /* NULL: "q4_k_m" (a format name or a llama.cpp mix) */

@@ -338,13 +338,7 @@ kv_status kv_calib_run(kv_quant_method_ctx *c, const kv_calib_opts *o, kv_calib_
     free(s.rot);
     free_groups(&s);
     kv_context_free(kctx);
-    if (!st && nrest > 0) {
-        kv_quant_method_ctx rc = *c;
-        rc.jobs = rest;
-        rc.n_jobs = nrest;
-        rc.progress = NULL;
-        st = kv_method_rtn(&rc, err);
-    }
+    if (!st && nrest > 0) st = kv_method_rtn_jobs(c, rest, nrest, err);
     if (c->progress) kv_progress_update(c->progress, done + nrest);
     free(byl);
     free(rest);

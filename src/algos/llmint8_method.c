@@ -227,13 +227,7 @@ kv_status kv_method_llmint8(kv_quant_method_ctx *c, kv_error *err) {
         if (nout > max) { max = nout; max_name = s.t[i].job->name; }
         if (c->progress) kv_progress_update(c->progress, ++done);
     }
-    if (st == KV_OK && nrest > 0) {
-        kv_quant_method_ctx rc = *c;
-        rc.jobs = rest;
-        rc.n_jobs = nrest;
-        rc.progress = NULL;
-        st = kv_method_rtn(&rc, err);
-    }
+    if (st == KV_OK && nrest > 0) st = kv_method_rtn_jobs(c, rest, nrest, err);
     if (st == KV_OK && c->log) {
         char line[400];
         snprintf(line, sizeof line, "llm-int8: threshold %g: %lld outlier input columns kept in fp16 over %d linears "

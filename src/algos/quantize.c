@@ -1091,13 +1091,7 @@ static kv_status produce_bytes(const kv_model_file *mf, kv_wmodel *wm, out_tenso
         else jobs[nj++] = j;
     }
     (void)mf;
-    if (st == KV_OK && np > 0) {
-        kv_quant_method_ctx pc = *mc;
-        pc.jobs = plain;
-        pc.n_jobs = np;
-        pc.progress = NULL;
-        st = kv_method_rtn(&pc, err);
-    }
+    if (st == KV_OK && np > 0) st = kv_method_rtn_jobs(mc, plain, np, err);
     if (st == KV_OK && nj > 0) {
         mc->jobs = jobs;
         mc->n_jobs = nj;

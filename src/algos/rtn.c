@@ -59,3 +59,11 @@ kv_status kv_method_rtn(kv_quant_method_ctx *c, kv_error *err) {
     free(errs);
     return out;
 }
+
+kv_status kv_method_rtn_jobs(const kv_quant_method_ctx *c, kv_quant_job *jobs, int64_t n, kv_error *err) {
+    kv_quant_method_ctx sub = *c;
+    sub.jobs = jobs;
+    sub.n_jobs = n;
+    sub.progress = NULL;
+    return kv_method_rtn(&sub, err);
+}
