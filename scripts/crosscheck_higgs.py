@@ -74,6 +74,8 @@ def load_grid(repo, p, b):
     text = open(os.path.join(repo, "src/formats/higgs_grids.c")).read()
     n = 2 ** (p * b)
     m = re.search(rf"k_p{p}_b{b}\[{n * p}\] = \{{(.*?)\}};", text, re.S)
+    if not m:
+        sys.exit(f"crosscheck_higgs: no grid higgs_p{p}_b{b} in src/formats/higgs_grids.c")
     vals = [float(v.strip().rstrip("f")) for v in m.group(1).split(",") if v.strip()]
     return np.array(vals, dtype=np.float32).reshape(n, p)
 

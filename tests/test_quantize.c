@@ -503,6 +503,7 @@ KV_TEST(quantize_cli_bad_input) {
     static const struct { const char *extra, *want1, *want2; int rc; } cases[] = {
         {"--format q4_k_x", "q4_k_x", "q4_k_m", 2},                      /* unknown format: lists mixes and types */
         {"--transform rotate", "rotate", "quarot", 2},                   /* unknown transform: lists the valid ones */
+        {"--transform fold-norms:3", "fold-norms:3", "fold-norms,", 2},  /* fold-norms takes no argument */
         {"--format q4_0 --transform prescale", "prescale", "MX", 2},     /* prescale without an MX format */
         {"--transform smoothquant", "smoothquant", "--calib", 2},       /* smoothquant without calibration text */
         {"--method foo", "foo", "rtn", 2},                               /* unknown method */
