@@ -107,7 +107,7 @@ static double lagrangian_pick(const kv_alloc_problem *p, double lambda, int *cho
         for (int c = 0; c < p->n_cand; c++) {
             if (!cand_allowed(p, l, c)) continue;
             double v = cost_of(p, l, c) + lambda * size_of(p, l, c);
-            if (v < best_v || (v == best_v && size_of(p, l, c) < size_of(p, l, best))) { best_v = v; best = c; }
+            if (best < 0 || v < best_v || (v == best_v && size_of(p, l, c) < size_of(p, l, best))) { best_v = v; best = c; }
         }
         choice[l] = best;
         total += size_of(p, l, best);
@@ -121,7 +121,7 @@ static void lagrangian_solve(const kv_alloc_problem *p, int *choice) {
     while (lagrangian_pick(p, hi, choice) > p->budget_bits && hi < 1e300) hi *= 4;
     double lo = hi / 4 > 1e-30 ? hi / 4 : 0;
     for (int it = 0; it < 100; it++) {
-        double mid = lo > 0 ? sqrt(lo * hi) : hi / 2;
+        double mid = lo > 0 ? sqrt(lo) * sqrt(hi) : hi / 2; /* lo * hi overflows near 1e300 */
         if (lagrangian_pick(p, mid, choice) > p->budget_bits) lo = mid;
         else hi = mid;
         if (hi - lo <= 1e-12 * hi) break;
@@ -129,10 +129,41 @@ static void lagrangian_solve(const kv_alloc_problem *p, int *choice) {
     lagrangian_pick(p, hi, choice);
 }
 
+/* The same problem with every cost divided by a power of two that brings the largest finite |cost| to [0.5, 1):
+ * choices are unchanged (the division is exact) and sums over layers cannot overflow, whatever the alphas. */
+static double *normalised_costs(const kv_alloc_problem *p, kv_alloc_problem *q, kv_error *err) {
+    size_t cells = (size_t)p->n_layers * (size_t)p->n_cand;
+    double *c = kv_malloc(cells * sizeof(double), err);
+    if (!c) return NULL;
+    double big = 0;
+    for (size_t i = 0; i < cells; i++)
+        if (isfinite(p->cost[i]) && fabs(p->cost[i]) > big) big = fabs(p->cost[i]);
+    int e = 0;
+    if (big > 0) frexp(big, &e);
+    for (size_t i = 0; i < cells; i++) c[i] = isfinite(p->cost[i]) ? ldexp(p->cost[i], -e) : p->cost[i];
+    *q = *p;
+    q->cost = c;
+    return c;
+}
+
+static kv_status alloc_dp_scaled(const kv_alloc_problem *p, int *choice, kv_alloc_result *res, kv_error *err);
+
 kv_status kv_alloc_dp(const kv_alloc_problem *p, int *choice, kv_alloc_result *res, kv_error *err) {
     kv_alloc_result tmp;
     if (!res) res = &tmp;
-    int L = p ? p->n_layers : 0;
+    if (!p || p->n_layers <= 0 || p->n_cand <= 0 || !p->size_bits || !p->cost)
+        return kv_fail(err, KV_EINVAL, "allocation problem is empty");
+    kv_alloc_problem q;
+    double *scaled = normalised_costs(p, &q, err);
+    if (!scaled) return KV_ENOMEM;
+    kv_status st = alloc_dp_scaled(&q, choice, res, err);
+    free(scaled);
+    if (st == KV_OK) totals(p, choice, res); /* the costs as given */
+    return st;
+}
+
+static kv_status alloc_dp_scaled(const kv_alloc_problem *p, int *choice, kv_alloc_result *res, kv_error *err) {
+    int L = p->n_layers;
     int *smallest = kv_calloc((size_t)(L > 0 ? L : 1), sizeof(int), err);
     int *largest = kv_calloc((size_t)(L > 0 ? L : 1), sizeof(int), err);
     if (!smallest || !largest) { free(smallest); free(largest); return KV_ENOMEM; }
@@ -185,10 +216,14 @@ kv_status kv_alloc_dp(const kv_alloc_problem *p, int *choice, kv_alloc_result *r
         int64_t b = R;
         for (int l = L - 1; l >= 0; l--) {
             int c = pick[(size_t)l * cols + (size_t)b];
+            if (c < 0) c = smallest[l]; /* cannot happen with finite normalised costs; never index with -1 */
             choice[l] = c;
             b -= (int64_t)ceil(size_of(p, l, c) / unit - 1e-9);
+            if (b < 0) b = 0;
         }
     }
+    totals(p, choice, res);
+    if (res->total_bits > p->budget_bits) memcpy(choice, smallest, (size_t)L * sizeof(int)); /* defensive */
     greedy_upgrade(p, choice);
     totals(p, choice, res);
     {

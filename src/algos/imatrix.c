@@ -238,9 +238,10 @@ static kv_status load_gguf(const char *path, kv_imatrix *im, kv_error *err) {
     if (st != KV_OK) return st;
     const char *type = NULL;
     if (kv_gguf_get_str(g, "general.type", &type, NULL) != KV_OK || strcmp(type, "imatrix")) {
-        kv_gguf_close(g);
+        /* the message first: type lives in g */
         kv_fail(err, KV_EFORMAT, "GGUF file is not an imatrix (general.type is '%s')", type ? type : "absent");
         kv_error_context(err, path, -1, NULL);
+        kv_gguf_close(g);
         return KV_EFORMAT;
     }
     uint32_t chunks = 0, chunk_size = 0;

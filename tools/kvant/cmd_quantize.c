@@ -390,8 +390,10 @@ int kv_cmd_quantize(int argc, char **argv) {
     o.log = log_note;
     if (a.out_format && !strcmp(a.out_format, "safetensors")) o.out_format = KV_OUT_SAFETENSORS;
     else if (a.out_format && strcmp(a.out_format, "gguf")) {
+        /* the message first: out_format may point into the recipe */
+        rc = kv_cli_usage("quantize", "--out-format must be gguf or safetensors, not '%s'", a.out_format);
         kv_json_free(recipe);
-        return kv_cli_usage("quantize", "--out-format must be gguf or safetensors, not '%s'", a.out_format);
+        return rc;
     }
     if (a.eval && o.out_format == KV_OUT_SAFETENSORS) {
         kv_json_free(recipe);
