@@ -3,6 +3,7 @@
  * a clear message and a non-zero exit (or a warning), never a crash or a partial output. */
 #include "test.h"
 #include "core/core.h"
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -128,4 +129,194 @@ KV_TEST(reliability_quantize_alloc_huge_alphas_cli) {
     }
     CHECK(params > 0 && bits / params <= 6.0 + 1e-9);
     kv_model_close(q);
+}
+
+/* ---- non-regular files ------------------------------------------------------------------------------ */
+
+/* A child that keeps trying to open the FIFO for writing: that succeeds only while a reader is blocked in
+ * open(), which it then releases (so a regression fails the test instead of hanging it) and records. */
+static pid_t fifo_guard(const char *fifo, const char *marker) {
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    for (;;) {
+        usleep(200 * 1000);
+        int fd = open(fifo, O_WRONLY | O_NONBLOCK);
+        if (fd >= 0) {
+            int m = open(marker, O_WRONLY | O_CREAT, 0644);
+            if (m >= 0) close(m);
+            close(fd);
+        }
+    }
+}
+
+KV_TEST(reliability_fifo_inputs_are_refused) {
+    char fifo[600], marker[600], args[2000];
+    tmp_path(fifo, sizeof fifo, "in.fifo");
+    tmp_path(marker, sizeof marker, "blocked");
+    REQUIRE(mkfifo(fifo, 0600) == 0);
+    pid_t guard = fifo_guard(fifo, marker);
+    REQUIRE(guard > 0);
+    const char *cmds[] = {
+        "inspect %s",
+        "tokenize %s hello",
+        "tokenize ../shared/models/proxy-27m --file %s",
+        "eval %s --text ../shared/data/heldout.txt",
+        "eval " STORIES " --text %s",
+        "imatrix --show %s",
+        "quantize " STORIES " -o %s.q.gguf --format q4_0 --imatrix %s",
+        "quantize %s -o %s.q.gguf --format q4_0",
+        "convert %s -o %s.c.gguf",
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        char *out = NULL;
+        snprintf(args, sizeof args, cmds[i], fifo, fifo); /* the second %s (if any): an output next to it */
+        int rc = kv_test_run_cli(args, &out);
+        CHECK_MSG(rc != 0, "kvant %s: exit 0", args);
+        CHECK_MSG(out && strstr(out, "not a regular file (a FIFO)"), "kvant %s: %s", args, out ? out : "");
+        free(out);
+        CHECK_MSG(!kv_test_exists(marker), "kvant %s blocked in open()", args);
+        unlink(marker);
+    }
+    kill(guard, SIGKILL);
+    waitpid(guard, NULL, 0);
+    EXPECT_CLI("inspect /dev/zero", 1, "not a regular file (a character device)");
+}
+
+/* ---- GGUF hyper-parameters ---------------------------------------------------------------------------- */
+
+typedef struct meta_edit {
+    const char *key;    /* replaced (or added) */
+    int kind;           /* 0: f32, 1: string */
+    float f;
+    const char *s;
+} meta_edit;
+
+/* Copies src (a GGUF) to dst with the edits applied: keys replaced in place, new ones at the end. */
+static kv_status gguf_with_edits(const char *src, const char *dst, const meta_edit *ed, int n, kv_error *e) {
+    kv_gguf *g = NULL;
+    kv_status st = kv_gguf_open(src, &g, e);
+    if (st) return st;
+    kv_gguf_writer *w = NULL;
+    if ((st = kv_gguf_writer_create(&w, e))) { kv_gguf_close(g); return st; }
+    int *used = calloc((size_t)n + 1, sizeof *used);
+    for (int64_t i = 0; i < kv_gguf_n_kv(g) && !st; i++) {
+        const char *k = kv_gguf_kv_key(g, i);
+        int j = 0;
+        while (j < n && strcmp(ed[j].key, k)) j++;
+        if (j == n) { st = kv_gguf_writer_add_value(w, k, kv_gguf_kv_value(g, i), e); continue; }
+        used[j] = 1;
+        st = ed[j].kind ? kv_gguf_writer_add_str(w, k, ed[j].s, e) : kv_gguf_writer_add_f32(w, k, ed[j].f, e);
+    }
+    for (int j = 0; j < n && !st; j++)
+        if (!used[j]) st = ed[j].kind ? kv_gguf_writer_add_str(w, ed[j].key, ed[j].s, e)
+                                      : kv_gguf_writer_add_f32(w, ed[j].key, ed[j].f, e);
+    for (int64_t i = 0; i < kv_gguf_n_tensors(g) && !st; i++) {
+        const kv_gguf_tensor *t = kv_gguf_tensor_at(g, i);
+        st = kv_gguf_writer_add_tensor(w, t->name, t->n_dims, t->shape, t->type, t->data, e);
+    }
+    if (!st) st = kv_gguf_writer_write(w, dst, NULL, e);
+    free(used);
+    kv_gguf_writer_free(w);
+    kv_gguf_close(g);
+    return st;
+}
+
+KV_TEST(reliability_gguf_hparams_are_validated) {
+    char base[600], bad[600], args[2000];
+    tmp_path(base, sizeof base, "base.gguf");
+    tmp_path(bad, sizeof bad, "bad.gguf");
+    snprintf(args, sizeof args, "convert %s -o %s --quiet", STORIES, base);
+    EXPECT_CLI(args, 0, "");
+    kv_error e;
+    kv_error_clear(&e);
+    const struct { meta_edit ed[2]; int n; const char *needle; } cases[] = {
+        {{{"llama.rope.freq_base", 0, INFINITY, NULL}}, 1, "llama.rope.freq_base = inf must be positive and finite"},
+        {{{"llama.rope.freq_base", 0, NAN, NULL}}, 1, "llama.rope.freq_base = nan must be positive and finite"},
+        {{{"llama.attention.layer_norm_rms_epsilon", 0, INFINITY, NULL}}, 1, "layer_norm_rms_epsilon = inf must be"},
+        {{{"llama.attention.layer_norm_rms_epsilon", 0, 0.0f, NULL}}, 1, "layer_norm_rms_epsilon = 0 must be"},
+        {{{"llama.rope.scaling.type", 1, 0, "yarn"}}, 1, "\"yarn\": rope scaling type not supported"},
+        {{{"llama.rope.scaling.type", 1, 0, "linear"}, {"llama.rope.scaling.factor", 0, 0.0f, NULL}}, 2,
+         "llama.rope.scaling.factor = 0 must be positive"},
+        {{{"llama.rope.scaling.type", 1, 0, "linear"}, {"llama.rope.scaling.factor", 0, NAN, NULL}}, 2,
+         "llama.rope.scaling.factor = nan must be positive"},
+        {{{"general.architecture", 1, 0, "falcon"}}, 1, "unsupported architecture 'falcon'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        REQUIRE_OK(gguf_with_edits(base, bad, cases[i].ed, cases[i].n, &e), &e);
+        snprintf(args, sizeof args, "eval %s --text ../shared/data/heldout.txt --chunks 1 --ctx 16", bad);
+        EXPECT_CLI(args, 1, cases[i].needle);
+    }
+    /* "none" is llama.cpp's explicit no-scaling and still loads */
+    meta_edit none = {"llama.rope.scaling.type", 1, 0, "none"};
+    REQUIRE_OK(gguf_with_edits(base, bad, &none, 1, &e), &e);
+    kv_model_file *mf = NULL;
+    kv_model *m = NULL;
+    REQUIRE_OK(kv_model_open(bad, &mf, &e), &e);
+    CHECK_OK(kv_model_load(mf, NULL, &m, &e), &e);
+    kv_model_free(m);
+    kv_model_close(mf);
+}
+
+/* ---- imatrix files ------------------------------------------------------------------------------------ */
+
+static size_t put_i32(uint8_t *p, int32_t v) { memcpy(p, &v, 4); return 4; }
+
+/* A legacy .dat with n_entries entries of 4 values named blk.I.ffn_up.weight, then the trailer (if trailer). */
+static size_t legacy_dat(uint8_t *buf, int32_t count, int n_entries, int trailer) {
+    size_t p = put_i32(buf, count);
+    for (int i = 0; i < n_entries; i++) {
+        char name[64];
+        int len = snprintf(name, sizeof name, "blk.%d.ffn_up.weight", i);
+        p += put_i32(buf + p, len);
+        memcpy(buf + p, name, (size_t)len);
+        p += (size_t)len;
+        p += put_i32(buf + p, 1);
+        p += put_i32(buf + p, 4);
+        for (int j = 0; j < 4; j++) { float v = 1.0f + (float)j; memcpy(buf + p, &v, 4); p += 4; }
+    }
+    if (trailer) {
+        p += put_i32(buf + p, 10);
+        p += put_i32(buf + p, 9);
+        memcpy(buf + p, "calib.txt", 9);
+        p += 9;
+    }
+    return p;
+}
+
+KV_TEST(reliability_imatrix_dat_count_must_match) {
+    uint8_t buf[8192];
+    char path[600];
+    tmp_path(path, sizeof path, "im.dat");
+    kv_error e;
+    kv_error_clear(&e);
+    kv_imatrix *im = NULL;
+    /* well-formed, with and without the trailer */
+    REQUIRE(kv_test_write_file(path, buf, legacy_dat(buf, 35, 35, 1)) == 0);
+    REQUIRE_OK(kv_imatrix_load(path, &im, &e), &e);
+    CHECK_EQ_INT(kv_imatrix_n_entries(im), 35);
+    CHECK_EQ_INT(kv_imatrix_chunks(im), 10);
+    kv_imatrix_free(im);
+    REQUIRE(kv_test_write_file(path, buf, legacy_dat(buf, 35, 35, 0)) == 0);
+    REQUIRE_OK(kv_imatrix_load(path, &im, &e), &e);
+    CHECK_EQ_INT(kv_imatrix_n_entries(im), 35);
+    kv_imatrix_free(im);
+    /* count 1, 35 entries: the other 34 used to be read as a "trailer" and dropped */
+    for (int trailer = 0; trailer < 2; trailer++) {
+        REQUIRE(kv_test_write_file(path, buf, legacy_dat(buf, 1, 35, trailer)) == 0);
+        kv_error_clear(&e);
+        CHECK(kv_imatrix_load(path, &im, &e) == KV_EFORMAT);
+        CHECK(im == NULL);
+        CHECK(strstr(e.message, "not a trailer") != NULL);
+        CHECK(e.offset == 4 + 4 + 19 + 4 + 4 + 16); /* right after the first entry */
+    }
+    /* a trailer whose name runs past the end, or bytes after it */
+    size_t n = legacy_dat(buf, 2, 2, 1);
+    REQUIRE(kv_test_write_file(path, buf, n - 1) == 0);
+    CHECK(kv_imatrix_load(path, &im, &e) == KV_EFORMAT);
+    buf[n] = 'x';
+    REQUIRE(kv_test_write_file(path, buf, n + 1) == 0);
+    CHECK(kv_imatrix_load(path, &im, &e) == KV_EFORMAT);
+    char args[1200];
+    snprintf(args, sizeof args, "imatrix --show %s", path);
+    EXPECT_CLI(args, 1, "not a trailer", path);
 }

@@ -213,15 +213,27 @@ static kv_status load_legacy(const kv_mapped *m, kv_imatrix *im, kv_error *err) 
         e->ncall = ncall;
         r.pos += 4 * (size_t)nval;
     }
-    /* optional trailer: last chunk count and dataset name */
-    int32_t last = 0, len = 0;
-    if (r.size - r.pos >= 4 && rd_i32(&r, &last, "the chunk count", NULL) == KV_OK) im->chunks = last;
-    if (r.size - r.pos >= 4 && rd_i32(&r, &len, "the dataset name", NULL) == KV_OK && len > 0 &&
-        (size_t)len <= r.size - r.pos) {
-        size_t l = KV_MIN((size_t)len, sizeof im->dataset - 1);
-        memcpy(im->dataset, r.p + r.pos, l);
-        im->dataset[l] = 0;
+    /* optional trailer (llama.cpp's save_imatrix_legacy): int32 last chunk, int32 length, the dataset name, and
+     * then the end of the file. Anything else means the entry count is wrong (entries would be dropped). */
+    size_t left = r.size - r.pos;
+    if (left == 0) return KV_OK;
+    int32_t last = 0, len = -1;
+    if (left >= 8) {
+        last = (int32_t)kv_rd_u32(r.p + r.pos);
+        len = (int32_t)kv_rd_u32(r.p + r.pos + 4);
     }
+    if (left < 8 || len < 0 || (size_t)len != left - 8 || last < 0) {
+        kv_fail(err, KV_EFORMAT,
+                "imatrix: %zu bytes after the %d entries the header counts are not a trailer (int32 chunk count, "
+                "int32 dataset name length, the name): the entry count is wrong or the file is damaged",
+                left, n);
+        kv_error_context(err, m->path, (int64_t)r.pos, NULL);
+        return KV_EFORMAT;
+    }
+    im->chunks = last;
+    size_t l = KV_MIN((size_t)len, sizeof im->dataset - 1);
+    memcpy(im->dataset, r.p + r.pos + 8, l);
+    im->dataset[l] = 0;
     return KV_OK;
 }
 

@@ -35,6 +35,13 @@ void *kv_calloc(size_t count, size_t size, kv_error *err);
 void *kv_malloc_aligned(size_t n, kv_error *err);
 void kv_free_aligned(void *p);
 
+/* Readers refuse anything but regular files (a FIFO would block in open, a device never ends).
+ * kv_check_regular_file: stat only (KV_ENOTFOUND / KV_EIO naming the kind). kv_open_regular: *fd gets an O_RDONLY
+ * descriptor of a regular file, opened without blocking (-1 on failure). */
+kv_status kv_check_regular_file(const char *path, kv_error *err);
+kv_status kv_open_regular(const char *path, int *fd, kv_error *err);
+const char *kv_file_kind_name(unsigned mode); /* "a FIFO", "a directory", ... for a st_mode */
+
 /* Bounded string copy that always terminates. */
 void kv_strlcpy(char *dst, const char *src, size_t n);
 

@@ -7,10 +7,35 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-kv_status kv_map_file(const char *path, kv_mapped *out, kv_error *err) {
-    memset(out, 0, sizeof *out);
-    kv_strlcpy(out->path, path, sizeof out->path);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+const char *kv_file_kind_name(unsigned mode) {
+    if (S_ISDIR(mode)) return "a directory";
+    if (S_ISFIFO(mode)) return "a FIFO";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISSOCK(mode)) return "a socket";
+    return "not a regular file";
+}
+
+static kv_status not_regular(const char *path, unsigned mode, kv_error *err) {
+    kv_fail(err, KV_EIO, "not a regular file (%s): kvant reads only regular files", kv_file_kind_name(mode));
+    kv_error_context(err, path, -1, NULL);
+    return KV_EIO;
+}
+
+kv_status kv_check_regular_file(const char *path, kv_error *err) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        kv_status st = kv_fail(err, errno == ENOENT ? KV_ENOTFOUND : KV_EIO, "cannot open: %s", strerror(errno));
+        kv_error_context(err, path, -1, NULL);
+        return st;
+    }
+    return S_ISREG(sb.st_mode) ? KV_OK : not_regular(path, (unsigned)sb.st_mode, err);
+}
+
+kv_status kv_open_regular(const char *path, int *out_fd, kv_error *err) {
+    *out_fd = -1;
+    /* O_NONBLOCK: opening a FIFO without a writer would otherwise wait forever before fstat can refuse it */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         kv_status st = kv_fail(err, errno == ENOENT ? KV_ENOTFOUND : KV_EIO, "cannot open: %s", strerror(errno));
         kv_error_context(err, path, -1, NULL);
@@ -18,8 +43,26 @@ kv_status kv_map_file(const char *path, kv_mapped *out, kv_error *err) {
     }
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        unsigned mode = (unsigned)sb.st_mode;
         close(fd);
-        kv_fail(err, KV_EIO, "not a regular file");
+        return not_regular(path, mode, err);
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    *out_fd = fd;
+    return KV_OK;
+}
+
+kv_status kv_map_file(const char *path, kv_mapped *out, kv_error *err) {
+    memset(out, 0, sizeof *out);
+    kv_strlcpy(out->path, path, sizeof out->path);
+    int fd;
+    kv_status ost = kv_open_regular(path, &fd, err);
+    if (ost != KV_OK) return ost;
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        close(fd);
+        kv_fail(err, KV_EIO, "cannot stat: %s", strerror(errno));
         kv_error_context(err, path, -1, NULL);
         return KV_EIO;
     }

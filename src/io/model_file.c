@@ -134,6 +134,8 @@ kv_status kv_model_open(const char *path, kv_model_file **out, kv_error *err) {
     if (stat(path, &sb) != 0) {
         st = kv_fail(err, KV_ENOTFOUND, "no such file or directory");
         kv_error_context(err, path, -1, NULL);
+    } else if (!S_ISDIR(sb.st_mode) && !S_ISREG(sb.st_mode)) {
+        st = kv_check_regular_file(path, err); /* names the kind (FIFO, device...) */
     } else if (S_ISDIR(sb.st_mode)) {
         mf->format = KV_FILE_HF;
         st = kv_hf_open_dir(mf, path, err);
@@ -389,11 +391,23 @@ static kv_status gguf_int(const kv_gguf *g, const char *arch, const char *suffix
     return KV_OK;
 }
 
+/* A positive, finite hyper-parameter (the same bounds as config.json's): inf, NaN, 0 or a negative value would
+ * silently give NaN logits or no RoPE at all. */
 static kv_status gguf_float(const kv_gguf *g, const char *arch, const char *suffix, float *out, kv_error *err) {
     char key[128];
     snprintf(key, sizeof key, "%s.%s", arch, suffix);
-    if (!kv_gguf_find(g, key)) return KV_OK;
-    return kv_gguf_get_f32(g, key, out, err);
+    const kv_gguf_value *v = kv_gguf_find(g, key);
+    if (!v) return KV_OK;
+    float f;
+    kv_status st = kv_gguf_get_f32(g, key, &f, err);
+    if (st) return st;
+    if (!(f > 0) || f > 1e30f) {
+        kv_fail(err, KV_ERANGE, "metadata %s = %g must be positive and finite", key, (double)f);
+        kv_error_context(err, kv_gguf_path(g), (int64_t)v->offset, NULL);
+        return KV_ERANGE;
+    }
+    *out = f;
+    return KV_OK;
 }
 
 static int is_llama_family(const char *arch) {
@@ -432,6 +446,12 @@ static kv_status gguf_hparams(kv_model_file *mf, kv_gguf *g, kv_error *err) {
         const char *type;
         if ((st = kv_gguf_get_str(g, key, &type, err))) return st;
         if (!strcmp(type, "linear")) hp->rope_scaling = KV_ROPE_SCALING_LINEAR;
+        else if (strcmp(type, "none")) { /* yarn, longrope...: running without them would silently be wrong */
+            kv_fail(err, KV_EUNSUPPORTED, "metadata %s = \"%s\": rope scaling type not supported (none, linear)", key,
+                    type);
+            kv_error_context(err, kv_gguf_path(g), (int64_t)kv_gguf_find(g, key)->offset, NULL);
+            return KV_EUNSUPPORTED;
+        }
         if ((st = gguf_float(g, arch, "rope.scaling.factor", &hp->rope_factor, err))) return st;
         if ((st = gguf_int(g, arch, "rope.scaling.original_context_length", &hp->rope_orig_ctx, err))) return st;
     }

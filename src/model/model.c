@@ -157,6 +157,9 @@ fail:
 }
 
 static kv_status check_hparams(const kv_hparams *hp, kv_error *err) {
+    /* the architecture first: another model's keys are missing, which is not what is wrong */
+    if (strcmp(hp->arch, "llama") && strcmp(hp->arch, "mistral") && strcmp(hp->arch, "qwen2") && hp->arch[0])
+        return kv_fail(err, KV_EUNSUPPORTED, "unsupported architecture '%s' (kvant runs llama, mistral, qwen2)", hp->arch);
     if (hp->n_vocab <= 0 || hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_head <= 0 || hp->n_head_kv <= 0 ||
         hp->head_dim <= 0 || hp->n_ff <= 0)
         return kv_fail(err, KV_EFORMAT, "incomplete hyper-parameters (vocab %d, embd %d, layers %d, heads %d/%d, "
@@ -165,10 +168,11 @@ static kv_status check_hparams(const kv_hparams *hp, kv_error *err) {
     if (hp->n_head % hp->n_head_kv != 0)
         return kv_fail(err, KV_EFORMAT, "n_head %d is not a multiple of n_head_kv %d", hp->n_head, hp->n_head_kv);
     if (hp->head_dim % 2 != 0) return kv_fail(err, KV_EFORMAT, "head_dim %d is odd (RoPE needs pairs)", hp->head_dim);
-    if (!(hp->norm_eps > 0) || !(hp->rope_theta > 0))
-        return kv_fail(err, KV_EFORMAT, "norm_eps %g / rope_theta %g must be positive", hp->norm_eps, hp->rope_theta);
-    if (strcmp(hp->arch, "llama") && strcmp(hp->arch, "mistral") && strcmp(hp->arch, "qwen2") && hp->arch[0])
-        return kv_fail(err, KV_EUNSUPPORTED, "architecture '%s' (kvant runs llama, mistral, qwen2)", hp->arch);
+    if (!(hp->norm_eps > 0) || !(hp->rope_theta > 0) || !isfinite(hp->norm_eps) || !isfinite(hp->rope_theta))
+        return kv_fail(err, KV_EFORMAT, "norm_eps %g / rope_theta %g must be positive and finite", hp->norm_eps,
+                       hp->rope_theta);
+    if (hp->rope_scaling != KV_ROPE_SCALING_NONE && (!isfinite(hp->rope_factor) || hp->rope_factor < 0))
+        return kv_fail(err, KV_EFORMAT, "rope scaling factor %g must be positive and finite", hp->rope_factor);
     return KV_OK;
 }
 

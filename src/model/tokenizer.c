@@ -927,6 +927,7 @@ kv_status kv_tokenizer_load(const char *path, kv_tokenizer **out, kv_error *err)
         kv_error_context(err, path, -1, NULL);
         return KV_ENOTFOUND;
     }
+    if (!S_ISDIR(sb.st_mode) && !S_ISREG(sb.st_mode)) return kv_check_regular_file(path, err);
     if (!S_ISDIR(sb.st_mode)) {
         if (file_starts_with(path, "GGUF", 4)) return kv_tokenizer_load_gguf(path, out, err);
         if (has_suffix(path, ".json")) return kv_tokenizer_load_hf_json(path, out, err);

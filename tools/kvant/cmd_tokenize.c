@@ -23,33 +23,20 @@ static const char k_usage[] =
     "characters escaped (\\n, \\t, \\xNN).\n";
 
 static int read_text_file(const char *path, char **text, size_t *len, kv_error *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        kv_fail(err, KV_ENOTFOUND, "cannot open the text file");
+    kv_mapped m; /* regular files only: a FIFO or a device is refused, not waited on */
+    if (kv_map_file(path, &m, err) != KV_OK) return 1;
+    char *buf = malloc(m.size + 1);
+    if (!buf) {
+        kv_unmap_file(&m);
+        kv_fail(err, KV_ENOMEM, "out of memory reading the text file");
         kv_error_context(err, path, -1, NULL);
         return 1;
     }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (n < cap) break;
-        char *b = realloc(buf, cap * 2);
-        if (!b) { free(buf); buf = NULL; break; }
-        buf = b;
-        cap *= 2;
-    }
-    int bad = !buf || ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        kv_fail(err, KV_EIO, "cannot read the text file");
-        kv_error_context(err, path, -1, NULL);
-        return 1;
-    }
+    memcpy(buf, m.data, m.size);
+    buf[m.size] = 0;
     *text = buf;
-    *len = n;
+    *len = m.size;
+    kv_unmap_file(&m);
     return 0;
 }
 
