@@ -132,10 +132,19 @@ typedef struct kv_mapped {
 kv_status kv_map_file(const char *path, kv_mapped *out, kv_error *err);
 void kv_unmap_file(kv_mapped *m);
 
-/* Atomic output file: data goes to "PATH.tmp.XXXXXX", fsync, rename on commit; abort (or a failed write)
- * unlinks the temp file so no partial output is ever left under PATH. */
+/* Atomic output file: data goes to "PATH.tmp.<pid>", fsync, rename on commit; abort (or a failed write)
+ * unlinks the temp file so no partial output is ever left under PATH. Opening removes stale temps of PATH
+ * (kv_outfile_clean_stale) and refuses a PATH that exists as a directory, device or FIFO. */
 typedef struct kv_outfile kv_outfile;
 kv_status kv_outfile_open(const char *path, kv_outfile **out, kv_error *err);
+/* Before any work: would kv_outfile_open(path) succeed? Creates and removes the temp file (so a read-only or
+ * missing directory is reported now, not after the work). */
+kv_status kv_outfile_check(const char *path, kv_error *err);
+/* The temp name kv_outfile_open uses for path in this process (for a signal handler to unlink). */
+void kv_outfile_temp_name(const char *path, char *dst, size_t n);
+/* Removes temps of path left by kvant processes that no longer run ("PATH.tmp.<pid>" with a dead pid, and
+ * older binaries' "PATH.tmp.XXXXXX" untouched for 10 minutes); returns how many. */
+int kv_outfile_clean_stale(const char *path);
 kv_status kv_outfile_write(kv_outfile *f, const void *data, size_t n, kv_error *err);
 kv_status kv_outfile_pad(kv_outfile *f, size_t alignment, kv_error *err); /* zero bytes up to alignment */
 uint64_t kv_outfile_tell(const kv_outfile *f);

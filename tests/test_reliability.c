@@ -320,3 +320,135 @@ KV_TEST(reliability_imatrix_dat_count_must_match) {
     snprintf(args, sizeof args, "imatrix --show %s", path);
     EXPECT_CLI(args, 1, "not a trailer", path);
 }
+
+/* ---- temporary files, signals, output checks ------------------------------------------------------------ */
+
+static const char *kvant_bin(void) {
+    const char *b = getenv("KVANT_BIN");
+    return b && *b ? b : "build/kvant";
+}
+
+/* Is there a file "PREFIX*" in dir? */
+static int temp_exists(const char *out) {
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "ls %s.tmp.* >/dev/null 2>&1", out);
+    return system(cmd) == 0;
+}
+
+/* Starts argv, stops it (SIGSTOP) as soon as the temp of out exists, then sends sig: the handler must remove the
+ * temp and leave no output. A run that committed before it could be stopped is retried. */
+static void kill_while_writing(kv_test_ctx *T, const char *out, char *const argv[], int sig) {
+    for (int attempt = 0; attempt < 5; attempt++) {
+        unlink(out);
+        pid_t pid = fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            int devnull = open("/dev/null", O_WRONLY);
+            dup2(devnull, 1);
+            dup2(devnull, 2);
+            execv(kvant_bin(), argv);
+            _exit(127);
+        }
+        int seen = 0, st = 0, exited = 0;
+        for (int i = 0; i < 120000 && !seen && !exited; i++) { /* up to 10 minutes under sanitizers */
+            seen = temp_exists(out);
+            if (!seen) {
+                usleep(5 * 1000);
+                exited = waitpid(pid, &st, WNOHANG) == pid;
+            }
+        }
+        if (exited) continue; /* finished between two polls */
+        kill(pid, SIGSTOP);
+        waitpid(pid, &st, WUNTRACED);
+        if (!temp_exists(out)) { /* committed already: let it finish and try again */
+            kill(pid, SIGCONT);
+            waitpid(pid, &st, 0);
+            continue;
+        }
+        kill(pid, sig);
+        kill(pid, SIGCONT);
+        waitpid(pid, &st, 0);
+        CHECK_MSG(WIFSIGNALED(st) && WTERMSIG(st) == sig, "not killed by signal %d (status %d)", sig, st);
+        CHECK_MSG(!temp_exists(out), "a temp of %s is left after signal %d", out, sig);
+        CHECK_MSG(!kv_test_exists(out), "%s exists after signal %d", out, sig);
+        return;
+    }
+    CHECK_MSG(0, "could not catch %s while its temp existed", out);
+}
+
+KV_TEST(reliability_signal_removes_temp_files) {
+    char out[600], logits[600];
+    tmp_path(out, sizeof out, "q.gguf");
+    tmp_path(logits, sizeof logits, "base.logits");
+    char *qargv[] = {(char *)kvant_bin(), "quantize", "../shared/models/proxy-27m", "-o", out, "--format", "q4_k_m",
+                     "--quiet", "-t", "1", NULL};
+    kill_while_writing(T, out, qargv, SIGTERM);
+    char *eargv[] = {(char *)kvant_bin(), "eval", "../shared/models/proxy-27m", "--text", "../shared/data/heldout.txt",
+                     "--ctx", "64", "--save-logits", logits, "--quiet", "-t", "1", NULL};
+    kill_while_writing(T, logits, eargv, SIGINT);
+}
+
+KV_TEST(reliability_stale_temps_are_cleaned) {
+    char out[600], dead[700], old[700], live[700], other[700], args[2000];
+    tmp_path(out, sizeof out, "s.gguf");
+    pid_t child = fork(); /* a pid that is surely gone once reaped */
+    if (child == 0) _exit(0);
+    waitpid(child, NULL, 0);
+    snprintf(dead, sizeof dead, "%s.tmp.%ld", out, (long)child);
+    snprintf(old, sizeof old, "%s.tmp.Ab3xYz", out);      /* an older binary's mkstemp name */
+    snprintf(live, sizeof live, "%s.tmp.%ld", out, (long)getpid()); /* a running process's temp */
+    snprintf(other, sizeof other, "%s/t.gguf.tmp.Zz9yXw", kv_test_tmpdir()); /* another output's */
+    const char *all[] = {dead, old, live, other};
+    for (int i = 0; i < 4; i++) REQUIRE(kv_test_write_file(all[i], "x", 1) == 0);
+    snprintf(args, sizeof args, "touch -d '2 hours ago' %s %s", old, other);
+    REQUIRE(system(args) == 0);
+    snprintf(args, sizeof args, "convert %s -o %s --quiet", STORIES, out);
+    EXPECT_CLI(args, 0, "");
+    CHECK(kv_test_exists(out));
+    CHECK(!kv_test_exists(dead));
+    CHECK(!kv_test_exists(old));
+    CHECK(kv_test_exists(live));
+    CHECK(kv_test_exists(other));
+}
+
+KV_TEST(reliability_file_size_limit_is_reported) {
+    /* SIGXFSZ used to kill kvant without a word; now the write fails with "File too large" */
+    char out[600], cmd[2000];
+    tmp_path(out, sizeof out, "big.gguf");
+    snprintf(cmd, sizeof cmd, "ulimit -f 64 && %s convert %s -o %s --quiet 2>&1; echo \"rc=$?\"", kvant_bin(), STORIES,
+             out);
+    FILE *p = popen(cmd, "r");
+    REQUIRE(p);
+    char buf[4096];
+    size_t n = fread(buf, 1, sizeof buf - 1, p);
+    buf[n] = 0;
+    pclose(p);
+    CHECK_MSG(strstr(buf, "File too large") && strstr(buf, "rc=1"), "%s", buf);
+    CHECK_MSG(strstr(buf, out) != NULL, "the message names the file: %s", buf);
+    CHECK(!kv_test_exists(out));
+    CHECK(!temp_exists(out));
+}
+
+KV_TEST(reliability_unwritable_outputs_fail_before_the_work) {
+    char dir[600], args[2400];
+    tmp_path(dir, sizeof dir, "ro");
+    REQUIRE(mkdir(dir, 0555) == 0);
+    /* root ignores directory permissions: use a directory nobody can create files in */
+    const char *ro = geteuid() == 0 ? "/proc/self" : dir;
+    const char *cmds[] = {
+        "eval " STORIES " --text ../shared/data/heldout.txt --save-logits %s/x.logits",
+        "imatrix ../shared/models/proxy-27m --calib ../shared/data/calib.txt -o %s/x.dat",
+        "sensitivity ../shared/models/proxy-27m --text ../shared/data/calib.txt -o %s/a.json",
+        "convert " STORIES " -o %s/x.gguf",
+        "formats quantize --format q4_0 --row 32 --in " STORIES " --out %s/x.bin",
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        snprintf(args, sizeof args, cmds[i], ro);
+        EXPECT_CLI(args, 1, "cannot create the output file in", ro);
+    }
+    /* an output that exists as a directory or device is refused before anything is written */
+    snprintf(args, sizeof args, "convert %s -o %s", STORIES, dir);
+    EXPECT_CLI(args, 2, "output exists and is a directory");
+    snprintf(args, sizeof args, "convert %s -o /dev/null", STORIES);
+    EXPECT_CLI(args, 2, "output exists and is a character device");
+}

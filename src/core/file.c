@@ -1,6 +1,9 @@
 /* file.c — read-only memory maps and atomic output files (temp file, fsync, rename). */
 #include "core.h"
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
+#include <time.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/mman.h>
@@ -96,6 +99,110 @@ struct kv_outfile {
     int failed;
 };
 
+/* Temporary names are "PATH.tmp.<pid>": a signal handler can compute (and unlink) them without allocating, and a
+ * later run can tell a stale temp (its process is gone) from one being written. */
+static void temp_name(char *dst, size_t n, const char *path) { snprintf(dst, n, "%s.tmp.%ld", path, (long)getpid()); }
+
+static void split_dir(const char *path, char *dir, size_t n, const char **base) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) {
+        kv_strlcpy(dir, ".", n);
+        *base = path;
+    } else {
+        size_t len = slash == path ? 1 : (size_t)(slash - path);
+        if (len >= n) len = n - 1;
+        memcpy(dir, path, len);
+        dir[len] = 0;
+        *base = slash + 1;
+    }
+}
+
+/* A temp left by kvant: ".tmp.<pid>" whose process is gone, or an older binary's ".tmp.XXXXXX" (no pid) not
+ * touched for 10 minutes, so that a run writing the same output now is never disturbed. */
+static int is_stale_temp(const char *dir, const char *name, const char *suffix) {
+    size_t n = strlen(suffix);
+    if (n == 0 || n > 12) return 0;
+    int digits = 1, alnum = 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)suffix[i];
+        digits &= c >= '0' && c <= '9';
+        alnum &= (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    }
+    if (digits && n <= 10) {
+        long pid = strtol(suffix, NULL, 10);
+        if (pid <= 0 || pid == (long)getpid()) return 0;
+        return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+    }
+    if (!alnum || n != 6) return 0;
+    char full[2200];
+    snprintf(full, sizeof full, "%s/%s", dir, name);
+    struct stat sb;
+    return lstat(full, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_mtime < time(NULL) - 600;
+}
+
+int kv_outfile_clean_stale(const char *path) {
+    char dir[1100];
+    const char *base;
+    split_dir(path, dir, sizeof dir, &base);
+    size_t blen = strlen(base);
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int removed = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        const char *nm = de->d_name;
+        if (strncmp(nm, base, blen) || strncmp(nm + blen, ".tmp.", 5)) continue;
+        if (!is_stale_temp(dir, nm, nm + blen + 5)) continue;
+        char full[2200];
+        snprintf(full, sizeof full, "%s/%s", dir, nm);
+        removed += unlink(full) == 0;
+    }
+    closedir(d);
+    return removed;
+}
+
+/* An existing output must be a regular file (or a link to replace): renaming over a directory fails only at
+ * the end, and over a device (as root) would replace /dev/null. */
+static kv_status check_target(const char *path, kv_error *err) {
+    struct stat sb;
+    if (lstat(path, &sb) != 0 || S_ISREG(sb.st_mode) || S_ISLNK(sb.st_mode)) return KV_OK;
+    kv_fail(err, KV_EINVAL, "output exists and is %s, not a regular file", kv_file_kind_name((unsigned)sb.st_mode));
+    kv_error_context(err, path, -1, NULL);
+    return KV_EINVAL;
+}
+
+static kv_status create_temp(const char *path, char *tmp, size_t n, int *fd, kv_error *err) {
+    temp_name(tmp, n, path);
+    kv_outfile_clean_stale(path);
+    *fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (*fd < 0 && errno == EEXIST) { /* carries our pid: an earlier one of ours, or of a dead process */
+        unlink(tmp);
+        *fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    }
+    if (*fd >= 0) return KV_OK;
+    char dir[1100];
+    const char *base;
+    split_dir(path, dir, sizeof dir, &base);
+    kv_status st = kv_fail(err, errno == ENOENT ? KV_ENOTFOUND : KV_EIO, "cannot create the output file in '%s': %s", dir,
+                           strerror(errno));
+    kv_error_context(err, path, -1, NULL);
+    return st;
+}
+
+void kv_outfile_temp_name(const char *path, char *dst, size_t n) { temp_name(dst, n, path); }
+
+kv_status kv_outfile_check(const char *path, kv_error *err) {
+    char tmp[1100];
+    if (strlen(path) >= 1024) return kv_fail(err, KV_EINVAL, "output path too long");
+    kv_status st = check_target(path, err);
+    if (st) return st;
+    int fd;
+    if ((st = create_temp(path, tmp, sizeof tmp, &fd, err))) return st;
+    close(fd);
+    unlink(tmp);
+    return KV_OK;
+}
+
 kv_status kv_outfile_open(const char *path, kv_outfile **out, kv_error *err) {
     *out = NULL;
     kv_outfile *f = kv_calloc(1, sizeof *f, err);
@@ -105,15 +212,12 @@ kv_status kv_outfile_open(const char *path, kv_outfile **out, kv_error *err) {
         return kv_fail(err, KV_EINVAL, "output path too long");
     }
     kv_strlcpy(f->path, path, sizeof f->path);
-    snprintf(f->tmp, sizeof f->tmp, "%s.tmp.XXXXXX", path);
-    f->fd = mkostemp(f->tmp, O_CLOEXEC);
-    if (f->fd < 0) {
-        kv_status st = kv_fail(err, KV_EIO, "cannot create output file: %s", strerror(errno));
-        kv_error_context(err, path, -1, NULL);
+    kv_status st = check_target(path, err);
+    if (!st) st = create_temp(path, f->tmp, sizeof f->tmp, &f->fd, err);
+    if (st) {
         free(f);
         return st;
     }
-    fchmod(f->fd, 0644);
     *out = f;
     return KV_OK;
 }

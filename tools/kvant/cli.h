@@ -30,6 +30,14 @@ int kv_cli_wants_help(int argc, char **argv);
 int kv_cli_split_list(const char *list, char ***out);
 void kv_cli_free_list(char **items, int n);
 
+/* Outputs (tools/kvant/cli_output.c): kv_cli_signals_install (main, once) makes SIGINT/SIGTERM/SIGHUP/SIGPIPE
+ * remove the temps of tracked outputs before the process dies and ignores SIGXFSZ (writes fail with "File too
+ * large" instead). kv_cli_prepare_output tracks PATH and checks it can be written (kv_outfile_check) before any
+ * work; it returns 0, or the exit code after printing the error. */
+void kv_cli_signals_install(void);
+void kv_cli_track_output(const char *path);
+int kv_cli_prepare_output(const char *cmd, const char *path);
+
 /* every subcommand */
 int kv_cmd_inspect(int argc, char **argv);
 int kv_cmd_convert(int argc, char **argv);

@@ -58,6 +58,8 @@ int kv_cmd_convert(int argc, char **argv) {
     }
     if (!src) return kv_cli_usage("convert", "missing SRC");
     if (!out) return kv_cli_usage("convert", "missing -o OUT.gguf");
+    int prc = kv_cli_prepare_output("convert", out); /* before the work: a read-only directory fails now */
+    if (prc) return prc;
     kv_error err;
     kv_error_clear(&err);
     kv_convert_result res;

@@ -140,6 +140,8 @@ int kv_cmd_eval(int argc, char **argv) {
     }
     if (!model) return kv_cli_usage("eval", "missing MODEL");
     if (!text_path) return kv_cli_usage("eval", "missing --text FILE");
+    int prc = kv_cli_prepare_output("eval", o.save_logits); /* before the work: a read-only directory fails now */
+    if (prc) return prc;
 
     kv_error err;
     kv_error_clear(&err);

@@ -57,6 +57,8 @@ static int parse(int argc, char **argv, const char *sub, int need_importance_ok,
     if (!o->format) return kv_cli_usage(cmd, "--format is required");
     if (o->row < 0) return kv_cli_usage(cmd, "--row is required");
     if (!o->in || !o->out) return kv_cli_usage(cmd, "--in and --out are required");
+    int prc = kv_cli_prepare_output(cmd, o->out); /* a read-only directory fails before the work */
+    if (prc) return prc;
     return -1;
 }
 

@@ -93,6 +93,8 @@ int kv_cmd_imatrix(int argc, char **argv) {
     if (!model) return kv_cli_usage("imatrix", "missing MODEL");
     if (!calib) return kv_cli_usage("imatrix", "missing --calib TEXT");
     if (!out) return kv_cli_usage("imatrix", "missing -o FILE");
+    int prc = kv_cli_prepare_output("imatrix", out); /* before the work: a read-only directory fails now */
+    if (prc) return prc;
 
     kv_error err;
     kv_error_clear(&err);

@@ -357,6 +357,8 @@ int kv_cmd_quantize(int argc, char **argv) {
     qargs a;
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc;
+    kv_cli_track_output(a.out); /* a signal removes its temp */
+    kv_cli_track_output(a.eval_base);
     kv_error err;
     kv_error_clear(&err);
     kv_json_doc *recipe = NULL;

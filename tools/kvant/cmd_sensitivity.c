@@ -492,6 +492,7 @@ int kv_cmd_sensitivity(int argc, char **argv) {
     sens_args a;
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc;
+    if ((rc = kv_cli_prepare_output("sensitivity", a.out))) return rc; /* a read-only directory fails now */
     kv_error err;
     kv_error_clear(&err);
     kv_cli_model cm;

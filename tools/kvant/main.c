@@ -44,6 +44,7 @@ int main(int argc, char **argv) {
         printf("kvant %s\n", KV_VERSION_STRING);
         return 0;
     }
+    kv_cli_signals_install();
     for (size_t i = 0; i < sizeof k_commands / sizeof k_commands[0]; i++)
         if (!strcmp(argv[1], k_commands[i].name)) return k_commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "kvant: unknown command '%s' (try 'kvant help')\n", argv[1]);
