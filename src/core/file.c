@@ -183,7 +183,7 @@ static kv_status create_temp(const char *path, char *tmp, size_t n, int *fd, kv_
     char dir[1100];
     const char *base;
     split_dir(path, dir, sizeof dir, &base);
-    kv_status st = kv_fail(err, errno == ENOENT ? KV_ENOTFOUND : KV_EIO, "cannot create the output file in '%s': %s", dir,
+    kv_status st = kv_fail(err, KV_EIO, "cannot create the output file in '%s': %s", dir,
                            strerror(errno));
     kv_error_context(err, path, -1, NULL);
     return st;
