@@ -78,7 +78,7 @@ build-fuzz/%.o: %.c
 	$(Q)$(FUZZ_CC) -std=c11 -O1 -g -Iinclude -Isrc -D_GNU_SOURCE -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -c $< -o $@
 build-fuzz/libkvant.a: $(FUZZ_LIB_OBJ)
 	$(Q)rm -f $@ && ar rcs $@ $^
-build-fuzz/fuzz_%: fuzz/fuzz_%.c build-fuzz/libkvant.a
+build-fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_util.h build-fuzz/libkvant.a
 	$(Q)$(FUZZ_CC) -std=c11 -O1 -g -Iinclude -Isrc -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined $< build-fuzz/libkvant.a -lm -pthread -o $@
 fuzz: $(FUZZ_BIN)
 test-fuzz: fuzz

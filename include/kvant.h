@@ -561,6 +561,9 @@ kv_status kv_tokenizer_load_spm(const char *path, kv_tokenizer **out, kv_error *
 kv_status kv_tokenizer_load_spm_memory(const void *data, size_t size, const char *name, kv_tokenizer **out,
                                        kv_error *err);
 kv_status kv_tokenizer_load_hf_json(const char *path, kv_tokenizer **out, kv_error *err);  /* tokenizer.json */
+/* The same from bytes (the fuzz target's entry point); name is used in error messages (may be NULL). */
+kv_status kv_tokenizer_load_hf_json_memory(const void *data, size_t size, const char *name, kv_tokenizer **out,
+                                           kv_error *err);
 kv_status kv_tokenizer_load_gguf(const char *path, kv_tokenizer **out, kv_error *err);     /* tokenizer.ggml.* */
 /* The tokenizer of an opened model (kv_model_tokenizer); bos/eos ids of the model's hparams win when set. */
 kv_status kv_tokenizer_load_for_model(const kv_model_file *mf, kv_tokenizer **out, kv_error *err);

@@ -884,6 +884,19 @@ kv_status kv_tokenizer_load_hf_json(const char *path, kv_tokenizer **out, kv_err
     return st;
 }
 
+kv_status kv_tokenizer_load_hf_json_memory(const void *data, size_t size, const char *name, kv_tokenizer **out,
+                                           kv_error *err) {
+    *out = NULL;
+    kv_json_doc *doc = NULL;
+    kv_json_opts opts = {name, 0, 0, 0};
+    kv_status st = kv_json_parse(data, size, &opts, &doc, err);
+    if (st) return st;
+    st = load_hf_json_doc(kv_json_root(doc), out, err);
+    if (st) kv_error_context(err, name, -1, NULL);
+    kv_json_free(doc);
+    return st;
+}
+
 kv_status kv_tokenizer_load_for_model(const kv_model_file *mf, kv_tokenizer **out, kv_error *err) {
     *out = NULL;
     const char *path = NULL;

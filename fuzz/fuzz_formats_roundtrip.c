@@ -1,0 +1,90 @@
+/* fuzz_formats_roundtrip.c — libFuzzer target for the number formats' encoders (src/formats): quantize →
+ * dequantize → quantize → dequantize on fuzzed rows of finite values, checking what each format promises.
+ *   EXACT formats (deterministic scale from the block's absmax or min/max, nearest grid point): quantizing the
+ *     dequantized values reproduces the bytes (the values are grid points of the same scales);
+ *   q8_1: the values reproduce (its per-block sum field is computed from the input, not from the codes);
+ *   the others search their scales (k-quants' and iq4's rmse search with fp16 super-scales, nf4_dq's
+ *     double-quantized absmax, HIGGS/E8 scaled by the block's RMS, which the codes change): no fixed point is
+ *     promised, so only that both passes give finite values no farther from their input than zero would be.
+ * Input: byte 0 the format, byte 1 the row length and rows, byte 2 the magnitude (up to 2^1 .. 2^15), byte 3 bit 0
+ * importance weights; then int16 values (repeated as needed). */
+#include "fuzz_util.h"
+#include "kvant.h"
+#include <math.h>
+#include <string.h>
+
+typedef enum { PROMISE_BYTES, PROMISE_VALUES, PROMISE_BOUND } promise;
+
+static promise promise_of(const kv_format *f) {
+    static const char *const search[] = {"q6_k", "q5_k", "q4_k", "q3_k", "q2_k", "q8_k", "iq4_nl", "iq4_xs", "nf4_dq"};
+    for (size_t i = 0; i < sizeof search / sizeof search[0]; i++)
+        if (!strcmp(f->name, search[i])) return PROMISE_BOUND;
+    if (!strncmp(f->name, "higgs_", 6) || !strncmp(f->name, "e8_", 3)) return PROMISE_BOUND;
+    if (!strcmp(f->name, "q8_1")) return PROMISE_VALUES;
+    return PROMISE_BYTES;
+}
+
+/* per row: ||y - x||^2 <= ||x||^2 (with slack for the fp32 sums) */
+static void check_bound(const float *x, const float *y, int64_t rows, int64_t n) {
+    for (int64_t r = 0; r < rows; r++) {
+        double e = 0, s = 0;
+        for (int64_t i = 0; i < n; i++) {
+            FUZZ_ASSERT(isfinite(y[r * n + i]));
+            double d = (double)y[r * n + i] - x[r * n + i];
+            e += d * d;
+            s += (double)x[r * n + i] * x[r * n + i];
+        }
+        FUZZ_ASSERT(e <= s * (1 + 1e-6) + 1e-30);
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size < 6) return 0;
+    kv_format f;
+    kv_error err;
+    kv_error_clear(&err);
+    if (kv_format_get(kv_format_list_name(data[0] % kv_format_list_count()), &f, &err) != KV_OK) abort();
+    int64_t n = (int64_t)f.block * (1 + data[1] % 4);
+    while (n < 32) n *= 2;
+    const int64_t rows = 1 + (data[1] >> 6), total = rows * n;
+    /* nonzero magnitudes in [2^(e-15), 2^e], e = 1..15: inside fp16's normal range, which the block scales of
+     * most formats are stored in (below it a scale underflows, as in llama.cpp: no promise there) */
+    const float scale = ldexpf(1.0f, 1 + data[2] % 15 - 15);
+    const int with_importance = data[3] & 1;
+    const uint8_t *v = data + 4;
+    const size_t nv = (size - 4) / 2;
+    const size_t rb = kv_format_row_bytes(&f, n);
+    float *x = malloc(sizeof(float) * (size_t)total), *y1 = malloc(sizeof(float) * (size_t)total);
+    float *y2 = malloc(sizeof(float) * (size_t)total), *imp = malloc(sizeof(float) * (size_t)n);
+    uint8_t *q1 = malloc(rb * (size_t)rows), *q2 = malloc(rb * (size_t)rows);
+    if (!x || !y1 || !y2 || !imp || !q1 || !q2) abort();
+    for (int64_t i = 0; i < total; i++) {
+        size_t k = (size_t)i % nv;
+        x[i] = (float)(int16_t)(v[2 * k] | v[2 * k + 1] << 8) * scale;
+    }
+    for (int64_t i = 0; i < n; i++) imp[i] = fabsf(x[i]) / scale / 1024.0f;
+    const float *w = with_importance ? imp : NULL;
+    if (f.quantize(&f, x, q1, rows, n, w, &err) != KV_OK) {
+        FUZZ_REQUIRE_MESSAGE(err); /* e.g. a format that refuses importance weights */
+        goto done;
+    }
+    for (int64_t r = 0; r < rows; r++) f.dequantize(&f, q1 + (size_t)r * rb, y1 + r * n, n);
+    kv_error_clear(&err);
+    FUZZ_ASSERT(f.quantize(&f, y1, q2, rows, n, w, &err) == KV_OK);
+    for (int64_t r = 0; r < rows; r++) f.dequantize(&f, q2 + (size_t)r * rb, y2 + r * n, n);
+    check_bound(x, y1, rows, n);
+    check_bound(y1, y2, rows, n);
+    if (!w) {
+        promise p = promise_of(&f);
+        if (p == PROMISE_BYTES) FUZZ_ASSERT(!memcmp(q1, q2, rb * (size_t)rows));
+        if (p == PROMISE_VALUES) FUZZ_ASSERT(!memcmp(y1, y2, sizeof(float) * (size_t)total));
+    }
+done:
+    free(x);
+    free(y1);
+    free(y2);
+    free(imp);
+    free(q1);
+    free(q2);
+    return 0;
+}
