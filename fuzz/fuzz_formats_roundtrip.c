@@ -5,7 +5,8 @@
  *   q8_1: the values reproduce (its per-block sum field is computed from the input, not from the codes);
  *   the others search their scales (k-quants' and iq4's rmse search with fp16 super-scales, nf4_dq's
  *     double-quantized absmax, HIGGS/E8 scaled by the block's RMS, which the codes change): no fixed point is
- *     promised, so only that both passes give finite values no farther from their input than zero would be.
+ *     promised, so only that both passes give finite values no farther from their input than zero would be
+ *     (importance-weighted when the quantizer got weights).
  * Input: byte 0 the format, byte 1 the row length and rows, byte 2 the magnitude (up to 2^1 .. 2^15), byte 3 bit 0
  * importance weights; then int16 values (repeated as needed). */
 #include "fuzz_util.h"
@@ -24,17 +25,22 @@ static promise promise_of(const kv_format *f) {
     return PROMISE_BYTES;
 }
 
-/* per row: ||y - x||^2 <= ||x||^2 (with slack for the fp32 sums) */
-static void check_bound(const float *x, const float *y, int64_t rows, int64_t n) {
+/* per row: ||y - x||^2 <= ||x||^2 (with slack for the fp32 sums), weighted by the importance the quantizer was
+ * given, if any (it is free to trade unweighted error for weighted error) */
+static void check_bound(const float *x, const float *y, int64_t rows, int64_t n, const float *w) {
     for (int64_t r = 0; r < rows; r++) {
         double e = 0, s = 0;
         for (int64_t i = 0; i < n; i++) {
             FUZZ_ASSERT(isfinite(y[r * n + i]));
-            double d = (double)y[r * n + i] - x[r * n + i];
-            e += d * d;
-            s += (double)x[r * n + i] * x[r * n + i];
+            double d = (double)y[r * n + i] - x[r * n + i], wi = w ? w[i] : 1.0;
+            e += wi * d * d;
+            s += wi * (double)x[r * n + i] * x[r * n + i];
         }
-        FUZZ_ASSERT(e <= s * (1 + 1e-6) + 1e-30);
+        if (!(e <= s * (1 + 1e-6) + 1e-30)) {
+            fprintf(stderr, "row %lld: error %g > energy %g; x[0..3] = %g %g %g %g, y = %g %g %g %g\n", (long long)r, e, s,
+                    x[r * n], x[r * n + 1], x[r * n + 2], x[r * n + 3], y[r * n], y[r * n + 1], y[r * n + 2], y[r * n + 3]);
+            FUZZ_ASSERT(e <= s * (1 + 1e-6) + 1e-30);
+        }
     }
 }
 
@@ -64,6 +70,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     for (int64_t i = 0; i < n; i++) imp[i] = fabsf(x[i]) / scale / 1024.0f;
     const float *w = with_importance ? imp : NULL;
+    if (getenv("FUZZ_VERBOSE")) fprintf(stderr, "format %s, %lld x %lld, importance %d\n", f.name, (long long)rows, (long long)n, with_importance);
     if (f.quantize(&f, x, q1, rows, n, w, &err) != KV_OK) {
         FUZZ_REQUIRE_MESSAGE(err); /* e.g. a format that refuses importance weights */
         goto done;
@@ -72,8 +79,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     kv_error_clear(&err);
     FUZZ_ASSERT(f.quantize(&f, y1, q2, rows, n, w, &err) == KV_OK);
     for (int64_t r = 0; r < rows; r++) f.dequantize(&f, q2 + (size_t)r * rb, y2 + r * n, n);
-    check_bound(x, y1, rows, n);
-    check_bound(y1, y2, rows, n);
+    check_bound(x, y1, rows, n, w);
+    check_bound(y1, y2, rows, n, w);
     if (!w) {
         promise p = promise_of(&f);
         if (p == PROMISE_BYTES) FUZZ_ASSERT(!memcmp(q1, q2, rb * (size_t)rows));

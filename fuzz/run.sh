@@ -53,6 +53,8 @@ for bin in "$@"; do
     corpus=$out/corpus-$target
     mkdir -p "$corpus"
     [ -d "$seeds/$target" ] && cp "$seeds/$target"/* "$corpus"/ 2>/dev/null || true
+    # inputs that once broke a property (fixed since): replayed first, as part of the corpus
+    [ -d "$root/fuzz/regress/$target" ] && cp "$root/fuzz/regress/$target"/* "$corpus"/ 2>/dev/null || true
     log=$out/log-$target.txt
     dict=
     [ -f "$root/fuzz/$target.dict" ] && dict=-dict=$root/fuzz/$target.dict

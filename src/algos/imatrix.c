@@ -182,6 +182,11 @@ static kv_status load_legacy(const kv_mapped *m, kv_imatrix *im, kv_error *err) 
             kv_error_context(err, m->path, (int64_t)at, NULL);
             return KV_EFORMAT;
         }
+        if (memchr(r.p + r.pos, 0, (size_t)len)) { /* would be read as another (or an empty) name */
+            kv_fail(err, KV_EFORMAT, "imatrix: entry %d: the name holds a NUL byte", i);
+            kv_error_context(err, m->path, (int64_t)at + 4, NULL);
+            return KV_EFORMAT;
+        }
         memcpy(name, r.p + r.pos, (size_t)len);
         name[len] = 0;
         r.pos += (size_t)len;
@@ -266,7 +271,12 @@ static kv_status load_gguf(const char *path, kv_imatrix *im, kv_error *err) {
         if (!ends_with(t->name, ".in_sum2")) continue;
         char name[160], cname[180];
         size_t base = strlen(t->name) - strlen(".in_sum2");
-        if (base >= sizeof name) continue;
+        if (base == 0 || base >= sizeof name) {
+            st = kv_fail(err, KV_EFORMAT, "imatrix: tensor '%.100s' does not name a weight (%zu bytes before .in_sum2)",
+                         t->name, base);
+            kv_error_context(err, path, (int64_t)t->info_offset, NULL);
+            break;
+        }
         memcpy(name, t->name, base);
         name[base] = 0;
         snprintf(cname, sizeof cname, "%s.counts", name);
@@ -279,18 +289,30 @@ static kv_status load_gguf(const char *path, kv_imatrix *im, kv_error *err) {
         int64_t nval = 1, nmat = 1;
         for (int d = 0; d < t->n_dims; d++) nval *= t->shape[d];
         for (int d = 0; d < c->n_dims; d++) nmat *= c->shape[d];
-        if (nmat <= 0 || nval % nmat) {
+        if (nmat <= 0 || nval <= 0 || nval % nmat) {
             st = kv_fail(err, KV_EFORMAT, "imatrix: '%s': %lld sums for %lld matrices", name, (long long)nval, (long long)nmat);
             kv_error_context(err, path, (int64_t)t->info_offset, name);
             break;
         }
         kv_imatrix_entry *e;
         if ((st = add_entry(im, name, nval, &e, err)) != KV_OK) break;
-        for (int64_t j = 0; j < nval; j++) {
+        for (int64_t j = 0; j < nval && st == KV_OK; j++) {
+            const int64_t k = j / (nval / nmat);
             float s = kv_rd_f32((const uint8_t *)t->data + 4 * j);
-            float cnt = kv_rd_f32((const uint8_t *)c->data + 4 * (j / (nval / nmat)));
+            float cnt = kv_rd_f32((const uint8_t *)c->data + 4 * k);
             e->values[j] = cnt > 0 ? s / cnt : 1.0f; /* llama.cpp: 1 for matrices without data */
+            /* the means go to the quantizers as importance weights: finite and >= 0, like the .dat reader's */
+            if (!(isfinite(cnt) && cnt >= 0)) {
+                st = kv_fail(err, KV_EFORMAT, "imatrix: count %lld of '%s' is %g (must be finite and >= 0)",
+                             (long long)k, name, (double)cnt);
+                kv_error_context(err, path, (int64_t)(kv_gguf_data_offset(g) + c->offset + 4 * (uint64_t)k), name);
+            } else if (!(isfinite(e->values[j]) && e->values[j] >= 0)) {
+                st = kv_fail(err, KV_EFORMAT, "imatrix: sum %lld of '%s' is %g for a count of %g (the mean must be "
+                             "finite and >= 0)", (long long)j, name, (double)s, (double)cnt);
+                kv_error_context(err, path, (int64_t)(kv_gguf_data_offset(g) + t->offset + 4 * (uint64_t)j), name);
+            }
         }
+        if (st != KV_OK) break;
         e->ncall = (int32_t)chunks;
     }
     kv_gguf_close(g);

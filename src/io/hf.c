@@ -70,7 +70,10 @@ static kv_status parse_rope(const kv_json *rope, const char *path, kv_hparams *h
     else if (!strcmp(type, "llama3")) hp->rope_scaling = KV_ROPE_SCALING_LLAMA3;
     else return cfg_fail(err, KV_EUNSUPPORTED, path, kv_json_get(rope, "rope_type") ? kv_json_get(rope, "rope_type") : rope,
                          "rope scaling type \"%s\" is not supported (default, linear, llama3)", type);
+    hp->rope_factor = 0;
     if ((st = cfg_float(rope, "factor", path, &hp->rope_factor, err))) return st;
+    if (!(hp->rope_factor > 0)) /* transformers requires it for linear and llama3 scaling */
+        return cfg_fail(err, KV_EFORMAT, path, rope, "rope scaling needs a positive \"%s\"", "factor");
     if (hp->rope_scaling == KV_ROPE_SCALING_LLAMA3) {
         int found;
         hp->rope_low_freq_factor = 1.0f;
