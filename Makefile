@@ -2,6 +2,7 @@
 #   make            build/kvant and build/libkvant.a
 #   make test       build and run the whole suite (closing line "N passed, N failed")
 #   make asan       the suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make check      test, then asan, then (with clang) test-fuzz for CHECK_FUZZ_SECONDS (5): CI's command, one closing line
 #   make fuzz       libFuzzer targets (clang) in build-fuzz/
 #   make test-fuzz  run each fuzz target for FUZZ_SECONDS (default 20) seeded with valid files
 #   make bench      benchmarks (numbers live here, never in tests)
@@ -40,7 +41,7 @@ ifneq ($(V),1)
 Q = @
 endif
 
-.PHONY: all test asan fuzz test-fuzz bench clean check-headers
+.PHONY: all test asan check fuzz test-fuzz bench clean check-headers
 all: $(BUILD)/kvant $(BUILD)/libkvant.a
 
 $(BUILD)/%.o: %.c
@@ -67,6 +68,11 @@ asan:
 	$(Q)ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  KVANT_BIN=build-asan/kvant KVANT_SANITIZED=1 build-asan/kvant_test $(TESTS)
 
+# CI (.ci/run, the README's test command): the normal and the sanitized suite and a short fuzz smoke, summed.
+CHECK_FUZZ_SECONDS ?= 5
+check:
+	$(Q)MAKE="$(MAKE)" FUZZ_SECONDS=$(CHECK_FUZZ_SECONDS) sh scripts/check.sh
+
 # libFuzzer targets: fuzz/fuzz_<parser>.c, each defines LLVMFuzzerTestOneInput.
 FUZZ_SRC   := $(sort $(wildcard fuzz/fuzz_*.c))
 FUZZ_BIN   := $(FUZZ_SRC:fuzz/%.c=build-fuzz/%)
@@ -75,11 +81,16 @@ FUZZ_CC    ?= clang
 FUZZ_LIB_OBJ := $(LIB_SRC:%.c=build-fuzz/%.o)
 build-fuzz/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(Q)$(FUZZ_CC) -std=c11 -O1 -g -Iinclude -Isrc -D_GNU_SOURCE -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -c $< -o $@
+	$(Q)$(FUZZ_CC) -std=c11 -O1 -g -Iinclude -Isrc -D_GNU_SOURCE -fsanitize=fuzzer-no-link,address,undefined $(FUZZ_EXTRA) -MMD -MP -c $< -o $@
 build-fuzz/libkvant.a: $(FUZZ_LIB_OBJ)
 	$(Q)rm -f $@ && ar rcs $@ $^
 build-fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_util.h build-fuzz/libkvant.a
 	$(Q)$(FUZZ_CC) -std=c11 -O1 -g -Iinclude -Isrc -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined $< build-fuzz/libkvant.a -lm -pthread -o $@
+# fuzz_recipe drives `kvant quantize --recipe` itself: it links the CLI's objects (main.c's main renamed)
+FUZZ_CLI_OBJ := $(CLI_SRC:%.c=build-fuzz/%.o)
+build-fuzz/tools/kvant/main.o: FUZZ_EXTRA = -Dmain=kvant_cli_main
+build-fuzz/fuzz_recipe: fuzz/fuzz_recipe.c fuzz/fuzz_util.h build-fuzz/libkvant.a $(FUZZ_CLI_OBJ)
+	$(Q)$(FUZZ_CC) -std=c11 -O1 -g -Iinclude -Isrc -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined $< $(FUZZ_CLI_OBJ) build-fuzz/libkvant.a -lm -pthread -o $@
 fuzz: $(FUZZ_BIN)
 test-fuzz: fuzz
 	$(Q)sh fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
@@ -90,4 +101,4 @@ bench: $(BUILD)/kvant
 clean:
 	rm -rf build build-asan build-fuzz
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(FUZZ_LIB_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_CLI_OBJ:.o=.d)

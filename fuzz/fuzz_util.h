@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -25,6 +26,32 @@ static const char *fuzz_file(const uint8_t *data, size_t size) {
         if (w <= 0) abort();
         done += (size_t)w;
     }
+    return path;
+}
+
+/* A llama2.c checkpoint of a tiny model (dim 8, 1 layer, 2 heads, vocab 8, seq 64) with deterministic weights,
+ * written once into its own memfd; returns its path. */
+static const char *fuzz_tiny_model_path(void) {
+    enum { DIM = 32, HIDDEN = 64, LAYERS = 1, HEADS = 4, VOCAB = 8, SEQ = 64 };
+    static char path[64];
+    if (path[0]) return path;
+    const int64_t floats = (int64_t)VOCAB * DIM + LAYERS * (DIM + 4 * DIM * DIM + DIM + 3 * DIM * HIDDEN) + DIM +
+                           2 * (SEQ * (DIM / HEADS) / 2);
+    const size_t size = 28 + 4 * (size_t)floats;
+    uint8_t *b = calloc(1, size);
+    if (!b) abort();
+    const int32_t h[7] = {DIM, HIDDEN, LAYERS, HEADS, HEADS, VOCAB, SEQ};
+    for (int i = 0; i < 7; i++) memcpy(b + 4 * i, &h[i], 4);
+    uint32_t s = 12345;
+    for (int64_t i = 0; i < floats; i++) {
+        s = s * 1664525u + 1013904223u;
+        float v = ((float)(s >> 8) / 16777216.0f - 0.5f) * 0.8f;
+        memcpy(b + 28 + 4 * i, &v, 4);
+    }
+    int fd = memfd_create("kvant-fuzz-model", MFD_CLOEXEC);
+    if (fd < 0 || write(fd, b, size) != (ssize_t)size) abort();
+    free(b);
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
     return path;
 }
 

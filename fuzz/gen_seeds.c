@@ -11,6 +11,7 @@
  *   DIR/hf_config/         config.json texts (Llama, Mistral, Qwen2, rope scaling variants);
  *   DIR/tokenizer_json/    small byte-level BPE tokenizer.json files (GPT-2 and Llama-3 pre-tokenizers);
  *   DIR/ecw/               entropy-coded containers of versions 2 and 3;
+ *   DIR/recipe/            quantize recipes (JSON) using every key;
  *   DIR/formats_dequant/, DIR/formats_roundtrip/  one valid input per format (and format names).
  * usage: gen_seeds DIR */
 #include "io/gguf.h"
@@ -441,6 +442,15 @@ static int format_seeds(const char *ddir, const char *rdir) {
     return bad;
 }
 
+static const char *const k_recipes[] = {
+    "{\"format\":\"q4_k_m\"}",
+    "{\"format\":\"q8_0\",\"pure\":true,\"seed\":7,\"overrides\":[\"^blk\\\\.0\\\\.ffn_=f16\",\"output=q4_0\"]}",
+    "{\"format\":\"int4_g32_asym\",\"method\":\"rtn\",\"transform\":\"rht:8\",\"act\":\"int8\"}",
+    "{\"format\":\"mxfp4_ocp\",\"transform\":\"prescale\",\"out_format\":\"safetensors\",\"no_imatrix\":true}",
+    "{\"format\":\"higgs_p2_b3\",\"method\":\"gptq:act-order,damp=0.02\",\"calib\":\"/nonexistent.txt\",\"calib_tokens\":64}",
+    "{\"format\":\"nf4\",\"imatrix\":\"/nonexistent.dat\",\"out_format\":\"gguf\"}",
+};
+
 static int more_seeds(const char *root) {
     int bad = imatrix_seeds(subdir(root, "imatrix"));
     bad |= llama2c_seeds(subdir(root, "llama2c"));
@@ -464,6 +474,12 @@ static int more_seeds(const char *root) {
                                "\"behavior\":\"Isolated\",\"invert\":false},{\"type\":\"ByteLevel\",\"add_prefix_space\":false,"
                                "\"trim_offsets\":true,\"use_regex\":false}]}",
                                1);
+    const char *rc = subdir(root, "recipe");
+    for (size_t i = 0; i < sizeof k_recipes / sizeof k_recipes[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "recipe%zu.json", i);
+        bad |= write_file(rc, name, k_recipes[i], strlen(k_recipes[i]));
+    }
     bad |= ecw_seeds(subdir(root, "ecw"));
     bad |= format_seeds(subdir(root, "formats_dequant"), subdir(root, "formats_roundtrip"));
     return bad;

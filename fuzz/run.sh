@@ -58,9 +58,11 @@ for bin in "$@"; do
     log=$out/log-$target.txt
     dict=
     [ -f "$root/fuzz/$target.dict" ] && dict=-dict=$root/fuzz/$target.dict
-    # shellcheck disable=SC2086 # FUZZ_ARGS: extra libFuzzer flags, word-split on purpose
+    flags=
+    [ -f "$root/fuzz/$target.flags" ] && flags=$(cat "$root/fuzz/$target.flags")
+    # shellcheck disable=SC2086 # flags (fuzz/NAME.flags) and FUZZ_ARGS: extra libFuzzer flags, word-split on purpose
     if "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=262144 -print_final_stats=1 \
-        $dict ${FUZZ_ARGS:-} -artifact_prefix="$out/crash-$target-" "$corpus" > "$log" 2>&1; then
+        $dict $flags ${FUZZ_ARGS:-} -artifact_prefix="$out/crash-$target-" "$corpus" > "$log" 2>&1; then
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
         files=$(ls "$corpus" | wc -l)
         echo "fuzz $name: ok, ${execs:-?} executions in ${secs} s, corpus $files files"
