@@ -5,6 +5,7 @@
 #define KV_ALGOS_QUANTIZE_H
 
 #include "core/core.h"
+#include "model/wmodel.h"
 #include <regex.h>
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -73,35 +74,7 @@ typedef struct kv_imatrix_entry {
     int64_t count;      /* tokens accumulated (collection only) */
 } kv_imatrix_entry;
 
-/* ---------------------------------------------------------------------------------------------- */
-/* the working model: fp32 copies the transforms edit (quantize.c)                                  */
-/* ---------------------------------------------------------------------------------------------- */
-
-typedef struct kv_wtensor {
-    char name[160];
-    int n_dims;
-    int64_t shape[4];         /* outermost first */
-    const kv_tensor *src;     /* NULL for a tensor the pipeline created (an untied output.weight) */
-    float *w;                 /* fp32 copy, nelements floats */
-    int modified;             /* a transform changed w */
-    int32_t rht_block;        /* online input rotation (0: none) */
-    uint64_t rht_seed;
-} kv_wtensor;
-
-typedef struct kv_wmodel {
-    kv_hparams hp;
-    kv_wtensor *t;
-    int64_t n, cap;
-    int untied;               /* output.weight was created from token_embd.weight */
-} kv_wmodel;
-
-kv_wtensor *kv_wmodel_find(kv_wmodel *wm, const char *name);
-/* "blk.%d.<suffix>" of layer l */
-kv_wtensor *kv_wmodel_layer(kv_wmodel *wm, int l, const char *suffix);
-/* Gives tied models their own output.weight (a copy of token_embd) so that the head can change alone. */
-kv_status kv_wmodel_untie(kv_wmodel *wm, kv_error *err);
-
-/* Activation statistics at the inputs of the linears for SmoothQuant (collected on the unquantized model, quantize.c):
+/* Activation statistics at the inputs of the linears for SmoothQuant (collected on the unquantized model, quantize_calib.c):
  * point 0 = attention input (q/k/v), 1 = attention output (o), 2 = MLP input (gate/up), 3 = down input. */
 #define KV_ACT_POINTS 4
 typedef struct kv_act_point {

@@ -3,7 +3,7 @@
  *   s_j = max(max|X_j|^α / max|W_j|^(1−α), 1e-5),  max|W_j| over every row of every linear fed (min 1e-5),
  * then norm.weight /= s and W[:, j] *= s_j, which moves activation outliers into the weights while the model
  * computes the same function. Applied to attn_norm → q/k/v and ffn_norm → gate/up (as the reference does for
- * Llama); activation maxima come from the calibration pass (quantize.c collect_act_stats). */
+ * Llama); activation maxima come from the calibration pass (quantize_calib.c kv_qcollect_act_stats). */
 #include "algos/quantize.h"
 #include <math.h>
 #include <stdio.h>

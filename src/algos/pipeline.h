@@ -1,0 +1,119 @@
+/* pipeline.h — the pieces of kv_quantize_model (src/algos/quantize.c, the driver) shared by its steps:
+ * quantize_calib.c (calibration data), transform_set.c (--transform), quantize_formats.c (a format per
+ * tensor), quantize_bytes.c (the method step), quantize_write.c (the output file). Internal to libkvant. */
+#ifndef KV_ALGOS_PIPELINE_H
+#define KV_ALGOS_PIPELINE_H
+
+#include "algos/quantize.h"
+#include "io/gguf.h"
+#include <stdarg.h>
+#include <stdio.h>
+
+/* A log line through opts->log (nothing when there is no log callback). */
+static inline void kv_qnote(const kv_quantize_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline void kv_qnote(const kv_quantize_opts *o, const char *fmt, ...) {
+    if (!o->log) return;
+    char buf[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    o->log(o->log_user, buf);
+}
+
+static inline int kv_format_is_plain(const kv_format *f) {
+    return f->type == KV_TYPE_F32 || f->type == KV_TYPE_F16 || f->type == KV_TYPE_BF16;
+}
+
+/* ---- calibration data (quantize_calib.c) ---- */
+
+/* [BOS] + encode(o->calib_path), then calib_tokens / ctx windows of ctx tokens at starts drawn from
+ * kv_rng(o->seed) (GPTQ's datautils: random windows of the calibration text). */
+kv_status kv_qcalib_tokens(const kv_model_file *mf, const kv_quantize_opts *o, int32_t ctx, int32_t **ids_out,
+                           int64_t *n_out, kv_error *err);
+/* SmoothQuant's activation statistics on the unquantized model m. */
+kv_status kv_qcollect_act_stats(const kv_model *m, const int32_t *ids, int64_t n, int32_t ctx, kv_pool *pool,
+                                kv_act_stats *s, kv_error *err);
+/* The importance of every linear of wm in its stored (rotated) basis, from the forward passes of m. */
+kv_status kv_qcollect_imatrix(const kv_model *m, kv_wmodel *wm, const int32_t *ids, int64_t n, int32_t ctx,
+                              kv_pool *pool, kv_imatrix *im, kv_progress *prog, kv_error *err);
+
+/* ---- --transform (transform_set.c) ---- */
+
+typedef struct kv_transform_set {
+    int rht, quarot, fold, smooth, awq, prescale;
+    int32_t rht_block;
+    float alpha;
+} kv_transform_set;
+
+kv_status kv_transform_set_parse(const char *list, kv_transform_set *ts, kv_error *err);
+/* prescale: the _ps variant of an MX format name. */
+kv_status kv_prescale_name(const char *fmt, char *out, size_t n, kv_error *err);
+
+/* ---- one output tensor, from the format choice to the file ---- */
+
+typedef struct kv_qtensor {
+    kv_wtensor *wt;
+    kv_policy_choice choice;
+    kv_format fmt;
+    uint32_t type;
+    const void *data;         /* bytes in kvant (HF) row order */
+    void *owned;
+    uint64_t nbytes;
+    size_t row_bytes;
+} kv_qtensor;
+
+/* ---- format choice (quantize_formats.c) ---- */
+
+/* Chooses every tensor's format (policy + prescale) and fills ot[] (wm->n entries). */
+kv_status kv_qchoose_formats(const kv_model_file *mf, kv_wmodel *wm, kv_policy *pol, const kv_transform_set *ts,
+                             const kv_quantize_opts *o, kv_qtensor *ot, kv_quantize_report *rep, kv_error *err);
+/* kv_format_of_fn for AWQ: user is a { kv_qtensor *ot; int64_t n; }. */
+const kv_format *kv_qawq_format_of(void *user, const char *name);
+
+/* ---- the method step (quantize_bytes.c) ---- */
+
+kv_status kv_qproduce_bytes(const kv_model_file *mf, kv_wmodel *wm, kv_qtensor *ot, const kv_quant_method *meth,
+                            kv_quant_method_ctx *mc, const kv_imatrix *im, kv_progress *prog, kv_error *err);
+kv_status kv_qentropy_code(kv_qtensor *ot, int64_t n, const kv_quantize_opts *o, kv_error *err);
+
+/* ---- output (quantize_write.c) ---- */
+
+typedef struct kv_qrun_info {
+    const kv_policy *policy;
+    const char *method;
+    const char *transforms;
+    const char *act;
+    uint64_t seed;
+} kv_qrun_info;
+
+typedef struct kv_qextra_item {
+    char *name;               /* metadata key or tensor name */
+    int is_tensor;
+    kv_gguf_vtype elem_type;  /* metadata */
+    int64_t n;                /* metadata: array length, -1 for a scalar */
+    int n_dims;               /* tensor */
+    int64_t shape[4];
+    uint32_t type;
+    void *data;
+    uint64_t nbytes;
+} kv_qextra_item;
+
+typedef struct kv_qextra {
+    kv_qextra_item *it;
+    int64_t n, cap;
+} kv_qextra;
+
+/* kv_quant_method_ctx.add_meta / add_tensor with user = a kv_qextra. */
+kv_status kv_qextra_add_meta(void *user, const char *key, kv_gguf_vtype elem_type, const void *data, int64_t n,
+                             kv_error *err);
+kv_status kv_qextra_add_tensor(void *user, const char *name, int n_dims, const int64_t *shape, uint32_t type,
+                               const void *data, kv_error *err);
+void kv_qextra_free(kv_qextra *x);
+/* Sorts ot[] into llama-quantize's order. */
+kv_status kv_qwrite_gguf(const kv_model_file *mf, const kv_wmodel *wm, kv_qtensor *ot, int64_t n,
+                         const kv_qrun_info *ri, const kv_qextra *xo, const char *path, kv_progress *prog,
+                         kv_error *err);
+kv_status kv_qwrite_safetensors(kv_qtensor *ot, int64_t n, const kv_qrun_info *ri, const char *path, kv_error *err);
+
+#endif

@@ -1,0 +1,367 @@
+/* quantize_write.c — the pipeline's output: GGUF (the source's KV pairs or llama.cpp's metadata, kvant's
+ * keys, a method's side outputs, tensors in llama-quantize's order with q/k rows permuted for arch llama) or
+ * safetensors. Sources: llama.cpp src/llama-quant.cpp llama_model_quantize_impl (copy the source's KV
+ * pairs, set general.quantization_version = 2 and general.file_type), convert_hf_to_gguf.py (the llama.*
+ * and tokenizer.ggml.* keys for sources that are not GGUF), docs/FORMAT.md. */
+#include "algos/pipeline.h"
+#include "io/gguf.h"
+#include "io/model_file.h"
+#include <stdarg.h>
+#include <stdio.h>
+
+#define GGML_QNT_VERSION 2
+
+static int is_llama_arch(const kv_hparams *hp) { return !strcmp(hp->arch, "llama"); }
+
+/* llama.cpp's converter writes attn_q/attn_k rows permuted for its interleaved RoPE (arch llama). */
+static int qk_heads(const kv_hparams *hp, const char *name) {
+    if (!is_llama_arch(hp) || strncmp(name, "blk.", 4)) return 0;
+    const char *rest = strchr(name + 4, '.');
+    if (!rest) return 0;
+    rest++;
+    if (!strcmp(rest, "attn_q.weight") || !strcmp(rest, "attn_q.bias")) return hp->n_head;
+    if (!strcmp(rest, "attn_k.weight") || !strcmp(rest, "attn_k.bias")) return hp->n_head_kv;
+    return 0;
+}
+
+static kv_status meta_tokenizer(kv_gguf_writer *w, const kv_model_file *mf, kv_error *err) {
+    kv_tokenizer *tok = NULL;
+    if (kv_model_tokenizer(mf, NULL) == KV_TOKSRC_NONE) return KV_OK;
+    kv_status st = kv_tokenizer_load_for_model(mf, &tok, err);
+    if (st != KV_OK) return st;
+    int32_t nv = kv_tokenizer_n_vocab(tok);
+    const char **pieces = kv_malloc((size_t)nv * sizeof(char *), err);
+    size_t *lens = kv_malloc((size_t)nv * sizeof(size_t), err);
+    float *scores = kv_malloc((size_t)nv * sizeof(float), err);
+    int32_t *types = kv_malloc((size_t)nv * sizeof(int32_t), err);
+    if (!pieces || !lens || !scores || !types) st = KV_ENOMEM;
+    for (int32_t i = 0; st == KV_OK && i < nv; i++) {
+        pieces[i] = kv_tokenizer_piece(tok, i, &lens[i]);
+        scores[i] = kv_tokenizer_score(tok, i);
+        types[i] = (int32_t)kv_tokenizer_token_type(tok, i);
+    }
+    int spm = kv_tokenizer_get_kind(tok) == KV_TOKENIZER_SPM;
+    if (st == KV_OK) st = kv_gguf_writer_add_str(w, "tokenizer.ggml.model", spm ? "llama" : "gpt2", err);
+    if (st == KV_OK && !spm)
+        st = kv_gguf_writer_add_str(w, "tokenizer.ggml.pre", kv_pretokenizer_name(kv_tokenizer_pretokenizer(tok)), err);
+    if (st == KV_OK) st = kv_gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", pieces, lens, (uint64_t)nv, err);
+    if (st == KV_OK && spm) st = kv_gguf_writer_add_arr(w, "tokenizer.ggml.scores", KV_GGUF_F32, scores, (uint64_t)nv, err);
+    if (st == KV_OK) st = kv_gguf_writer_add_arr(w, "tokenizer.ggml.token_type", KV_GGUF_I32, types, (uint64_t)nv, err);
+    if (st == KV_OK && !spm && kv_tokenizer_n_merges(tok) > 0) {
+        int64_t nm = kv_tokenizer_n_merges(tok);
+        char **merges = kv_calloc((size_t)nm, sizeof(char *), err);
+        if (!merges) st = KV_ENOMEM;
+        for (int64_t i = 0; st == KV_OK && i < nm; i++) {
+            int32_t l, r;
+            size_t ll, rl;
+            if ((st = kv_tokenizer_merge(tok, i, &l, &r, err)) != KV_OK) break;
+            const char *lp = kv_tokenizer_piece(tok, l, &ll), *rp = kv_tokenizer_piece(tok, r, &rl);
+            merges[i] = kv_malloc(ll + rl + 2, err);
+            if (!merges[i]) { st = KV_ENOMEM; break; }
+            memcpy(merges[i], lp, ll);
+            merges[i][ll] = ' ';
+            memcpy(merges[i] + ll + 1, rp, rl);
+            merges[i][ll + rl + 1] = 0;
+        }
+        if (st == KV_OK) st = kv_gguf_writer_add_arr_str(w, "tokenizer.ggml.merges", (const char *const *)merges, NULL, (uint64_t)nm, err);
+        for (int64_t i = 0; merges && i < nm; i++) free(merges[i]);
+        free(merges);
+    }
+    static const struct { const char *key; int32_t (*get)(const kv_tokenizer *); } k_ids[] = {
+        {"tokenizer.ggml.bos_token_id", kv_tokenizer_bos}, {"tokenizer.ggml.eos_token_id", kv_tokenizer_eos},
+        {"tokenizer.ggml.unknown_token_id", kv_tokenizer_unk}, {"tokenizer.ggml.padding_token_id", kv_tokenizer_pad},
+    };
+    for (size_t i = 0; st == KV_OK && i < KV_ARRAY_LEN(k_ids); i++) {
+        int32_t id = k_ids[i].get(tok);
+        if (id >= 0) st = kv_gguf_writer_add_u32(w, k_ids[i].key, (uint32_t)id, err);
+    }
+    if (st == KV_OK) st = kv_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", kv_tokenizer_add_bos_default(tok), err);
+    if (st == KV_OK && spm) st = kv_gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", kv_tokenizer_add_space_prefix(tok), err);
+    free(pieces);
+    free(lens);
+    free(scores);
+    free(types);
+    kv_tokenizer_free(tok);
+    return st;
+}
+
+/* llama.* keys as convert_hf_to_gguf.py writes them for a Llama-family source that is not GGUF. */
+static kv_status meta_hparams(kv_gguf_writer *w, const kv_model_file *mf, kv_error *err) {
+    const kv_hparams *hp = kv_model_hparams(mf);
+    char key[128];
+    const char *a = hp->arch[0] ? hp->arch : "llama";
+    const char *path = kv_model_path(mf), *base = strrchr(path, '/');
+    char name[256];
+    kv_strlcpy(name, base && base[1] ? base + 1 : path, sizeof name);
+    kv_status st = kv_gguf_writer_add_str(w, "general.architecture", a, err);
+    if (st == KV_OK) st = kv_gguf_writer_add_str(w, "general.name", name, err);
+#define U32(k, v) if (st == KV_OK) { snprintf(key, sizeof key, "%s." k, a); st = kv_gguf_writer_add_u32(w, key, (uint32_t)(v), err); }
+#define F32(k, v) if (st == KV_OK) { snprintf(key, sizeof key, "%s." k, a); st = kv_gguf_writer_add_f32(w, key, (float)(v), err); }
+    U32("block_count", hp->n_layer);
+    U32("context_length", hp->n_ctx_train);
+    U32("embedding_length", hp->n_embd);
+    U32("feed_forward_length", hp->n_ff);
+    U32("attention.head_count", hp->n_head);
+    U32("attention.head_count_kv", hp->n_head_kv);
+    F32("rope.freq_base", hp->rope_theta);
+    F32("attention.layer_norm_rms_epsilon", hp->norm_eps);
+    if (hp->head_dim != hp->n_embd / KV_MAX(hp->n_head, 1)) {
+        U32("attention.key_length", hp->head_dim);
+        U32("attention.value_length", hp->head_dim);
+    }
+    U32("vocab_size", hp->n_vocab);
+    U32("rope.dimension_count", hp->head_dim);
+    if (hp->rope_scaling == KV_ROPE_SCALING_LINEAR) {
+        if (st == KV_OK) { snprintf(key, sizeof key, "%s.rope.scaling.type", a); st = kv_gguf_writer_add_str(w, key, "linear", err); }
+        F32("rope.scaling.factor", hp->rope_factor);
+    }
+#undef U32
+#undef F32
+    if (st == KV_OK) st = meta_tokenizer(w, mf, err);
+    return st;
+}
+
+/* Copies a GGUF source's KV pairs except the ones this run rewrites. */
+static kv_status meta_copy_gguf(kv_gguf_writer *w, const kv_gguf *g, kv_error *err) {
+    for (int64_t i = 0; i < kv_gguf_n_kv(g); i++) {
+        const char *k = kv_gguf_kv_key(g, i);
+        if (!strcmp(k, "general.file_type") || !strcmp(k, "general.quantization_version") || !strncmp(k, "kvant.", 6))
+            continue;
+        kv_status st = kv_gguf_writer_add_value(w, k, kv_gguf_kv_value(g, i), err);
+        if (st != KV_OK) return st;
+    }
+    return KV_OK;
+}
+
+/* llama.cpp's weight_name_comparer (llama-model-loader.h): by layer number (-1 outside blocks), then name;
+ * llama-quantize writes tensors in this order. */
+static int tensor_order(const void *pa, const void *pb) {
+    const kv_qtensor *a = pa, *b = pb;
+    int la = -1, lb = -1;
+    sscanf(a->wt->name, "blk.%d.", &la);
+    sscanf(b->wt->name, "blk.%d.", &lb);
+    if (la != lb) return la < lb ? -1 : 1;
+    return strcmp(a->wt->name, b->wt->name);
+}
+
+static kv_status extra_push(kv_qextra *x, const char *name, const void *data, uint64_t nbytes, kv_qextra_item **out,
+                            kv_error *err) {
+    if (x->n == x->cap) {
+        int64_t cap = x->cap ? 2 * x->cap : 64;
+        kv_qextra_item *g = realloc(x->it, sizeof *g * (size_t)cap);
+        if (!g) return kv_fail(err, KV_ENOMEM, "out of memory");
+        x->it = g;
+        x->cap = cap;
+    }
+    kv_qextra_item *e = &x->it[x->n];
+    memset(e, 0, sizeof *e);
+    e->name = strdup(name);
+    e->data = malloc(nbytes ? (size_t)nbytes : 1);
+    if (!e->name || !e->data) {
+        free(e->name);
+        free(e->data);
+        return kv_fail(err, KV_ENOMEM, "out of memory");
+    }
+    if (nbytes) memcpy(e->data, data, (size_t)nbytes);
+    e->nbytes = nbytes;
+    x->n++;
+    *out = e;
+    return KV_OK;
+}
+
+kv_status kv_qextra_add_meta(void *user, const char *key, kv_gguf_vtype elem_type, const void *data, int64_t n,
+                                kv_error *err) {
+    size_t esz = kv_gguf_vtype_size(elem_type);
+    if (!key || !esz || elem_type == KV_GGUF_STRING || n < -1 || (n != 0 && !data))
+        return kv_fail(err, KV_EINVAL, "method metadata '%s': bad type or data", key ? key : "(null)");
+    kv_qextra_item *e;
+    kv_status st = extra_push(user, key, data, (uint64_t)(n < 0 ? 1 : n) * esz, &e, err);
+    if (st != KV_OK) return st;
+    e->elem_type = elem_type;
+    e->n = n;
+    return KV_OK;
+}
+
+kv_status kv_qextra_add_tensor(void *user, const char *name, int n_dims, const int64_t *shape, uint32_t type,
+                                  const void *data, kv_error *err) {
+    if (!name || !shape || !data || n_dims < 1 || n_dims > 4 || type >= KV_TYPE_KVANT_BASE)
+        return kv_fail(err, KV_EINVAL, "method tensor '%s': bad shape or type", name ? name : "(null)");
+    uint64_t rows = 1;
+    for (int d = 0; d + 1 < n_dims; d++) rows *= (uint64_t)shape[d];
+    uint64_t nbytes = (uint64_t)kv_type_row_bytes(type, shape[n_dims - 1]) * rows;
+    if (!nbytes) return kv_fail(err, KV_EINVAL, "method tensor '%s': empty or bad row length", name);
+    kv_qextra_item *e;
+    kv_status st = extra_push(user, name, data, nbytes, &e, err);
+    if (st != KV_OK) return st;
+    e->is_tensor = 1;
+    e->n_dims = n_dims;
+    memcpy(e->shape, shape, sizeof(int64_t) * (size_t)n_dims);
+    e->type = type;
+    return KV_OK;
+}
+
+void kv_qextra_free(kv_qextra *x) {
+    for (int64_t i = 0; i < x->n; i++) {
+        free(x->it[i].name);
+        free(x->it[i].data);
+    }
+    free(x->it);
+    memset(x, 0, sizeof *x);
+}
+
+static kv_status extra_write_meta(kv_gguf_writer *w, const kv_qextra_item *e, kv_error *err) {
+    if (e->n >= 0) return kv_gguf_writer_add_arr(w, e->name, e->elem_type, e->data, (uint64_t)e->n, err);
+    const void *d = e->data;
+    switch (e->elem_type) {
+    case KV_GGUF_U8: return kv_gguf_writer_add_u8(w, e->name, *(const uint8_t *)d, err);
+    case KV_GGUF_I8: return kv_gguf_writer_add_i8(w, e->name, *(const int8_t *)d, err);
+    case KV_GGUF_U16: return kv_gguf_writer_add_u16(w, e->name, (uint16_t)kv_rd_u16(d), err);
+    case KV_GGUF_I16: return kv_gguf_writer_add_i16(w, e->name, (int16_t)kv_rd_u16(d), err);
+    case KV_GGUF_U32: return kv_gguf_writer_add_u32(w, e->name, kv_rd_u32(d), err);
+    case KV_GGUF_I32: return kv_gguf_writer_add_i32(w, e->name, (int32_t)kv_rd_u32(d), err);
+    case KV_GGUF_U64: return kv_gguf_writer_add_u64(w, e->name, kv_rd_u64(d), err);
+    case KV_GGUF_I64: return kv_gguf_writer_add_i64(w, e->name, (int64_t)kv_rd_u64(d), err);
+    case KV_GGUF_F32: return kv_gguf_writer_add_f32(w, e->name, kv_rd_f32(d), err);
+    case KV_GGUF_F64: { double v; memcpy(&v, d, 8); return kv_gguf_writer_add_f64(w, e->name, v, err); }
+    case KV_GGUF_BOOL: return kv_gguf_writer_add_bool(w, e->name, *(const uint8_t *)d != 0, err);
+    default: return kv_fail(err, KV_EINVAL, "method metadata '%s': unsupported type", e->name);
+    }
+}
+
+kv_status kv_qwrite_gguf(const kv_model_file *mf, const kv_wmodel *wm, kv_qtensor *ot, int64_t n,
+                            const kv_qrun_info *ri, const kv_qextra *xo, const char *path, kv_progress *prog,
+                            kv_error *err) {
+    kv_gguf_writer *w = NULL;
+    kv_status st = kv_gguf_writer_create(&w, err);
+    if (st != KV_OK) return st;
+    st = mf->gguf ? meta_copy_gguf(w, mf->gguf, err) : meta_hparams(w, mf, err);
+    int any_quant = 0;
+    for (int64_t i = 0; i < n; i++) any_quant |= ot[i].type != KV_TYPE_F32 && ot[i].type != KV_TYPE_F16 && ot[i].type != KV_TYPE_BF16;
+    if (st == KV_OK && any_quant) st = kv_gguf_writer_add_u32(w, "general.quantization_version", GGML_QNT_VERSION, err);
+    if (st == KV_OK && ri->policy->ftype >= 0 && !ri->policy->pure)
+        st = kv_gguf_writer_add_u32(w, "general.file_type", (uint32_t)ri->policy->ftype, err);
+    if (st == KV_OK) st = kv_gguf_writer_add_str(w, "kvant.quantize.format", ri->policy->format, err);
+    if (st == KV_OK) st = kv_gguf_writer_add_str(w, "kvant.quantize.method", ri->method, err);
+    if (st == KV_OK) st = kv_gguf_writer_add_str(w, "kvant.transform.list", ri->transforms, err);
+    if (st == KV_OK) st = kv_gguf_writer_add_u64(w, "kvant.quantize.seed", ri->seed, err);
+    if (st == KV_OK && ri->act && strcmp(ri->act, "none")) st = kv_gguf_writer_add_str(w, "kvant.act", ri->act, err);
+    for (int64_t i = 0; st == KV_OK && i < n; i++) {
+        char key[256];
+        const kv_wtensor *t = ot[i].wt;
+        if (ot[i].type >= KV_TYPE_KVANT_BASE && ot[i].type != KV_TYPE_ECW) { /* ecw: the writer adds its keys */
+            snprintf(key, sizeof key, "kvant.tensor.%s.format", t->name);
+            st = kv_gguf_writer_add_str(w, key, ot[i].fmt.name, err);
+        }
+        if (st == KV_OK && t->rht_block > 0) {
+            snprintf(key, sizeof key, KV_META_RHT_BLOCK_FMT, t->name);
+            st = kv_gguf_writer_add_u32(w, key, (uint32_t)t->rht_block, err);
+            snprintf(key, sizeof key, KV_META_RHT_SEED_FMT, t->name);
+            if (st == KV_OK) st = kv_gguf_writer_add_u64(w, key, t->rht_seed, err);
+        }
+    }
+    for (int64_t i = 0; st == KV_OK && i < xo->n; i++)
+        if (!xo->it[i].is_tensor) st = extra_write_meta(w, &xo->it[i], err);
+    qsort(ot, (size_t)n, sizeof *ot, tensor_order);
+    void **perm = kv_calloc((size_t)KV_MAX(n, 1), sizeof(void *), err);
+    if (!perm) st = KV_ENOMEM;
+    for (int64_t i = 0; st == KV_OK && i < n; i++) {
+        const kv_wtensor *t = ot[i].wt;
+        const void *data = ot[i].data;
+        if (ot[i].type == KV_TYPE_ECW) { /* entropy-coded: kvant row order, size in metadata */
+            st = kv_gguf_writer_add_tensor_ecw(w, t->name, t->shape[0], kv_wtensor_nelem(t) / t->shape[0], data, ot[i].nbytes, err);
+            continue;
+        }
+        int heads = qk_heads(&wm->hp, t->name);
+        if (heads > 0) {
+            perm[i] = kv_malloc(ot[i].nbytes, err);
+            if (!perm[i]) { st = KV_ENOMEM; break; }
+            st = kv_permute_qk_to_gguf(ot[i].data, perm[i], t->shape[0], ot[i].nbytes / (uint64_t)t->shape[0], heads, err);
+            if (st != KV_OK) { kv_error_context(err, NULL, -1, t->name); break; }
+            data = perm[i];
+        }
+        st = kv_gguf_writer_add_tensor(w, t->name, t->n_dims, t->shape, ot[i].type, data, err);
+    }
+    for (int64_t i = 0; st == KV_OK && i < xo->n; i++)
+        if (xo->it[i].is_tensor)
+            st = kv_gguf_writer_add_tensor(w, xo->it[i].name, xo->it[i].n_dims, xo->it[i].shape, xo->it[i].type,
+                                           xo->it[i].data, err);
+    if (st == KV_OK) st = kv_gguf_writer_write(w, path, prog, err);
+    for (int64_t i = 0; perm && i < n; i++) free(perm[i]);
+    free(perm);
+    kv_gguf_writer_free(w);
+    return st;
+}
+
+/* safetensors: every tensor under its canonical name, in HF row order; quantized tensors as U8 [rows, row
+ * bytes] holding the packed rows of their kv_format (docs/FORMAT.md "kvant safetensors output"), described in
+ * __metadata__ by "NAME.format", "NAME.shape" and the rht keys. */
+static void json_str(char **p, size_t *len, size_t *cap, int *oom, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void json_str(char **p, size_t *len, size_t *cap, int *oom, const char *fmt, ...) {
+    if (*oom) return;
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        int k = vsnprintf(*p ? *p + *len : NULL, *p ? *cap - *len : 0, fmt, ap);
+        va_end(ap);
+        if (k < 0) { *oom = 1; return; }
+        if (*p && *len + (size_t)k < *cap) { *len += (size_t)k; return; }
+        size_t ncap = (*cap ? *cap * 2 : 4096) + (size_t)k;
+        char *g = realloc(*p, ncap);
+        if (!g) { *oom = 1; return; }
+        *p = g;
+        *cap = ncap;
+    }
+}
+
+kv_status kv_qwrite_safetensors(kv_qtensor *ot, int64_t n, const kv_qrun_info *ri, const char *path, kv_error *err) {
+    char *h = NULL;
+    size_t len = 0, cap = 0;
+    int oom = 0;
+    json_str(&h, &len, &cap, &oom, "{\"__metadata__\":{\"format\":\"pt\",\"kvant.quantize.format\":\"%s\","
+             "\"kvant.quantize.method\":\"%s\",\"kvant.transform.list\":\"%s\"", ri->policy->format, ri->method, ri->transforms);
+    for (int64_t i = 0; i < n; i++) {
+        const kv_wtensor *t = ot[i].wt;
+        json_str(&h, &len, &cap, &oom, ",\"%s.format\":\"%s\",\"%s.shape\":\"[", t->name, ot[i].fmt.name, t->name);
+        for (int d = 0; d < t->n_dims; d++) json_str(&h, &len, &cap, &oom, "%s%lld", d ? "," : "", (long long)t->shape[d]);
+        json_str(&h, &len, &cap, &oom, "]\"");
+        if (t->rht_block > 0)
+            json_str(&h, &len, &cap, &oom, ",\"%s.rht_block\":\"%d\",\"%s.rht_seed\":\"%llu\"", t->name, (int)t->rht_block,
+                     t->name, (unsigned long long)t->rht_seed);
+    }
+    json_str(&h, &len, &cap, &oom, "}");
+    uint64_t off = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const kv_wtensor *t = ot[i].wt;
+        const char *dtype = ot[i].type == KV_TYPE_F32 ? "F32" : ot[i].type == KV_TYPE_F16 ? "F16" : ot[i].type == KV_TYPE_BF16 ? "BF16" : "U8";
+        json_str(&h, &len, &cap, &oom, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", t->name, dtype);
+        if (dtype[0] == 'U')
+            json_str(&h, &len, &cap, &oom, "%lld,%llu", (long long)t->shape[0], (unsigned long long)(ot[i].nbytes / (uint64_t)t->shape[0]));
+        else
+            for (int d = 0; d < t->n_dims; d++) json_str(&h, &len, &cap, &oom, "%s%lld", d ? "," : "", (long long)t->shape[d]);
+        json_str(&h, &len, &cap, &oom, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
+                 (unsigned long long)(off + ot[i].nbytes));
+        off += ot[i].nbytes;
+    }
+    json_str(&h, &len, &cap, &oom, "}");
+    while (!oom && len % 8) json_str(&h, &len, &cap, &oom, " ");
+    if (oom) {
+        free(h);
+        return kv_fail(err, KV_ENOMEM, "out of memory building the safetensors header");
+    }
+    kv_outfile *f = NULL;
+    kv_status st = kv_outfile_open(path, &f, err);
+    if (st != KV_OK) {
+        free(h);
+        return st;
+    }
+    uint64_t hl = len;
+    st = kv_outfile_write(f, &hl, 8, err);
+    if (st == KV_OK) st = kv_outfile_write(f, h, len, err);
+    for (int64_t i = 0; st == KV_OK && i < n; i++) st = kv_outfile_write(f, ot[i].data, ot[i].nbytes, err);
+    free(h);
+    if (st != KV_OK) {
+        kv_outfile_abort(f);
+        return st;
+    }
+    return kv_outfile_commit(f, err);
+}
