@@ -792,7 +792,13 @@ kv_status kv_eval_base_logprobs(const kv_model *base, const int32_t *ids, int64_
                                 kv_eval_result *res, kv_error *err);
 kv_status kv_eval_kld(const kv_model *m, const kv_logprobs *base, kv_pool *pool, kv_eval_result *res,
                       kv_error *err);
+/* Checks every record: a NaN or +Inf log-prob, a non-finite log-prob of the correct token or an id outside the
+ * vocabulary is KV_EFORMAT naming the file, the byte offset and the token. */
 kv_status kv_logprobs_load(const char *path, kv_logprobs **out, kv_error *err);
+/* Was lp made from these tokens with these options (ctx, style, windows; and m's vocabulary when m is not NULL)?
+ * KV_EFORMAT saying what differs (as kv_eval_ppl with kld_base does). */
+kv_status kv_logprobs_check(const kv_logprobs *lp, const kv_model *m, const int32_t *ids, int64_t n_ids,
+                            const kv_eval_opts *opts, kv_error *err);
 kv_status kv_logprobs_save(const kv_logprobs *lp, const char *path, kv_error *err);
 void kv_logprobs_free(kv_logprobs *lp);
 /* KVANT-SECTION eval END */

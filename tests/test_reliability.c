@@ -452,3 +452,69 @@ KV_TEST(reliability_unwritable_outputs_fail_before_the_work) {
     snprintf(args, sizeof args, "convert %s -o /dev/null", STORIES);
     EXPECT_CLI(args, 2, "output exists and is a character device");
 }
+
+/* ---- logits files --------------------------------------------------------------------------------------- */
+
+#define PROXY "../shared/models/proxy-27m"
+
+KV_TEST(reliability_eval_base_logits_must_match) {
+    char lg[600], out[600], args[2400];
+    tmp_path(lg, sizeof lg, "base.logits");
+    tmp_path(out, sizeof out, "q.gguf");
+    /* logits of another text */
+    snprintf(args, sizeof args, "eval %s --text ../shared/data/calib.txt --ctx 32 --chunks 2 --save-logits %s --quiet",
+             PROXY, lg);
+    EXPECT_CLI(args, 0, "");
+    snprintf(args, sizeof args,
+             "quantize %s -o %s --format q8_0 --quiet --eval ../shared/data/heldout.txt --ctx 32 --chunks 2 "
+             "--eval-base-logits %s", PROXY, out, lg);
+    EXPECT_CLI(args, 1, "made from other tokens", lg);
+    CHECK(!kv_test_exists(out)); /* refused before the work */
+    /* the right text with another ctx, then with the same: accepted */
+    snprintf(args, sizeof args, "eval %s --text ../shared/data/heldout.txt --ctx 32 --chunks 2 --save-logits %s --quiet",
+             PROXY, lg);
+    EXPECT_CLI(args, 0, "");
+    snprintf(args, sizeof args,
+             "quantize %s -o %s --format q8_0 --quiet --eval ../shared/data/heldout.txt --ctx 64 --chunks 2 "
+             "--eval-base-logits %s", PROXY, out, lg);
+    EXPECT_CLI(args, 1, "ctx 32", "ctx 64");
+    snprintf(args, sizeof args,
+             "quantize %s -o %s --format q8_0 --quiet --eval ../shared/data/heldout.txt --ctx 32 --chunks 2 "
+             "--eval-base-logits %s", PROXY, out, lg);
+    EXPECT_CLI(args, 0, "");
+}
+
+KV_TEST(reliability_logits_nan_records_are_refused) {
+    char lg[600], bad[600], args[2400];
+    tmp_path(lg, sizeof lg, "base.logits");
+    tmp_path(bad, sizeof bad, "bad.logits");
+    snprintf(args, sizeof args, "eval %s --text ../shared/data/heldout.txt --ctx 16 --chunks 1 --save-logits %s --quiet",
+             PROXY, lg);
+    EXPECT_CLI(args, 0, "");
+    size_t n = 0;
+    uint8_t *d = kv_test_read_file(lg, &n);
+    REQUIRE(d && n > 64);
+    int64_t n_ids = (int64_t)kv_rd_u64(d + 16), V = kv_rd_u32(d + 12);
+    size_t rec0 = 64 + 4 * (size_t)n_ids, recb = kv_rd_u32(d + 56);
+    size_t row = rec0 + 8 + 8 * (size_t)(V < 32 ? V : 32);
+    const struct { size_t at; int width; uint32_t v; } cases[] = {
+        {rec0 + recb + row - rec0 + 2 * 5, 2, 0x7E00},  /* NaN in token 1's fp16 row */
+        {rec0 + row - rec0 + 2 * 7, 2, 0x7C00},         /* +inf */
+        {rec0, 4, 0x7FC00000},                          /* NaN log-prob of the correct token */
+        {rec0 + 12, 4, 0x7F800000},                     /* +inf top-1 log-prob */
+        {rec0 + 8, 4, 0xFFFFFFF0u},                     /* top-1 id out of the vocabulary */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint8_t *c = malloc(n);
+        memcpy(c, d, n);
+        if (cases[i].width == 2) kv_wr_u16(c + cases[i].at, (uint16_t)cases[i].v);
+        else kv_wr_u32(c + cases[i].at, cases[i].v);
+        REQUIRE(kv_test_write_file(bad, c, n) == 0);
+        free(c);
+        snprintf(args, sizeof args, "eval %s --text ../shared/data/heldout.txt --ctx 16 --chunks 1 --kld %s", PROXY, bad);
+        char off[64];
+        snprintf(off, sizeof off, "offset %zu", cases[i].at);
+        EXPECT_CLI(args, 1, "not a valid kvant logits file: scored token", off, bad);
+    }
+    free(d);
+}

@@ -51,6 +51,41 @@ static kv_status bad(kv_error *err, const char *path, int64_t off, const char *m
     return KV_EFORMAT;
 }
 
+static kv_status bad_record(kv_error *err, const char *path, const kv_logprobs *lp, int64_t r, const uint8_t *at,
+                            const char *what, double v) {
+    kv_fail(err, KV_EFORMAT, "not a valid kvant logits file: scored token %lld: %s is %g", (long long)r, what, v);
+    kv_error_context(err, path, (int64_t)(at - lp->map.data), NULL);
+    return KV_EFORMAT;
+}
+
+/* A log-prob is <= 0 or -inf (a token the model rules out); NaN or +inf would turn every statistic into NaN. */
+static int bad_logprob(float v) { return isnan(v) || v == INFINITY; }
+
+static kv_status check_records(const kv_logprobs *lp, const char *path, kv_error *err) {
+    const int64_t V = lp->n_vocab, K = kv_logprobs_topk(V);
+    for (int64_t r = 0; r < lp->n_scored; r++) {
+        const uint8_t *rec = lp->recs + (size_t)r * lp->rec_bytes;
+        float t = kv_rd_f32(rec);
+        if (!isfinite(t)) return bad_record(err, path, lp, r, rec, "the log-prob of the correct token", t);
+        uint32_t am = kv_rd_u32(rec + 4);
+        if (am >= (uint32_t)V) return bad_record(err, path, lp, r, rec + 4, "the argmax id", am);
+        for (int64_t k = 0; k < K; k++) {
+            uint32_t id = kv_rd_u32(rec + 8 + 8 * k);
+            float v = kv_rd_f32(rec + 12 + 8 * k);
+            if (id >= (uint32_t)V) return bad_record(err, path, lp, r, rec + 8 + 8 * k, "a top-k id", id);
+            if (bad_logprob(v)) return bad_record(err, path, lp, r, rec + 12 + 8 * k, "a top-k log-prob", v);
+        }
+        const uint8_t *row = rec + 8 + 8 * K;
+        for (int64_t i = 0; i < V; i++) {
+            uint16_t hv = kv_rd_u16(row + 2 * i);
+            /* fp16 exponent all ones: NaN or +-inf; only -inf (0xFC00) is a log-prob */
+            if ((hv & 0x7C00) == 0x7C00 && hv != 0xFC00)
+                return bad_record(err, path, lp, r, row + 2 * i, "an fp16 log-prob", kv_fp16_to_fp32(hv));
+        }
+    }
+    return KV_OK;
+}
+
 kv_status kv_logprobs_load(const char *path, kv_logprobs **out, kv_error *err) {
     if (!path || !out) return kv_fail(err, KV_EINVAL, "kv_logprobs_load: NULL argument");
     *out = NULL;
@@ -99,6 +134,7 @@ kv_status kv_logprobs_load(const char *path, kv_logprobs **out, kv_error *err) {
         goto fail;
     }
     lp->recs = (uint8_t *)(uintptr_t)(h + KV_LOGPROBS_HEADER_BYTES + 4 * lp->n_ids);
+    if ((st = check_records(lp, path, err)) != KV_OK) goto fail;
     *out = lp;
     return KV_OK;
 fail:

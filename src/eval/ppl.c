@@ -241,11 +241,11 @@ static kv_status logprobs_init(const kv_model *m, const int32_t *ids, int64_t n_
 }
 
 /* The base file must describe the same vocabulary, token stream and windows. */
-static kv_status check_base(const kv_model *m, const int32_t *ids, int64_t n_ids, const kv_eval_plan *plan,
+static kv_status check_base(int32_t n_vocab, const int32_t *ids, int64_t n_ids, const kv_eval_plan *plan,
                             const kv_logprobs *b, kv_error *err) {
-    if (b->n_vocab != m->hp.n_vocab)
+    if (n_vocab > 0 && b->n_vocab != n_vocab)
         return kv_fail(err, KV_EFORMAT, "the logits file has a vocabulary of %d, the model %d: it was made with "
-                       "another model or tokenizer", (int)b->n_vocab, (int)m->hp.n_vocab);
+                       "another model or tokenizer", (int)b->n_vocab, (int)n_vocab);
     if (b->n_ids != n_ids || b->ids_hash != kv_eval_ids_hash(ids, n_ids))
         return kv_fail(err, KV_EFORMAT, "the logits file was made from other tokens (%lld tokens, hash %016llx; "
                        "here %lld tokens, hash %016llx): another text or tokenizer", (long long)b->n_ids,
@@ -258,6 +258,23 @@ static kv_status check_base(const kv_model *m, const int32_t *ids, int64_t n_ids
     return KV_OK;
 }
 
+kv_status kv_logprobs_check(const kv_logprobs *lp, const kv_model *m, const int32_t *ids, int64_t n_ids,
+                            const kv_eval_opts *opts, kv_error *err) {
+    kv_eval_plan plan;
+    kv_status st;
+    if (m) {
+        if ((st = kv_eval_make_plan(m, n_ids, opts, &plan, err)) != KV_OK) return st;
+        return check_base(m->hp.n_vocab, ids, n_ids, &plan, lp, err);
+    }
+    /* without the model: the tokens and the windows (what a run can check before its work) */
+    memset(&plan, 0, sizeof plan);
+    plan.ctx = opts && opts->ctx > 0 ? opts->ctx : 512;
+    plan.style = opts ? opts->style : KV_PPL_HF;
+    plan.windows = n_ids / plan.ctx;
+    if (opts && opts->chunks > 0) plan.windows = KV_MIN(plan.windows, opts->chunks);
+    return check_base(0, ids, n_ids, &plan, lp, err);
+}
+
 kv_status kv_eval_ppl(const kv_model *m, const int32_t *ids, int64_t n_ids, const kv_eval_opts *opts,
                       kv_pool *pool, kv_eval_result *res, kv_error *err) {
     if (!m || (!ids && n_ids > 0) || !res) return kv_fail(err, KV_EINVAL, "kv_eval_ppl: NULL argument");
@@ -268,7 +285,7 @@ kv_status kv_eval_ppl(const kv_model *m, const int32_t *ids, int64_t n_ids, cons
     kv_logprobs *base = NULL, *desc = NULL;
     if (opts && opts->kld_base) {
         if ((st = kv_logprobs_load(opts->kld_base, &base, err)) != KV_OK) return st;
-        if ((st = check_base(m, ids, n_ids, &plan, base, err)) != KV_OK) {
+        if ((st = check_base(m->hp.n_vocab, ids, n_ids, &plan, base, err)) != KV_OK) {
             kv_error_context(err, opts->kld_base, -1, NULL);
             goto done;
         }
@@ -327,7 +344,7 @@ kv_status kv_eval_kld(const kv_model *m, const kv_logprobs *base, kv_pool *pool,
     kv_eval_plan plan;
     kv_status st = kv_eval_make_plan(m, base->n_ids, &o, &plan, err);
     if (st != KV_OK) return st;
-    if ((st = check_base(m, base->ids, base->n_ids, &plan, base, err)) != KV_OK) return st;
+    if ((st = check_base(m->hp.n_vocab, base->ids, base->n_ids, &plan, base, err)) != KV_OK) return st;
     eval_sink sink = {.base = base};
     return eval_pass(m, base->ids, base->n_ids, &plan, &o, pool, &sink, res, err);
 }

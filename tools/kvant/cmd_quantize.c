@@ -2,6 +2,7 @@
  * print the summary line (tensors, bytes, bits/weight, time) or JSON, and with --eval compare the base and
  * the quantized model on a text: size, bits/weight, PPL, ΔPPL, KLD, top-1 agreement. docs/quantize.md. */
 #include "cli.h"
+#include <sys/stat.h>
 #include "io/json.h"
 #include <math.h>
 #include <stdio.h>
@@ -225,6 +226,41 @@ static kv_status weights_to_f32(kv_model *m, kv_error *err) {
     return st;
 }
 
+/* --eval-base-logits F: F is read when it exists (and must then be a regular file), written otherwise. */
+static int base_logits_exist(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* Before the work: an existing --eval-base-logits file must be valid and made from the --eval text with this
+ * run's ctx and style; otherwise the mismatch would only be found after quantizing. */
+static kv_status precheck_eval_base(const qargs *a, kv_error *err) {
+    if (!a->eval || !a->eval_base || a->ppl_only || !base_logits_exist(a->eval_base)) return KV_OK;
+    kv_logprobs *lp = NULL;
+    kv_model_file *src = NULL;
+    kv_tokenizer *tok = NULL;
+    kv_mapped text = {0};
+    int mapped = 0;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    kv_status st = kv_logprobs_load(a->eval_base, &lp, err);
+    if (st == KV_OK) st = kv_model_open(a->model, &src, err);
+    if (st == KV_OK) st = kv_tokenizer_load_for_model(src, &tok, err);
+    if (st == KV_OK && (st = kv_map_file(a->eval, &text, err)) == KV_OK) mapped = 1;
+    if (st == KV_OK) st = kv_tokenize(tok, (const char *)text.data, text.size, kv_tokenizer_bos(tok) >= 0, &ids, &n_ids, err);
+    if (st == KV_OK) {
+        kv_eval_opts eo = {.ctx = (int32_t)a->ctx, .chunks = a->chunks, .style = KV_PPL_HF, .bos_id = -1};
+        if ((st = kv_logprobs_check(lp, NULL, ids, (int64_t)n_ids, &eo, err)) != KV_OK)
+            kv_error_context(err, a->eval_base, -1, NULL);
+    }
+    free(ids);
+    if (mapped) kv_unmap_file(&text);
+    kv_tokenizer_free(tok);
+    kv_model_close(src);
+    kv_logprobs_free(lp);
+    return st;
+}
+
 static int run_eval(const qargs *a, kv_pool *pool, eval_row rows[2], kv_error *err) {
     kv_model_file *src = NULL, *qf = NULL;
     kv_model *base = NULL, *qm = NULL;
@@ -265,15 +301,16 @@ static int run_eval(const qargs *a, kv_pool *pool, eval_row rows[2], kv_error *e
         if (a->chunks > 0 && a->chunks < windows) windows = a->chunks;
         eo.progress = eval_progress;
         eo.progress_user = &prog;
-        FILE *probe = a->eval_base ? fopen(a->eval_base, "rb") : NULL;
+        int have_base = a->eval_base && base_logits_exist(a->eval_base);
         if (a->ppl_only) {
-            if (probe) fclose(probe);
             kv_progress_begin(&prog, "eval quantized", windows, a->quiet);
             st = kv_eval_ppl(qm, ids, (int64_t)n_ids, &eo, pool, &rq, err);
             kv_progress_end(&prog);
-        } else if (probe) {
-            fclose(probe);
-            st = kv_logprobs_load(a->eval_base, &lp, err);
+        } else if (have_base) {
+            /* the file must come from this text, ctx and style (as eval --kld checks) */
+            if ((st = kv_logprobs_load(a->eval_base, &lp, err)) == KV_OK &&
+                (st = kv_logprobs_check(lp, base, ids, (int64_t)n_ids, &eo, err)) != KV_OK)
+                kv_error_context(err, a->eval_base, -1, NULL);
         } else {
             kv_progress_begin(&prog, "eval base", windows, a->quiet);
             st = kv_eval_base_logprobs(base, ids, (int64_t)n_ids, &eo, pool, &lp, &rb, err);
@@ -400,6 +437,10 @@ int kv_cmd_quantize(int argc, char **argv) {
     if (a.eval && o.out_format == KV_OUT_SAFETENSORS) {
         kv_json_free(recipe);
         return kv_cli_usage("quantize", "--eval needs GGUF output (kvant runs GGUF files)");
+    }
+    if (precheck_eval_base(&a, &err) != KV_OK) {
+        kv_json_free(recipe);
+        return kv_cli_fail("quantize", &err);
     }
     kv_pool *pool = kv_pool_create(a.threads > 0 ? (int)a.threads : 0);
     o.pool = pool;
