@@ -108,3 +108,30 @@ KV_TEST(fuzz_imatrix_dat_refuses_nul_in_name) {
     CHECK_OK(kv_imatrix_load(path, &im, &err), &err);
     kv_imatrix_free(im);
 }
+
+/* fuzz_logits: a logits file whose token count n_ids makes 4·n_ids wrap around 2^64 passed the size check, and the
+ * ids buffer (n_ids·4 + 1 bytes, wrapped too) was overrun: heap-buffer-overflow in kv_logprobs_load. */
+KV_TEST(fuzz_logits_huge_token_count_is_refused) {
+    enum { V = 8 };
+    const size_t rec = 8 + 8 * V + 2 * V;
+    uint8_t b[64 + 4 * 4 + 3 * 88];
+    memset(b, 0, sizeof b);
+    memcpy(b, "KVLOGP01", 8);
+    kv_wr_u32(b + 8, 1);
+    kv_wr_u32(b + 12, V);
+    /* 4 · (2^62 + 4) = 16 (mod 2^64): the size equation holds with 4 ids' worth of bytes */
+    kv_wr_u64(b + 16, (1ull << 62) + 4);
+    kv_wr_u32(b + 32, 4);                 /* ctx */
+    kv_wr_u32(b + 36, 0);                 /* hf style */
+    kv_wr_u64(b + 40, 1);                 /* windows */
+    kv_wr_u64(b + 48, 3);                 /* scored = windows · (ctx - 1) */
+    kv_wr_u32(b + 56, (uint32_t)rec);
+    REQUIRE(sizeof b == 64 + 16 + 3 * rec);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/huge.logits", kv_test_tmpdir());
+    REQUIRE(kv_test_write_file(path, b, sizeof b) == 0);
+    kv_logprobs *lp = NULL;
+    kv_error err;
+    CHECK(kv_logprobs_load(path, &lp, &err) == KV_EFORMAT && !lp);
+    CHECK(strstr(err.message, "token count") != NULL);
+}

@@ -115,7 +115,12 @@ kv_status kv_logprobs_load(const char *path, kv_logprobs **out, kv_error *err) {
     lp->plan.first = lp->plan.style == KV_PPL_LLAMACPP ? lp->plan.ctx / 2 : 0;
     lp->plan.per_window = lp->plan.style == KV_PPL_LLAMACPP ? lp->plan.ctx - 1 - lp->plan.ctx / 2 : lp->plan.ctx - 1;
     uint64_t need, t;
-    if (lp->n_ids < 0 || lp->plan.windows <= 0 || lp->n_scored < 0 ||
+    /* bounded by the file first: 4 * n_ids below must not wrap */
+    if (lp->n_ids < 0 || (uint64_t)lp->n_ids > (size - KV_LOGPROBS_HEADER_BYTES) / 4) {
+        st = bad(err, path, 16, "token count larger than the file");
+        goto fail;
+    }
+    if (lp->plan.windows <= 0 || lp->n_scored < 0 ||
         !kv_mul_u64((uint64_t)lp->plan.windows, (uint64_t)lp->plan.ctx, &t) || t > (uint64_t)lp->n_ids ||
         (uint64_t)lp->n_scored != (uint64_t)lp->plan.windows * (uint64_t)lp->plan.per_window) {
         st = bad(err, path, 16, "token/window counts disagree");
