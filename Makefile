@@ -6,16 +6,17 @@
 #   make fuzz       libFuzzer targets (clang) in build-fuzz/
 #   make test-fuzz  run each fuzz target for FUZZ_SECONDS (default 20) seeded with valid files
 #   make bench      benchmarks (numbers live here, never in tests)
-# Options: CC=clang, BLAS=0 (ignore OpenBLAS), ARCH= (default -march=native), V=1.
+# Options: CC=clang, BLAS=0 (ignore OpenBLAS), ARCH= (default: none, the binary runs on any x86-64; kernels
+#          for AVX2 and AVX-512 are chosen at run time by CPUID; ARCH=-march=native also works), V=1.
 
 CC      ?= gcc
-ARCH    ?= -march=native
+ARCH    ?=
 OPT     ?= -O2
 BUILD   ?= build
 CSTD     = -std=c11
 WARN     = -Wall -Wextra -Wno-unused-parameter -Wshadow=local -Wvla
 CPPFLAGS = -Iinclude -Isrc -D_GNU_SOURCE
-CFLAGS   = $(CSTD) $(OPT) $(ARCH) -g $(WARN) -pthread -fno-math-errno $(EXTRA_CFLAGS)
+CFLAGS   = $(CSTD) $(OPT) $(ARCH) -g $(WARN) -pthread -fno-math-errno -ffp-contract=off $(EXTRA_CFLAGS)
 LDLIBS   = -lm -pthread
 
 # Optional OpenBLAS (dense algebra): detected by compiling a probe.
@@ -44,10 +45,17 @@ endif
 .PHONY: all test asan check fuzz test-fuzz bench clean check-headers
 all: $(BUILD)/kvant $(BUILD)/libkvant.a
 
+# Kernels for one instruction set live in files named *_avx2.c / *_avx512.c, compiled with that ISA's flags
+# and called only after CPUID says the CPU has it (src/kernels/cpu/kernels.h). Everything else is baseline
+# x86-64 (SSE2) and, as -std=c11 implies -ffp-contract=off, never fuses a*b+c: same bytes on any x86-64.
+ISA_avx2   = -mavx2 -mfma -mf16c
+ISA_avx512 = -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vnni
+isa_flags  = $(if $(filter %_avx512.c,$<),$(ISA_avx512),$(if $(filter %_avx2.c,$<),$(ISA_avx2)))
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC  $<")
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(isa_flags) -MMD -MP -c $< -o $@
 
 $(BUILD)/libkvant.a: $(LIB_OBJ)
 	$(Q)rm -f $@ && ar rcs $@ $^
@@ -81,7 +89,7 @@ FUZZ_CC    ?= clang
 FUZZ_LIB_OBJ := $(LIB_SRC:%.c=build-fuzz/%.o)
 build-fuzz/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(Q)$(FUZZ_CC) -std=c11 -O1 -g -Iinclude -Isrc -D_GNU_SOURCE -fsanitize=fuzzer-no-link,address,undefined $(FUZZ_EXTRA) -MMD -MP -c $< -o $@
+	$(Q)$(FUZZ_CC) -std=c11 -O1 -g -Iinclude -Isrc -D_GNU_SOURCE $(isa_flags) -fsanitize=fuzzer-no-link,address,undefined $(FUZZ_EXTRA) -MMD -MP -c $< -o $@
 build-fuzz/libkvant.a: $(FUZZ_LIB_OBJ)
 	$(Q)rm -f $@ && ar rcs $@ $^
 build-fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_util.h build-fuzz/libkvant.a

@@ -664,6 +664,11 @@ typedef struct kv_model_load_opts {
                                * Default 0: exact fp32 activations. No effect without AVX512-BF16. */
     int prepack;              /* 1: keep every linear also as packed fp32 GEMM panels (4 bytes/weight more):
                                * saves the per-call dequantize+pack of the exact path (eval, bench). */
+    int act_q8;               /* 1: linears whose format has an integer kernel (q4_0, q8_0, q4_k, q5_k, q6_k)
+                               * multiply activations quantized to 8 bits per block on the fly with integer
+                               * dot products from the packed bytes — llama.cpp's CPU arithmetic (q8_0/q8_K
+                               * activations), the fast path of `kvant run`; logits move by ~1e-3 relative.
+                               * Default 0: exact fp32 activations. Not combined with prepack. */
 } kv_model_load_opts;
 
 /* Builds a runnable model: linears borrow the file's mapped bytes (bf16/f16/f32 or any type the formats

@@ -44,6 +44,7 @@ static void free_scratch(kv_context *c) {
 void kv_context_free(kv_context *c) {
     if (!c) return;
     free_scratch(c);
+    kv_matmul_ws_free(&c->ws);
     free(c->scores);
     free(c->kcache);
     free(c->vcache);
@@ -183,7 +184,8 @@ static kv_status linear(kv_context *c, const kv_weight *w, const float *x, int64
         in = c->tin;
     }
     if (w->llmint8) return kv_llmint8_weight_matmul(w, in, n, y, pool, err);
-    return kv_weight_matmul_ex(w, in, n, y, m->bf16_dot, pool, err);
+    const kv_matmul_opts o = {.bf16_dot = m->bf16_dot, .act_q8 = m->act_q8, .ws = &c->ws};
+    return kv_weight_matmul_opt(w, in, n, y, &o, pool, err);
 }
 
 static void hook(const kv_context *c, int layer, kv_linear_id which, const float *x, int64_t n, int64_t dim) {

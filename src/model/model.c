@@ -251,6 +251,12 @@ void kv_model_free(kv_model *m) {
     free(m);
 }
 
+/* fp32 panels only for plain float weights: quantized weights stay packed in memory (the dequantizing GEMM
+ * unpacks one tile at a time), so a q4 model costs its file size, not 4 bytes per weight. */
+static int prepack_wanted(const kv_weight *w) {
+    return !w->llmint8 && (w->fmt.type == KV_TYPE_F32 || w->fmt.type == KV_TYPE_F16 || w->fmt.type == KV_TYPE_BF16);
+}
+
 kv_status kv_model_load(const kv_model_file *mf, const kv_model_load_opts *opts, kv_model **out, kv_error *err) {
     if (!mf || !out) return kv_fail(err, KV_EINVAL, "kv_model_load: NULL argument");
     *out = NULL;
@@ -264,6 +270,7 @@ kv_status kv_model_load(const kv_model_file *mf, const kv_model_load_opts *opts,
     m->hp = *hp;
     m->mf = mf;
     m->bf16_dot = opts && opts->bf16_dot;
+    m->act_q8 = opts && opts->act_q8;
     const int64_t d = hp->n_embd, qd = (int64_t)hp->n_head * hp->head_dim, kvd = (int64_t)hp->n_head_kv * hp->head_dim;
     const int64_t ff = hp->n_ff;
     m->layers = kv_calloc((size_t)hp->n_layer, sizeof *m->layers, err);
@@ -314,8 +321,9 @@ kv_status kv_model_load(const kv_model_file *mf, const kv_model_load_opts *opts,
     if (opts && opts->prepack) { /* LLM.int8() weights run their own int8 kernel: no fp32 panels */
         for (int l = 0; l < hp->n_layer; l++)
             for (int i = 0; i < KV_N_BLOCK_LINEARS; i++)
-                if (!m->layers[l].w[i].llmint8 && (st = kv_weight_prepack(&m->layers[l].w[i], err)) != KV_OK) goto fail;
-        if (!m->head.llmint8 && (st = kv_weight_prepack(&m->head, err)) != KV_OK) goto fail;
+                if (prepack_wanted(&m->layers[l].w[i]) && (st = kv_weight_prepack(&m->layers[l].w[i], err)) != KV_OK)
+                    goto fail;
+        if (prepack_wanted(&m->head) && (st = kv_weight_prepack(&m->head, err)) != KV_OK) goto fail;
     }
     *out = m;
     return KV_OK;

@@ -4,6 +4,7 @@
 #define KV_MODEL_MODEL_H
 
 #include "core/core.h"
+#include "kernels/cpu/matmul.h"
 
 /* The linears of one decoder block are indexed by kv_linear_id (KV_LINEAR_Q .. KV_LINEAR_DOWN). */
 #define KV_N_BLOCK_LINEARS 7
@@ -24,6 +25,7 @@ struct kv_model {
     int head_tied;                    /* head shares tok_embd's bytes (until output.weight is set) */
     double *rope_inv_freq;            /* head_dim / 2 inverse frequencies, scaling applied */
     int bf16_dot;                     /* bf16 weights x bf16-rounded activations (kv_model_load_opts) */
+    int act_q8;                       /* integer kernels on 8-bit activations (kv_model_load_opts) */
     int act_quant;                    /* simulated activation quantization on */
     int act_quant_head;
     kv_format act_fmt;
@@ -39,6 +41,7 @@ struct kv_context {
     float *x, *xn, *q, *k, *v, *att, *gate, *up, *tin;
     int nthreads_alloc;
     float *scores;                    /* per thread attention scratch (forward.c) */
+    kv_matmul_ws ws;                  /* scratch of the weight matmuls (kernels/cpu/matmul.h) */
 };
 
 /* The halves of kv_forward_layer on given weights (forward.c; AWQ's block-output search substitutes its

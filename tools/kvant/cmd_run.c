@@ -20,6 +20,8 @@ static const char k_usage[] =
     "  --seed S           sampling seed (default 0); the same seed gives the same text\n"
     "  --ctx N            context length (default: the model's, at most 4096)\n"
     "  -t, --threads N    threads (default: all cores)\n"
+    "  --act-dot M        q8 (default): q4_0/q8_0/q4_k/q5_k/q6_k weights multiply activations quantized to 8 bits\n"
+    "                     per block with integer dot products (llama.cpp's arithmetic); f32: exact activations\n"
     "  --json             print one JSON object at the end instead of streaming: text, ids, prompt_tokens,\n"
     "                     generated_tokens, prefill_tokens_per_s, decode_tokens_per_s\n"
     "  --quiet            no speed line\n"
@@ -73,6 +75,7 @@ int kv_cmd_run(int argc, char **argv) {
     long long ntok = 128, seed = 0, threads = 0, ctx = 0;
     double temp = 0.8, top_p = 0.9;
     int json = 0, quiet = 0;
+    kv_model_load_opts lo = {.prepack = -1, .act_q8 = 1};
     for (int i = 1; i < argc; i++) {
         if (kv_cli_opt(argc, argv, &i, "--prompt", "-p", &v)) {
             if (!v) return kv_cli_usage("run", "--prompt needs a text");
@@ -89,6 +92,8 @@ int kv_cmd_run(int argc, char **argv) {
             if (kv_cli_parse_int(v, 1, 1 << 20, &ctx)) return kv_cli_usage("run", "--ctx needs a positive number");
         } else if (kv_cli_opt(argc, argv, &i, "--threads", "-t", &v)) {
             if (kv_cli_parse_int(v, 1, 256, &threads)) return kv_cli_usage("run", "--threads needs 1..256");
+        } else if (kv_cli_opt(argc, argv, &i, "--act-dot", NULL, &v)) {
+            if (kv_cli_parse_act_dot(v, &lo.act_q8)) return kv_cli_usage("run", "--act-dot is q8 or f32");
         } else if (kv_cli_flag(argv, i, "--json", NULL)) {
             json = 1;
         } else if (kv_cli_flag(argv, i, "--quiet", "-q")) {
@@ -108,7 +113,7 @@ int kv_cmd_run(int argc, char **argv) {
     kv_error err;
     kv_error_clear(&err);
     kv_cli_model cm;
-    if (kv_cli_model_open(model, NULL, 1, &cm, &err) != KV_OK) return kv_cli_fail("run", &err);
+    if (kv_cli_model_open(model, &lo, 1, &cm, &err) != KV_OK) return kv_cli_fail("run", &err);
     const kv_hparams *hp = kv_model_get_hparams(cm.m);
     if (ctx == 0) ctx = hp->n_ctx_train > 0 ? KV_MIN(hp->n_ctx_train, 4096) : 2048;
     int rc = 0;

@@ -13,7 +13,7 @@ kv_status kv_cli_model_open(const char *path, const kv_model_load_opts *opts, in
     kv_model_load_opts o = {0};
     if (opts) o = *opts;
     if (o.prepack < 0) /* auto: cache fp32 GEMM panels when they stay small (<= 2 GiB) */
-        o.prepack = !o.bf16_dot && kv_model_n_params(out->mf) <= ((int64_t)1 << 29);
+        o.prepack = !o.bf16_dot && !o.act_q8 && kv_model_n_params(out->mf) <= ((int64_t)1 << 29);
     if ((st = kv_model_load(out->mf, &o, &out->m, err)) != KV_OK) goto fail;
     if (want_tok && (st = kv_tokenizer_load_for_model(out->mf, &out->tok, err)) != KV_OK) goto fail;
     return KV_OK;
@@ -27,6 +27,13 @@ void kv_cli_model_close(kv_cli_model *cm) {
     kv_model_free(cm->m);
     kv_model_close(cm->mf);
     memset(cm, 0, sizeof *cm);
+}
+
+int kv_cli_parse_act_dot(const char *s, int *act_q8) {
+    if (s && !strcmp(s, "q8")) *act_q8 = 1;
+    else if (s && !strcmp(s, "f32")) *act_q8 = 0;
+    else return -1;
+    return 0;
 }
 
 int kv_cli_parse_rope_freq(const char *s, kv_rope_freq_mode *out) {

@@ -12,10 +12,13 @@ typedef struct kv_cli_model {
 } kv_cli_model;
 
 /* Opens PATH, builds the runnable model and (want_tok) its tokenizer. opts->prepack < 0: prepack when the
- * fp32 panels take at most 2 GiB and bf16_dot is off. */
+ * fp32 panels take at most 2 GiB, bf16_dot and act_q8 are off (the model then caches panels only for its
+ * f32/f16/bf16 linears: quantized weights stay packed, kv_model_load). */
 kv_status kv_cli_model_open(const char *path, const kv_model_load_opts *opts, int want_tok, kv_cli_model *out,
                             kv_error *err);
 void kv_cli_model_close(kv_cli_model *cm);
+/* Parses --act-dot "q8|f32" into kv_model_load_opts.act_q8 (1 / 0); returns 0 on success. */
+int kv_cli_parse_act_dot(const char *s, int *act_q8);
 /* Parses "auto|exact|bf16|f16"; returns 0 on success. */
 int kv_cli_parse_rope_freq(const char *s, kv_rope_freq_mode *out);
 /* Reads a whole text file (malloc'd, NUL-terminated). Refuses an empty file and invalid UTF-8 (the

@@ -5,94 +5,18 @@
  * steps with an MR×NR register micro-kernel (AVX-512: 8 rows × 2 zmm). Every C element is summed in the same
  * order whatever the thread count or the number of rows, so prefill and one-token decode agree bit for bit. */
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/kernels.h"
 #include <math.h>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#define KV_GEMM_AVX512 1
-#elif defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define KV_GEMM_AVX2 1
-#endif
 #ifdef KV_HAVE_OPENBLAS
 #include <cblas.h>
 #endif
 
-enum { MR = 8, NR = 32, NT = 64, KCB = 256 };
+enum { MR = KV_GEMM_MR, NR = KV_GEMM_NR, NT = 64, KCB = 256 };
 
 const char *kv_gemm_kernel_name(void) {
-#if defined(KV_GEMM_AVX512)
-    return "avx512";
-#elif defined(KV_GEMM_AVX2)
-    return "avx2";
-#else
-    return "generic";
-#endif
+    const kv_isa isa = kv_cpu_isa_hw();
+    return isa == KV_ISA_SCALAR ? "generic" : kv_isa_name(isa);
 }
-
-/* ---------------------------------------------------------------------------------------------- */
-/* micro-kernels: C[mr × ncol] (+)= A[mr × kc] · P[kc × NR] with P a packed micro-panel               */
-/* ---------------------------------------------------------------------------------------------- */
-
-#if defined(KV_GEMM_AVX512)
-/* Writes (or adds) the first mr rows and ncol columns of an 8x32 accumulator tile to C: the shared epilogue of
- * the fp32 and bf16 micro-kernels. */
-static inline void store_tile_8x32(float *C, int64_t ldc, const __m512 acc[MR][2], int mr, int ncol, int accumulate) {
-    const __mmask16 m0 = (__mmask16)(ncol >= 16 ? 0xFFFF : (1u << ncol) - 1);
-    const __mmask16 m1 = (__mmask16)(ncol >= 32 ? 0xFFFF : ncol <= 16 ? 0 : (1u << (ncol - 16)) - 1);
-    for (int i = 0; i < mr; i++) {
-        float *c = C + (int64_t)i * ldc;
-        __m512 v0 = acc[i][0], v1 = acc[i][1];
-        if (accumulate) {
-            v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), v0);
-            v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), v1);
-        }
-        _mm512_mask_storeu_ps(c, m0, v0);
-        _mm512_mask_storeu_ps(c + 16, m1, v1);
-    }
-}
-
-static void ukernel(const float *A, int64_t lda, int mr, const float *P, int64_t kc, float *C, int64_t ldc,
-                    int ncol, int accumulate) {
-    /* rows past mr repeat the last valid row (their results are never stored) */
-    const float *a[MR];
-    for (int i = 0; i < MR; i++) a[i] = A + (int64_t)(i < mr ? i : mr - 1) * lda;
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
-           c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
-    for (int64_t k = 0; k < kc; k++) {
-        const __m512 b0 = _mm512_load_ps(P + k * NR), b1 = _mm512_load_ps(P + k * NR + 16);
-        __m512 x;
-        x = _mm512_set1_ps(a[0][k]); c00 = _mm512_fmadd_ps(x, b0, c00); c01 = _mm512_fmadd_ps(x, b1, c01);
-        x = _mm512_set1_ps(a[1][k]); c10 = _mm512_fmadd_ps(x, b0, c10); c11 = _mm512_fmadd_ps(x, b1, c11);
-        x = _mm512_set1_ps(a[2][k]); c20 = _mm512_fmadd_ps(x, b0, c20); c21 = _mm512_fmadd_ps(x, b1, c21);
-        x = _mm512_set1_ps(a[3][k]); c30 = _mm512_fmadd_ps(x, b0, c30); c31 = _mm512_fmadd_ps(x, b1, c31);
-        x = _mm512_set1_ps(a[4][k]); c40 = _mm512_fmadd_ps(x, b0, c40); c41 = _mm512_fmadd_ps(x, b1, c41);
-        x = _mm512_set1_ps(a[5][k]); c50 = _mm512_fmadd_ps(x, b0, c50); c51 = _mm512_fmadd_ps(x, b1, c51);
-        x = _mm512_set1_ps(a[6][k]); c60 = _mm512_fmadd_ps(x, b0, c60); c61 = _mm512_fmadd_ps(x, b1, c61);
-        x = _mm512_set1_ps(a[7][k]); c70 = _mm512_fmadd_ps(x, b0, c70); c71 = _mm512_fmadd_ps(x, b1, c71);
-    }
-    const __m512 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
-                               {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
-    store_tile_8x32(C, ldc, acc, mr, ncol, accumulate);
-}
-#else
-static void ukernel(const float *A, int64_t lda, int mr, const float *P, int64_t kc, float *C, int64_t ldc,
-                    int ncol, int accumulate) {
-    /* plain C written so that the compiler vectorizes the NR loop (no reductions across lanes) */
-    float acc[MR][NR];
-    memset(acc, 0, sizeof acc);
-    for (int64_t k = 0; k < kc; k++) {
-        const float *p = P + k * NR;
-        for (int i = 0; i < mr; i++) {
-            const float x = A[(int64_t)i * lda + k];
-            for (int j = 0; j < NR; j++) acc[i][j] += x * p[j];
-        }
-    }
-    for (int i = 0; i < mr; i++) {
-        float *c = C + (int64_t)i * ldc;
-        for (int j = 0; j < ncol; j++) c[j] = accumulate ? c[j] + acc[i][j] : acc[i][j];
-    }
-}
-#endif
 
 /* ---------------------------------------------------------------------------------------------- */
 /* the tiled GEMM over a source of B rows (fp32 matrix or kv_weight)                               */
@@ -108,6 +32,7 @@ typedef struct gemm_job {
     int64_t ldb;
     const kv_weight *w;
     size_t row_bytes;
+    const kv_f32_kernels *kt;
     float **scratch; /* per thread: NT*K packed floats + K floats of one dequantized row */
 } gemm_job;
 
@@ -176,29 +101,56 @@ static void gemm_task(void *ctx, int64_t task, int thread) {
             const int ncol = (int)KV_MIN((int64_t)NR, nn - (int64_t)g * NR);
             for (int64_t m0 = 0; m0 < j->M; m0 += MR) {
                 const int mr = (int)KV_MIN((int64_t)MR, j->M - m0);
-                ukernel(j->A + m0 * j->lda + k0, j->lda, mr, P, kc, j->C + m0 * j->ldc + n0 + (int64_t)g * NR,
+                j->kt->ukernel(j->A + m0 * j->lda + k0, j->lda, mr, P, kc, j->C + m0 * j->ldc + n0 + (int64_t)g * NR,
                         j->ldc, ncol, k0 > 0);
             }
         }
     }
 }
 
-static kv_status gemm_run(gemm_job *j, kv_pool *pool, kv_error *err) {
+/* ---------------------------------------------------------------------------------------------- */
+/* scratch: the caller's workspace (grown, never shrunk) or, without one, an allocation per call     */
+/* ---------------------------------------------------------------------------------------------- */
+
+void kv_matmul_ws_free(kv_matmul_ws *ws) {
+    if (!ws) return;
+    kv_free_aligned(ws->buf);
+    ws->buf = NULL;
+    ws->cap = 0;
+}
+
+/* bytes of 64-byte aligned scratch; *owned is set when the caller must kv_free_aligned it. */
+static void *scratch_get(kv_matmul_ws *ws, size_t bytes, void **owned, kv_error *err) {
+    *owned = NULL;
+    if (!ws) return *owned = kv_malloc_aligned(bytes ? bytes : 64, err);
+    if (ws->cap < bytes) {
+        kv_free_aligned(ws->buf);
+        ws->cap = 0;
+        if (!(ws->buf = kv_malloc_aligned(bytes, err))) return NULL;
+        ws->cap = bytes;
+    }
+    return ws->buf;
+}
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+static kv_status gemm_run(gemm_job *j, kv_matmul_ws *ws, kv_pool *pool, kv_error *err) {
     if (j->M <= 0 || j->N <= 0) return KV_OK;
     if (j->K <= 0) {
         for (int64_t m = 0; m < j->M; m++) memset(j->C + m * j->ldc, 0, (size_t)j->N * sizeof(float));
         return KV_OK;
     }
-    const int nthr = pool ? kv_pool_threads(pool) : 1;
-    const size_t per = ((size_t)NT * (size_t)j->K + (size_t)j->K + 16) * sizeof(float);
-    const size_t per_al = (per + 63) & ~(size_t)63;
-    float *buf = kv_malloc_aligned(per_al * (size_t)nthr, err);
-    if (!buf) return err ? err->status : KV_ENOMEM;
+    j->kt = kv_f32_kernels_hw();
+    const int nthr = KV_MIN(pool ? kv_pool_threads(pool) : 1, 256);
+    const size_t per_al = align64(((size_t)NT * (size_t)j->K + (size_t)j->K + 16) * sizeof(float));
+    void *owned;
+    char *buf = (j->w && j->w->packed) ? NULL : scratch_get(ws, per_al * (size_t)nthr, &owned, err);
+    if (!(j->w && j->w->packed) && !buf) return err ? err->status : KV_ENOMEM;
     float *scratch[256];
-    for (int t = 0; t < nthr && t < 256; t++) scratch[t] = (float *)(void *)((char *)buf + per_al * (size_t)t);
+    for (int t = 0; t < nthr; t++) scratch[t] = buf ? (float *)(void *)(buf + per_al * (size_t)t) : NULL;
     j->scratch = scratch;
     kv_pool_run(pool, (j->N + NT - 1) / NT, gemm_task, j);
-    kv_free_aligned(buf);
+    if (buf) kv_free_aligned(owned);
     return KV_OK;
 }
 
@@ -207,39 +159,7 @@ static kv_status gemm_run(gemm_job *j, kv_pool *pool, kv_error *err) {
 /* the arithmetic of llama.cpp's CPU path for bf16 models (ggml_vec_dot_bf16). Twice the fp32 rate.        */
 /* ---------------------------------------------------------------------------------------------- */
 
-int kv_gemm_bf16_available(void) {
-#if defined(KV_GEMM_AVX512) && defined(__AVX512BF16__)
-    return 1;
-#else
-    return 0;
-#endif
-}
-
-#if defined(KV_GEMM_AVX512) && defined(__AVX512BF16__)
-/* C[mr × ncol] (+)= A2[mr × kp pairs] · P[kp pairs × NR] where each u32 holds two consecutive-k bf16. */
-static void ukernel_bf16(const uint32_t *A, int64_t lda, int mr, const uint32_t *P, int64_t kpc, float *C,
-                         int64_t ldc, int ncol, int accumulate) {
-    const uint32_t *a[MR];
-    for (int i = 0; i < MR; i++) a[i] = A + (int64_t)(i < mr ? i : mr - 1) * lda;
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
-           c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
-    for (int64_t k = 0; k < kpc; k++) {
-        const __m512bh b0 = (__m512bh)_mm512_load_si512((const void *)(P + k * NR));
-        const __m512bh b1 = (__m512bh)_mm512_load_si512((const void *)(P + k * NR + 16));
-        __m512bh x;
-        x = (__m512bh)_mm512_set1_epi32((int)a[0][k]); c00 = _mm512_dpbf16_ps(c00, x, b0); c01 = _mm512_dpbf16_ps(c01, x, b1);
-        x = (__m512bh)_mm512_set1_epi32((int)a[1][k]); c10 = _mm512_dpbf16_ps(c10, x, b0); c11 = _mm512_dpbf16_ps(c11, x, b1);
-        x = (__m512bh)_mm512_set1_epi32((int)a[2][k]); c20 = _mm512_dpbf16_ps(c20, x, b0); c21 = _mm512_dpbf16_ps(c21, x, b1);
-        x = (__m512bh)_mm512_set1_epi32((int)a[3][k]); c30 = _mm512_dpbf16_ps(c30, x, b0); c31 = _mm512_dpbf16_ps(c31, x, b1);
-        x = (__m512bh)_mm512_set1_epi32((int)a[4][k]); c40 = _mm512_dpbf16_ps(c40, x, b0); c41 = _mm512_dpbf16_ps(c41, x, b1);
-        x = (__m512bh)_mm512_set1_epi32((int)a[5][k]); c50 = _mm512_dpbf16_ps(c50, x, b0); c51 = _mm512_dpbf16_ps(c51, x, b1);
-        x = (__m512bh)_mm512_set1_epi32((int)a[6][k]); c60 = _mm512_dpbf16_ps(c60, x, b0); c61 = _mm512_dpbf16_ps(c61, x, b1);
-        x = (__m512bh)_mm512_set1_epi32((int)a[7][k]); c70 = _mm512_dpbf16_ps(c70, x, b0); c71 = _mm512_dpbf16_ps(c71, x, b1);
-    }
-    const __m512 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
-                               {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
-    store_tile_8x32(C, ldc, acc, mr, ncol, accumulate);
-}
+int kv_gemm_bf16_available(void) { return kv_cpu_has_avx512bf16() && kv_f32_kernels_avx512.ukernel_bf16 != NULL; }
 
 typedef struct gemm_bf16_job {
     int64_t M, N, K2;        /* K2 = K / 2 pairs */
@@ -272,75 +192,53 @@ static void gemm_bf16_task(void *ctx, int64_t task, int thread) {
             const int ncol = (int)KV_MIN((int64_t)NR, nn - (int64_t)g * NR);
             for (int64_t m0 = 0; m0 < j->M; m0 += MR) {
                 const int mr = (int)KV_MIN((int64_t)MR, j->M - m0);
-                ukernel_bf16(j->A + m0 * K2 + k0, K2, mr, P, kc, j->C + m0 * j->ldc + n0 + (int64_t)g * NR, j->ldc,
-                             ncol, k0 > 0);
+                kv_f32_kernels_avx512.ukernel_bf16(j->A + m0 * K2 + k0, K2, mr, P, kc,
+                                                   j->C + m0 * j->ldc + n0 + (int64_t)g * NR, j->ldc, ncol, k0 > 0);
             }
         }
     }
 }
 
-static kv_status gemm_bf16_run(const kv_weight *w, size_t rb, const float *x, int64_t ntok, float *y, kv_pool *pool,
-                               kv_error *err) {
+static kv_status gemm_bf16_run(const kv_weight *w, size_t rb, const float *x, int64_t ntok, float *y,
+                               kv_matmul_ws *ws, kv_pool *pool, kv_error *err) {
     const int64_t K2 = w->cols / 2;
-    uint32_t *A = kv_malloc_aligned((size_t)ntok * (size_t)K2 * sizeof(uint32_t), err);
-    if (!A) return err ? err->status : KV_ENOMEM;
-    const int64_t total = ntok * w->cols;
-    int64_t i = 0;
-    for (; i + 32 <= total; i += 32) /* round to nearest even, two vectors at a time */
-        _mm512_storeu_si512((void *)((uint16_t *)(void *)A + i),
-                            (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i)));
-    if (i < total) kv_fp32_to_bf16_row(x + i, (uint16_t *)(void *)A + i, (size_t)(total - i));
-    const int nthr = pool ? kv_pool_threads(pool) : 1;
-    const size_t per = ((size_t)NT * (size_t)K2 * sizeof(uint32_t) + 63) & ~(size_t)63;
-    uint32_t *buf = kv_malloc_aligned(per * (size_t)nthr, err);
-    if (!buf) { kv_free_aligned(A); return err ? err->status : KV_ENOMEM; }
+    const int nthr = KV_MIN(pool ? kv_pool_threads(pool) : 1, 256);
+    const size_t a_bytes = align64((size_t)ntok * (size_t)K2 * sizeof(uint32_t));
+    const size_t per = align64((size_t)NT * (size_t)K2 * sizeof(uint32_t));
+    void *owned;
+    char *buf = scratch_get(ws, a_bytes + per * (size_t)nthr, &owned, err);
+    if (!buf) return err ? err->status : KV_ENOMEM;
+    uint32_t *A = (uint32_t *)(void *)buf;
+    kv_f32_kernels_avx512.round_bf16(x, (uint16_t *)(void *)A, ntok * w->cols);
     uint32_t *scratch[256];
-    for (int t = 0; t < nthr && t < 256; t++) scratch[t] = (uint32_t *)(void *)((char *)buf + per * (size_t)t);
+    for (int t = 0; t < nthr; t++) scratch[t] = (uint32_t *)(void *)(buf + a_bytes + per * (size_t)t);
     gemm_bf16_job j = {.M = ntok, .N = w->rows, .K2 = K2, .A = A, .C = y, .ldc = w->rows, .w = w, .row_bytes = rb,
                        .scratch = scratch};
     kv_pool_run(pool, (w->rows + NT - 1) / NT, gemm_bf16_task, &j);
-    kv_free_aligned(buf);
-    kv_free_aligned(A);
+    kv_free_aligned(owned);
     return KV_OK;
 }
-#endif
 
 void kv_gemm_f32_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
                     float *C, int64_t ldc, kv_pool *pool) {
     gemm_job j = {.M = M, .N = N, .K = K, .A = A, .lda = lda, .C = C, .ldc = ldc, .B = B, .ldb = ldb};
-    if (gemm_run(&j, pool, NULL) != KV_OK) {
+    if (gemm_run(&j, NULL, pool, NULL) != KV_OK) {
         /* out of memory for the packed panels: fall back to an unblocked loop in the same summation order */
         for (int64_t m = 0; m < M; m++)
             for (int64_t n = 0; n < N; n++) C[m * ldc + n] = kv_dot_f32(A + m * lda, B + n * ldb, K);
     }
 }
 
-/* Dot product of a bf16 row with fp32 x (bf16 -> fp32 is a 16-bit shift). */
-static float dot_bf16_f32(const uint16_t *w, const float *x, int64_t n) {
-    int64_t i = 0;
-#if defined(KV_GEMM_AVX512)
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    for (; i + 32 <= n; i += 32) {
-        const __m512i a = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(w + i)));
-        const __m512i b = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(w + i + 16)));
-        s0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(a, 16)), _mm512_loadu_ps(x + i), s0);
-        s1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(b, 16)), _mm512_loadu_ps(x + i + 16), s1);
-    }
-    float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-#else
-    float s = 0.0f;
-#endif
-    for (; i < n; i++) s += kv_bf16_to_fp32(w[i]) * x[i];
-    return s;
-}
-
-/* Few tokens (decode): one dot product per weight row and token, no packing. */
+/* ---------------------------------------------------------------------------------------------- */
+/* few tokens with fp32 activations (decode): one dot product per weight row and token, no packing    */
+/* ---------------------------------------------------------------------------------------------- */
 typedef struct matvec_job {
     const kv_weight *w;
     size_t row_bytes;
     const float *x;
     int64_t ntok;
     float *y;
+    const kv_f32_kernels *kt;
     float **scratch; /* per thread: one row of cols floats */
 } matvec_job;
 
@@ -354,62 +252,125 @@ static void matvec_task(void *ctx, int64_t task, int thread) {
         const uint8_t *src = (const uint8_t *)w->data + (size_t)r * j->row_bytes;
         if (w->fmt.type == KV_TYPE_BF16) {
             for (int64_t m = 0; m < j->ntok; m++)
-                j->y[m * w->rows + r] = dot_bf16_f32((const uint16_t *)(const void *)src, j->x + m * w->cols, w->cols);
+                j->y[m * w->rows + r] = j->kt->dot_bf16((const uint16_t *)(const void *)src, j->x + m * w->cols, w->cols);
             continue;
         }
         gemm_job g = {.K = w->cols, .w = w, .row_bytes = j->row_bytes};
         const float *row = b_row(&g, r, j->scratch[thread]);
-        for (int64_t m = 0; m < j->ntok; m++) j->y[m * w->rows + r] = kv_dot_f32(row, j->x + m * w->cols, w->cols);
+        for (int64_t m = 0; m < j->ntok; m++) j->y[m * w->rows + r] = j->kt->dot(row, j->x + m * w->cols, w->cols);
     }
 }
 
-static kv_status matvec_run(matvec_job *j, kv_pool *pool, kv_error *err) {
-    const int nthr = pool ? kv_pool_threads(pool) : 1;
-    const size_t per = ((size_t)j->w->cols * sizeof(float) + 63) & ~(size_t)63;
-    float *buf = kv_malloc_aligned(per * (size_t)nthr, err);
+static kv_status matvec_run(matvec_job *j, kv_matmul_ws *ws, kv_pool *pool, kv_error *err) {
+    const int nthr = KV_MIN(pool ? kv_pool_threads(pool) : 1, 256);
+    const size_t per = align64((size_t)j->w->cols * sizeof(float));
+    void *owned;
+    char *buf = scratch_get(ws, per * (size_t)nthr, &owned, err);
     if (!buf) return err ? err->status : KV_ENOMEM;
     float *scratch[256];
-    for (int t = 0; t < nthr && t < 256; t++) scratch[t] = (float *)(void *)((char *)buf + per * (size_t)t);
+    for (int t = 0; t < nthr; t++) scratch[t] = (float *)(void *)(buf + per * (size_t)t);
     j->scratch = scratch;
+    j->kt = kv_f32_kernels_hw();
     kv_pool_run(pool, (j->w->rows + MV_ROWS - 1) / MV_ROWS, matvec_task, j);
-    kv_free_aligned(buf);
+    kv_free_aligned(owned);
     return KV_OK;
 }
 
+/* ---------------------------------------------------------------------------------------------- */
+/* integer dot products on activations quantized per block (llama.cpp's arithmetic): GEMV and GEMM     */
+/* ---------------------------------------------------------------------------------------------- */
+/* GEMM = tiles of QROWS weight rows × QTOK tokens, both L1/L2-resident, each (row, token) one kernel dot:
+ * the same arithmetic for one token or many, whatever the thread count. */
+enum { QROWS_GEMV = 16, QROWS_GEMM = 32, QTOK = 8 };
+
+typedef struct qmm_job {
+    const kv_qkernel *k;
+    const uint8_t *w;
+    size_t row_bytes;
+    int64_t rows, cols, ntok, rows_per_task;
+    const float *x;
+    uint8_t *act;
+    size_t act_bytes;
+    float *y;
+} qmm_job;
+
+static void act_task(void *ctx, int64_t t, int thread) {
+    const qmm_job *j = ctx;
+    kv_act_quantize(j->k->act, j->x + t * j->cols, j->cols, j->act + (size_t)t * j->act_bytes);
+}
+
+static void qmm_task(void *ctx, int64_t task, int thread) {
+    const qmm_job *j = ctx;
+    const int64_t r0 = task * j->rows_per_task, r1 = KV_MIN(r0 + j->rows_per_task, j->rows);
+    for (int64_t t0 = 0; t0 < j->ntok; t0 += QTOK) {
+        const int64_t t1 = KV_MIN(t0 + QTOK, j->ntok);
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *wr = j->w + (size_t)r * j->row_bytes;
+            for (int64_t t = t0; t < t1; t++)
+                j->y[t * j->rows + r] = j->k->dot(j->cols, wr, j->act + (size_t)t * j->act_bytes);
+        }
+    }
+}
+
+static kv_status qmm_run(const kv_weight *w, const kv_qkernel *k, size_t rb, const float *x, int64_t ntok, float *y,
+                         kv_matmul_ws *ws, kv_pool *pool, kv_error *err) {
+    const size_t ab = kv_act_row_bytes(k->act, w->cols);
+    void *owned;
+    uint8_t *act = scratch_get(ws, ab * (size_t)ntok, &owned, err);
+    if (!act) return err ? err->status : KV_ENOMEM;
+    qmm_job j = {.k = k, .w = w->data, .row_bytes = rb, .rows = w->rows, .cols = w->cols, .ntok = ntok,
+                 .rows_per_task = ntok == 1 ? QROWS_GEMV : QROWS_GEMM, .x = x, .act = act, .act_bytes = ab, .y = y};
+    kv_pool_run(ntok > 1 ? pool : NULL, ntok, act_task, &j);
+    kv_pool_run(pool, (w->rows + j.rows_per_task - 1) / j.rows_per_task, qmm_task, &j);
+    kv_free_aligned(owned);
+    return KV_OK;
+}
+
+const char *kv_weight_kernel_name(const kv_weight *w, int act_q8) {
+    if (act_q8 && kv_qkernel_find(&w->fmt, kv_cpu_isa())) return "int8-dot";
+    return "fp32";
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* the weight seam                                                                                 */
+/* ---------------------------------------------------------------------------------------------- */
+
 kv_status kv_weight_matmul(const kv_weight *w, const float *x, int64_t ntok, float *y, kv_pool *pool,
                            kv_error *err) {
-    return kv_weight_matmul_ex(w, x, ntok, y, 0, pool, err);
+    return kv_weight_matmul_opt(w, x, ntok, y, NULL, pool, err);
 }
 
 kv_status kv_weight_matmul_ex(const kv_weight *w, const float *x, int64_t ntok, float *y, int bf16_dot, kv_pool *pool,
                               kv_error *err) {
+    const kv_matmul_opts o = {.bf16_dot = bf16_dot};
+    return kv_weight_matmul_opt(w, x, ntok, y, &o, pool, err);
+}
+
+kv_status kv_weight_matmul_opt(const kv_weight *w, const float *x, int64_t ntok, float *y, const kv_matmul_opts *opts,
+                               kv_pool *pool, kv_error *err) {
     if (!w || !w->data || !x || !y || ntok < 0) return kv_fail(err, KV_EINVAL, "kv_weight_matmul: bad arguments");
+    const kv_matmul_opts o = opts ? *opts : (kv_matmul_opts){0};
     const size_t rb = kv_format_row_bytes(&w->fmt, w->cols);
     if (rb == 0) return kv_fail(err, KV_EINVAL, "weight of %lld columns does not fit format %s (block %d)",
                                 (long long)w->cols, w->fmt.name, (int)w->fmt.block);
     if (w->fmt.type != KV_TYPE_F32 && w->fmt.type != KV_TYPE_F16 && w->fmt.type != KV_TYPE_BF16 &&
         !w->fmt.dequantize)
         return kv_fail(err, KV_EUNSUPPORTED, "format %s cannot be dequantized", w->fmt.name);
+    if (ntok == 0) return KV_OK;
+    const kv_qkernel *qk = o.act_q8 && !w->packed ? kv_qkernel_find(&w->fmt, kv_cpu_isa()) : NULL;
     kv_status st;
-#if defined(KV_GEMM_AVX512) && defined(__AVX512BF16__)
-    if (bf16_dot && w->fmt.type == KV_TYPE_BF16 && w->cols % 2 == 0 && ntok >= 4) {
-        st = gemm_bf16_run(w, rb, x, ntok, y, pool, err);
-        goto bias;
-    }
-#else
-    (void)bf16_dot;
-#endif
-    if (ntok < 4) {
+    if (qk) {
+        st = qmm_run(w, qk, rb, x, ntok, y, o.ws, pool, err);
+    } else if (o.bf16_dot && w->fmt.type == KV_TYPE_BF16 && w->cols % 2 == 0 && ntok >= 4 && kv_gemm_bf16_available()) {
+        st = gemm_bf16_run(w, rb, x, ntok, y, o.ws, pool, err);
+    } else if (ntok < 4) {
         matvec_job mj = {.w = w, .row_bytes = rb, .x = x, .ntok = ntok, .y = y};
-        st = matvec_run(&mj, pool, err);
+        st = matvec_run(&mj, o.ws, pool, err);
     } else {
         gemm_job j = {.M = ntok, .N = w->rows, .K = w->cols, .A = x, .lda = w->cols, .C = y, .ldc = w->rows,
                       .w = w, .row_bytes = rb};
-        st = gemm_run(&j, pool, err);
+        st = gemm_run(&j, o.ws, pool, err);
     }
-#if defined(KV_GEMM_AVX512) && defined(__AVX512BF16__)
-bias:
-#endif
     if (st != KV_OK) return st;
     if (w->bias)
         for (int64_t m = 0; m < ntok; m++)
@@ -470,125 +431,13 @@ void kv_gemm_openblas_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_
 }
 
 /* ---------------------------------------------------------------------------------------------- */
-/* vector helpers                                                                                  */
+/* vector helpers: the CPU's table (kernels.h)                                                     */
 /* ---------------------------------------------------------------------------------------------- */
 
-float kv_dot_f32(const float *a, const float *b, int64_t n) {
-    int64_t i = 0;
-#if defined(KV_GEMM_AVX512)
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    for (; i + 32 <= n; i += 32) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
-    }
-    for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-    float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-#else
-    float acc[8] = {0};
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];
-    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-#endif
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-void kv_axpy_f32(float *y, float a, const float *x, int64_t n) {
-    int64_t i = 0;
-#if defined(KV_GEMM_AVX512)
-    const __m512 va = _mm512_set1_ps(a);
-    for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
-#endif
-    for (; i < n; i++) y[i] += a * x[i];
-}
-
-/* ---------------------------------------------------------------------------------------------- */
-/* exp-based row operations (attention softmax, SwiGLU)                                            */
-/* ---------------------------------------------------------------------------------------------- */
-
-#if defined(KV_GEMM_AVX512)
-/* e^x for 16 lanes: x = n·ln2 + r (Cody–Waite split of ln2), degree-6 Taylor polynomial of e^r on
- * |r| <= ln2/2 (relative error ~1e-7, about one ulp), times 2^n via VSCALEFPS. Inputs are clamped to the
- * range where e^x is a normal float. */
-static inline __m512 exp512(__m512 x) {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.7f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
-#endif
-
-void kv_softmax_scaled(float *x, int64_t n, float scale) {
-    int64_t i = 0;
-    float mx = -INFINITY;
-#if defined(KV_GEMM_AVX512)
-    const __m512 vs = _mm512_set1_ps(scale);
-    __m512 vm = _mm512_set1_ps(-INFINITY);
-    for (; i + 16 <= n; i += 16) {
-        const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + i), vs);
-        _mm512_storeu_ps(x + i, v);
-        vm = _mm512_max_ps(vm, v);
-    }
-    mx = _mm512_reduce_max_ps(vm);
-#endif
-    for (; i < n; i++) {
-        x[i] *= scale;
-        if (x[i] > mx) mx = x[i];
-    }
-    float sum = 0.0f;
-    i = 0;
-#if defined(KV_GEMM_AVX512)
-    const __m512 vmx = _mm512_set1_ps(mx);
-    __m512 acc = _mm512_setzero_ps();
-    for (; i + 16 <= n; i += 16) {
-        const __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), vmx));
-        _mm512_storeu_ps(x + i, e);
-        acc = _mm512_add_ps(acc, e);
-    }
-    sum = _mm512_reduce_add_ps(acc);
-#endif
-    for (; i < n; i++) {
-        x[i] = expf(x[i] - mx);
-        sum += x[i];
-    }
-    const float inv = 1.0f / sum;
-    for (i = 0; i < n; i++) x[i] *= inv;
-}
-
-void kv_swiglu(float *g, const float *u, int64_t n) {
-    int64_t i = 0;
-#if defined(KV_GEMM_AVX512)
-    const __m512 one = _mm512_set1_ps(1.0f);
-    for (; i + 16 <= n; i += 16) {
-        const __m512 v = _mm512_loadu_ps(g + i);
-        const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), v));
-        _mm512_storeu_ps(g + i, _mm512_mul_ps(_mm512_div_ps(v, _mm512_add_ps(one, e)), _mm512_loadu_ps(u + i)));
-    }
-#endif
-    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-}
-
+float kv_dot_f32(const float *a, const float *b, int64_t n) { return kv_f32_kernels_hw()->dot(a, b, n); }
+void kv_axpy_f32(float *y, float a, const float *x, int64_t n) { kv_f32_kernels_hw()->axpy(y, a, x, n); }
+void kv_softmax_scaled(float *x, int64_t n, float scale) { kv_f32_kernels_hw()->softmax_scaled(x, n, scale); }
+void kv_swiglu(float *g, const float *u, int64_t n) { kv_f32_kernels_hw()->swiglu(g, u, n); }
 double kv_sum_exp_shifted(const float *x, int64_t n, float shift) {
-    int64_t i = 0;
-    double sum = 0.0;
-#if defined(KV_GEMM_AVX512)
-    const __m512 vs = _mm512_set1_ps(shift);
-    for (; i + 256 <= n; i += 256) { /* float partial sums over 256 values, accumulated in double */
-        __m512 acc = _mm512_setzero_ps();
-        for (int64_t k = 0; k < 256; k += 16) acc = _mm512_add_ps(acc, exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i + k), vs)));
-        sum += (double)_mm512_reduce_add_ps(acc);
-    }
-#endif
-    for (; i < n; i++) sum += (double)expf(x[i] - shift);
-    return sum;
+    return kv_f32_kernels_hw()->sum_exp_shifted(x, n, shift);
 }

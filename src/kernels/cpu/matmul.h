@@ -19,12 +19,33 @@ kv_status kv_weight_matmul_ex(const kv_weight *w, const float *x, int64_t ntok, 
                               kv_pool *pool, kv_error *err);
 int kv_gemm_bf16_available(void);
 
+/* Scratch of the weight matmuls, owned by the caller (a kv_context): grown on demand, never shrunk, so the
+ * forward pass allocates nothing per call once warm. One workspace per concurrent caller. */
+typedef struct kv_matmul_ws {
+    void *buf;
+    size_t cap;
+} kv_matmul_ws;
+void kv_matmul_ws_free(kv_matmul_ws *ws);
+
+typedef struct kv_matmul_opts {
+    int bf16_dot;     /* as kv_weight_matmul_ex */
+    int act_q8;       /* 1: formats with an integer kernel (kernels.h kv_qkernel_find) multiply activations
+                       * quantized to 8 bits per block (llama.cpp's q8_0 / q8_K arithmetic) with integer dot
+                       * products; 0: exact fp32 activations */
+    kv_matmul_ws *ws; /* NULL: scratch allocated per call */
+} kv_matmul_opts;
+/* y = x·Wᵀ (+ b) with those options (opts NULL: all zero). */
+kv_status kv_weight_matmul_opt(const kv_weight *w, const float *x, int64_t ntok, float *y, const kv_matmul_opts *opts,
+                               kv_pool *pool, kv_error *err);
+/* "int8-dot" when act_q8 would run w through an integer kernel on this CPU, else "fp32". */
+const char *kv_weight_kernel_name(const kv_weight *w, int act_q8);
+
 /* Caches w as packed fp32 GEMM panels (w->packed, 64-byte aligned; the exact path then skips dequantize + pack
  * per call) / drops the cache. Whoever changes w->data must call kv_weight_unpack. */
 kv_status kv_weight_prepack(kv_weight *w, kv_error *err);
 void kv_weight_unpack(kv_weight *w);
 
-/* Name of the micro-kernel compiled in ("avx512", "avx2", "generic"). */
+/* Name of the fp32 micro-kernel this CPU runs ("avx512", "avx2", "generic"). */
 const char *kv_gemm_kernel_name(void);
 
 /* 1 when OpenBLAS was found at build time; kv_gemm_openblas_nt then runs cblas_sgemm (benchmarks). */

@@ -1,0 +1,96 @@
+/* kernels.h — CPU kernel tables chosen at run time (internal). One binary runs on any x86-64: every kernel that
+ * uses wider instructions lives in a translation unit compiled with that ISA's target flags (f32_avx2.c,
+ * f32_avx512.c, qdot_avx2.c, qdot_avx512.c) and is only called after CPUID says the CPU has it.
+ *   - kv_f32_kernels: the fp32/bf16 GEMM micro-kernels and the vector helpers of the forward pass.
+ *   - kv_qkernel: integer dot products of one packed weight row with activations quantized per block on the
+ *     fly (ggml's q8_0 / q8_K trick: llama.cpp's CPU arithmetic), one entry per (format, ISA). */
+#ifndef KV_KERNELS_CPU_KERNELS_H
+#define KV_KERNELS_CPU_KERNELS_H
+
+#include "core/core.h"
+
+/* ---------------------------------------------------------------------------------------------- */
+/* instruction sets                                                                                */
+/* ---------------------------------------------------------------------------------------------- */
+typedef enum kv_isa {
+    KV_ISA_SCALAR = 0, /* portable C (whatever the baseline x86-64 compiler flags give) */
+    KV_ISA_AVX2,       /* AVX2 + FMA + F16C */
+    KV_ISA_AVX512,     /* AVX-512 F/BW/DQ/VL + VNNI (Cascade Lake, Cooper Lake, Ice Lake, Zen 4 and later) */
+    KV_ISA_COUNT
+} kv_isa;
+
+/* Best ISA the CPU supports (CPUID, through the compiler's __builtin_cpu_supports). */
+kv_isa kv_cpu_isa_hw(void);
+/* kv_cpu_isa_hw capped by the environment variable KVANT_ISA=scalar|avx2|avx512 (tests and benchmarks of the
+ * weight kernels; an unknown value is ignored). */
+kv_isa kv_cpu_isa(void);
+const char *kv_isa_name(kv_isa isa);
+/* Parses "scalar|avx2|avx512"; -1 when unknown. */
+int kv_isa_parse(const char *s);
+int kv_cpu_has_avx512bf16(void);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* fp32 / bf16 kernels (f32_impl.h)                                                                */
+/* ---------------------------------------------------------------------------------------------- */
+enum { KV_GEMM_MR = 8, KV_GEMM_NR = 32 };
+
+/* C[mr × ncol] (+)= A[mr × kc] · P[kc × NR] with P a packed micro-panel (64-byte aligned). */
+typedef void (*kv_ukernel_fn)(const float *A, int64_t lda, int mr, const float *P, int64_t kc, float *C, int64_t ldc,
+                              int ncol, int accumulate);
+/* The same over bf16 pairs (each u32 = two consecutive-k bf16 values). */
+typedef void (*kv_ukernel_bf16_fn)(const uint32_t *A, int64_t lda, int mr, const uint32_t *P, int64_t kpc, float *C,
+                                   int64_t ldc, int ncol, int accumulate);
+typedef struct kv_f32_kernels {
+    kv_ukernel_fn ukernel;
+    kv_ukernel_bf16_fn ukernel_bf16;                        /* NULL without AVX512-BF16 code */
+    void (*round_bf16)(const float *x, uint16_t *dst, int64_t n); /* with ukernel_bf16 */
+    float (*dot)(const float *a, const float *b, int64_t n);
+    float (*dot_bf16)(const uint16_t *w, const float *x, int64_t n);
+    void (*axpy)(float *y, float a, const float *x, int64_t n);
+    void (*softmax_scaled)(float *x, int64_t n, float scale);
+    void (*swiglu)(float *g, const float *u, int64_t n);
+    double (*sum_exp_shifted)(const float *x, int64_t n, float shift);
+} kv_f32_kernels;
+
+extern const kv_f32_kernels kv_f32_kernels_generic, kv_f32_kernels_avx2, kv_f32_kernels_avx512;
+/* The table for the CPU this runs on (CPUID only: the vector helpers never read the environment). */
+const kv_f32_kernels *kv_f32_kernels_hw(void);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* quantized activations and integer dot products (qdot_*.c)                                       */
+/* ---------------------------------------------------------------------------------------------- */
+/* Activation blocks (internal layouts, never stored): the scale is kept in fp32 (ggml's q8_0 rounds it to
+ * fp16; fp32 loses nothing and costs nothing here). Codes q = nearest-even(x / d), d = absmax / 127. */
+typedef enum kv_act_kind { KV_ACT_NONE = 0, KV_ACT_Q8_32, KV_ACT_Q8_256 } kv_act_kind;
+typedef struct kv_act_q8_32 {
+    float d;
+    int32_t sum;    /* Σ q (the offset terms of q4_0-style weights) */
+    int8_t q[32];
+} kv_act_q8_32;
+typedef struct kv_act_q8_256 {
+    float d;
+    int16_t bsum[16]; /* Σ q over each 16 codes (k-quant minimums and offsets) */
+    int8_t q[256];
+} kv_act_q8_256;
+KV_STATIC_ASSERT(sizeof(kv_act_q8_32) == 40, "q8_32 activation block");
+KV_STATIC_ASSERT(sizeof(kv_act_q8_256) == 292, "q8_256 activation block");
+
+/* Bytes of one activation row of n values (n a multiple of the block). */
+size_t kv_act_row_bytes(kv_act_kind kind, int64_t n);
+/* x[n] -> activation blocks; identical bytes on every ISA. */
+void kv_act_quantize(kv_act_kind kind, const float *x, int64_t n, void *dst);
+
+/* Dot of one packed weight row of n values with one activation row of the same n. */
+typedef float (*kv_qdot_fn)(int64_t n, const void *wrow, const void *act);
+typedef struct kv_qkernel {
+    uint32_t type;     /* kv_format type id (ggml ids) */
+    kv_act_kind act;
+    kv_qdot_fn dot;
+} kv_qkernel;
+
+/* Tables per ISA (terminated by type 0 / dot NULL); lookup of one format's kernel on a given ISA (falls back to
+ * the next narrower ISA that has it); NULL when the format has no integer kernel. */
+extern const kv_qkernel kv_qkernels_scalar[], kv_qkernels_avx2[], kv_qkernels_avx512[];
+const kv_qkernel *kv_qkernel_find(const kv_format *f, kv_isa isa);
+
+#endif

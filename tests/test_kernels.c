@@ -1,0 +1,223 @@
+/* test_kernels.c — the CPU kernel tables (src/kernels/cpu/kernels.h): integer dot kernels of every ISA this
+ * CPU runs against the scalar reference and against an exact double dot of the dequantized weights with the
+ * dequantized activations; activation quantization; the weight seam with act_q8 (one token = many tokens,
+ * any thread count); the fp32 tables of every ISA agree with the generic one. Random data and proxy layers. */
+#include "test.h"
+#include "kernels/cpu/kernels.h"
+#include "kernels/cpu/matmul.h"
+#include <math.h>
+
+#define PROXY "models/proxy-27m"
+
+static const char *const k_int_formats[] = {"q4_0", "q8_0", "q4_k", "q5_k", "q6_k"};
+
+static void fill_normal(float *x, int64_t n, uint64_t seed, double scale) {
+    kv_rng r;
+    kv_rng_seed(&r, seed);
+    for (int64_t i = 0; i < n; i++) x[i] = (float)(kv_rng_normal(&r) * scale);
+}
+
+/* The activation row back to floats (d · q). */
+static void act_dequantize(kv_act_kind kind, const void *a, int64_t n, float *out) {
+    if (kind == KV_ACT_Q8_32) {
+        const kv_act_q8_32 *b = a;
+        for (int64_t i = 0; i < n; i++) out[i] = b[i / 32].d * b[i / 32].q[i % 32];
+    } else {
+        const kv_act_q8_256 *b = a;
+        for (int64_t i = 0; i < n; i++) out[i] = b[i / 256].d * b[i / 256].q[i % 256];
+    }
+}
+
+/* Checks every ISA's kernel for fmt on rows × n weights W and activations x: each within tol_rel · Σ|w·x| of
+ * the exact double dot of the dequantized operands, and of the scalar kernel. */
+static void check_kernels(kv_test_ctx *T, const kv_format *fmt, const float *W, int64_t rows, int64_t n,
+                          const float *x, const char *what) {
+    kv_error err = {0};
+    const kv_qkernel *ref = kv_qkernel_find(fmt, KV_ISA_SCALAR);
+    REQUIRE(ref != NULL);
+    const size_t rb = kv_format_row_bytes(fmt, n), ab = kv_act_row_bytes(ref->act, n);
+    uint8_t *packed = malloc(rb * (size_t)rows), *act = malloc(ab);
+    float *wd = malloc((size_t)n * sizeof(float)), *xd = malloc((size_t)n * sizeof(float));
+    REQUIRE(packed && act && wd && xd);
+    REQUIRE_OK(fmt->quantize(fmt, W, packed, rows, n, NULL, &err), &err);
+    kv_act_quantize(ref->act, x, n, act);
+    act_dequantize(ref->act, act, n, xd);
+    double worst_exact = 0, worst_isa = 0, worst_fp32 = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *row = packed + (size_t)r * rb;
+        fmt->dequantize(fmt, row, wd, n);
+        double exact = 0, mag = 0, fp32 = 0;
+        for (int64_t i = 0; i < n; i++) {
+            exact += (double)wd[i] * xd[i];
+            fp32 += (double)wd[i] * x[i];
+            mag += fabs((double)wd[i] * x[i]);
+        }
+        const float s = ref->dot(n, row, act);
+        worst_exact = fmax(worst_exact, fabs(s - exact) / mag);
+        worst_fp32 = fmax(worst_fp32, fabs(s - fp32) / mag);
+        for (int isa = KV_ISA_AVX2; isa <= (int)kv_cpu_isa_hw(); isa++) {
+            const kv_qkernel *k = kv_qkernel_find(fmt, (kv_isa)isa);
+            REQUIRE(k && k->act == ref->act);
+            worst_isa = fmax(worst_isa, fabs(k->dot(n, row, act) - s) / mag);
+        }
+    }
+    /* integer sums are exact: only fp32 rounding of per-block terms differs (~1e-7 relative per block) */
+    CHECK_MSG(worst_exact < 2e-6, "%s %s: scalar kernel vs exact dot of the dequantized operands %g", fmt->name, what,
+              worst_exact);
+    CHECK_MSG(worst_isa < 2e-6, "%s %s: SIMD kernels vs scalar %g", fmt->name, what, worst_isa);
+    /* 8-bit activations: relative error of each code <= 1/254 of the block maximum */
+    CHECK_MSG(worst_fp32 < 2e-2, "%s %s: vs fp32 activations %g", fmt->name, what, worst_fp32);
+    free(packed); free(act); free(wd); free(xd);
+}
+
+KV_TEST(qkernels_match_scalar_reference_on_random_data) {
+    kv_error err = {0};
+    const int64_t rows = 6, n = 1536;
+    float *W = malloc((size_t)(rows * n) * sizeof(float)), *x = malloc((size_t)n * sizeof(float));
+    fill_normal(W, rows * n, 11, 0.02);
+    fill_normal(x, n, 12, 1.0);
+    for (int64_t i = 0; i < n; i += 97) x[i] *= 20.0f; /* outlier channels */
+    for (size_t f = 0; f < KV_ARRAY_LEN(k_int_formats); f++) {
+        kv_format fmt;
+        REQUIRE_OK(kv_format_get(k_int_formats[f], &fmt, &err), &err);
+        check_kernels(T, &fmt, W, rows, n, x, "random");
+    }
+    free(W); free(x);
+}
+
+/* Blocks of zeros, of one value, and of extreme codes (every q8_0 code ±127, q4 codes 0 and 15). */
+KV_TEST(qkernels_edge_blocks) {
+    kv_error err = {0};
+    const int64_t rows = 4, n = 512;
+    float *W = calloc((size_t)(rows * n), sizeof(float)), *x = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) {
+        W[n + i] = 1.0f;
+        W[2 * n + i] = (i & 1) ? 3.0f : -3.0f;
+        W[3 * n + i] = (float)((i * 7) % 31) - 15.0f;
+        x[i] = (i % 3 == 0) ? -1000.0f : (i % 3 == 1) ? 1e-3f : 0.0f;
+    }
+    for (size_t f = 0; f < KV_ARRAY_LEN(k_int_formats); f++) {
+        kv_format fmt;
+        REQUIRE_OK(kv_format_get(k_int_formats[f], &fmt, &err), &err);
+        /* the all-zero row has Σ|w·x| = 0: skip it (check_kernels divides by it) */
+        check_kernels(T, &fmt, W + n, rows - 1, n, x, "edge");
+    }
+    free(W); free(x);
+}
+
+KV_TEST(qkernels_on_proxy_layers) {
+    kv_error err = {0};
+    char path[512];
+    kv_model_file *mf = NULL;
+    if (kv_model_open(kv_test_shared(path, sizeof path, PROXY), &mf, &err) != KV_OK) SKIP("proxy-27m absent");
+    kv_model *m = NULL;
+    REQUIRE_OK(kv_model_load(mf, NULL, &m, &err), &err);
+    const kv_linear_id which[] = {KV_LINEAR_Q, KV_LINEAR_DOWN};
+    for (size_t w = 0; w < KV_ARRAY_LEN(which); w++) {
+        const kv_weight *wt = kv_model_weight(m, 2, which[w]);
+        REQUIRE(wt);
+        const int64_t rows = 8, n = wt->cols;
+        float *W = malloc((size_t)(rows * n) * sizeof(float)), *x = malloc((size_t)n * sizeof(float));
+        const size_t rb = kv_format_row_bytes(&wt->fmt, n);
+        for (int64_t r = 0; r < rows; r++)
+            kv_bf16_to_fp32_row((const uint16_t *)(const void *)((const uint8_t *)wt->data + (size_t)(r * 37) * rb),
+                                W + r * n, (size_t)n);
+        fill_normal(x, n, 5 + w, 1.0);
+        for (size_t f = 0; f < KV_ARRAY_LEN(k_int_formats); f++) {
+            kv_format fmt;
+            REQUIRE_OK(kv_format_get(k_int_formats[f], &fmt, &err), &err);
+            if (n % fmt.block == 0) check_kernels(T, &fmt, W, rows, n, x, kv_linear_name(which[w]));
+        }
+        free(W); free(x);
+    }
+    kv_model_free(m);
+    kv_model_close(mf);
+}
+
+KV_TEST(act_quantize_codes_and_sums) {
+    float x[512];
+    fill_normal(x, 512, 9, 3.0);
+    x[5] = 0;
+    kv_act_q8_32 a[16];
+    kv_act_quantize(KV_ACT_Q8_32, x, 512, a);
+    kv_act_q8_256 b[2];
+    kv_act_quantize(KV_ACT_Q8_256, x, 512, b);
+    CHECK_EQ_INT(kv_act_row_bytes(KV_ACT_Q8_32, 512), sizeof a);
+    CHECK_EQ_INT(kv_act_row_bytes(KV_ACT_Q8_256, 512), sizeof b);
+    for (int blk = 0; blk < 16; blk++) {
+        int s = 0, maxq = 0;
+        for (int l = 0; l < 32; l++) {
+            s += a[blk].q[l];
+            maxq = abs(a[blk].q[l]) > maxq ? abs(a[blk].q[l]) : maxq;
+            CHECK(fabsf(a[blk].d * a[blk].q[l] - x[32 * blk + l]) <= 0.5f * a[blk].d * 1.0001f);
+        }
+        CHECK_EQ_INT(s, a[blk].sum);
+        CHECK_EQ_INT(maxq, 127);
+    }
+    for (int blk = 0; blk < 2; blk++)
+        for (int g = 0; g < 16; g++) {
+            int s = 0;
+            for (int l = 0; l < 16; l++) s += b[blk].q[16 * g + l];
+            CHECK_EQ_INT(s, b[blk].bsum[g]);
+        }
+    float z[32] = {0};
+    kv_act_quantize(KV_ACT_Q8_32, z, 32, a);
+    CHECK(a[0].d == 0.0f && a[0].sum == 0);
+}
+
+/* act_q8 matmul: prefill (many tokens) gives each token's decode result bit for bit, for 1 or 2 threads, with
+ * and without a workspace; formats without an integer kernel keep the exact path. */
+KV_TEST(weight_matmul_act_q8_is_deterministic) {
+    kv_error err = {0};
+    const int64_t rows = 300, cols = 512, ntok = 13;
+    float *W = malloc((size_t)(rows * cols) * sizeof(float)), *x = malloc((size_t)(ntok * cols) * sizeof(float));
+    float *y = malloc((size_t)(ntok * rows) * sizeof(float)), *y1 = malloc((size_t)rows * sizeof(float));
+    fill_normal(W, rows * cols, 1, 0.05);
+    fill_normal(x, ntok * cols, 2, 1.0);
+    kv_pool *pool = kv_pool_create(2);
+    kv_matmul_ws ws = {0};
+    const char *names[] = {"q4_0", "q8_0", "q4_k", "q5_k", "q6_k", "nf4"};
+    for (size_t f = 0; f < KV_ARRAY_LEN(names); f++) {
+        kv_format fmt;
+        REQUIRE_OK(kv_format_get(names[f], &fmt, &err), &err);
+        const size_t rb = kv_format_row_bytes(&fmt, cols);
+        uint8_t *packed = malloc(rb * (size_t)rows);
+        REQUIRE_OK(fmt.quantize(&fmt, W, packed, rows, cols, NULL, &err), &err);
+        kv_weight w = {.fmt = fmt, .rows = rows, .cols = cols, .data = packed};
+        const kv_matmul_opts o = {.act_q8 = 1, .ws = &ws}, o_nows = {.act_q8 = 1};
+        REQUIRE_OK(kv_weight_matmul_opt(&w, x, ntok, y, &o, pool, &err), &err);
+        for (int64_t t = 0; t < ntok; t++) {
+            REQUIRE_OK(kv_weight_matmul_opt(&w, x + t * cols, 1, y1, t & 1 ? &o : &o_nows, t % 3 ? pool : NULL, &err),
+                       &err);
+            if (kv_qkernel_find(&fmt, kv_cpu_isa())) /* the fp32 path's GEMM and row dots sum in other orders */
+                CHECK_MSG(memcmp(y1, y + t * rows, (size_t)rows * sizeof(float)) == 0, "%s token %lld", fmt.name,
+                          (long long)t);
+        }
+        CHECK_STR(kv_weight_kernel_name(&w, 1), kv_qkernel_find(&fmt, kv_cpu_isa()) ? "int8-dot" : "fp32");
+        free(packed);
+    }
+    kv_matmul_ws_free(&ws);
+    kv_pool_destroy(pool);
+    free(W); free(x); free(y); free(y1);
+}
+
+/* Every fp32 table this CPU can run gives the generic table's results within float rounding (the AVX-512
+ * micro-kernel fuses multiply-adds, the generic one rounds twice). */
+KV_TEST(f32_kernel_tables_agree) {
+    const kv_f32_kernels *tabs[] = {&kv_f32_kernels_generic, &kv_f32_kernels_avx2, &kv_f32_kernels_avx512};
+    const int ntab = 1 + (int)kv_cpu_isa_hw();
+    float a[1000], b[1000], s0[1000], s1[1000];
+    fill_normal(a, 1000, 3, 1.0);
+    fill_normal(b, 1000, 4, 1.0);
+    const float d0 = tabs[0]->dot(a, b, 1000);
+    for (int t = 1; t < ntab; t++) {
+        CHECK_NEAR(tabs[t]->dot(a, b, 1000), d0, 1e-3);
+        memcpy(s0, a, sizeof a);
+        memcpy(s1, a, sizeof a);
+        tabs[0]->softmax_scaled(s0, 1000, 0.7f);
+        tabs[t]->softmax_scaled(s1, 1000, 0.7f);
+        for (int i = 0; i < 1000; i++) CHECK_NEAR(s1[i], s0[i], 1e-6 * fmax(1.0, s0[i] * 1e3));
+        CHECK_NEAR(tabs[t]->sum_exp_shifted(a, 1000, 1.0f) / tabs[0]->sum_exp_shifted(a, 1000, 1.0f), 1.0, 1e-5);
+    }
+    CHECK(kv_isa_parse("avx2") == KV_ISA_AVX2 && kv_isa_parse("nope") == -1);
+}
