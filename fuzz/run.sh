@@ -46,6 +46,12 @@ for f in "$shared"/models/*/*.json; do
     [ -f "$f" ] && [ "$(wc -c < "$f")" -le 65536 ] && cp "$f" "$seeds/json/shared-$(basename "$(dirname "$f")")-$(basename "$f")"
 done
 
+# Task JSONL (fuzz_tasks): two valid items; the heldout text's first lines as generator input.
+mkdir -p "$seeds/tasks"
+printf '%s\n%s\n' '{"context": "The cat sat on the", "choices": ["mat.", "moon"], "gold": 0, "id": "a"}' \
+    '{"context": "x\\n\\u00e9", "choices": ["a", "b", "c"], "gold": 2, "delimiter": ""}' > "$seeds/tasks/items.jsonl"
+[ -f "$shared/data/heldout.txt" ] && head -c 8192 "$shared/data/heldout.txt" > "$seeds/tasks/heldout-head.txt"
+
 status=0
 for bin in "$@"; do
     name=$(basename "$bin")

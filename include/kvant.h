@@ -809,6 +809,72 @@ void kv_logprobs_free(kv_logprobs *lp);
 /* KVANT-SECTION eval END */
 
 /* ============================================================================================== */
+/* eval: zero-shot multiple-choice tasks (src/eval/tasks.c; docs/eval.md "Zero-shot tasks")         */
+/* ============================================================================================== */
+/* KVANT-SECTION tasks BEGIN */
+/* lm-evaluation-harness's multiple-choice convention: every choice is scored by the log-likelihood of
+ * delimiter + choice after the context (tokens of the whole string minus those of the context, trailing
+ * spaces of the context moved to the continuation, as lm-eval's _encode_pair); acc = the best log-likelihood
+ * is the gold one, acc_norm = the best log-likelihood per byte of the choice (lm-eval divides by len(choice):
+ * characters, the same for ASCII), stderr = sqrt(p (1 - p) / (n - 1)) (lm-eval's mean_stderr). */
+typedef struct kv_task_item {
+    char *id;                 /* "" when the line has none */
+    char *context;
+    char *delimiter;          /* put before each choice; default " " */
+    int n_choices;
+    char **choices;
+    int gold;                 /* index into choices */
+} kv_task_item;
+
+typedef struct kv_taskset {
+    char name[128];           /* file name without directory and .jsonl */
+    int64_t n;
+    kv_task_item *items;      /* owned */
+} kv_taskset;
+
+/* JSONL: one object per line {"context": S, "choices": [S, ...], "gold": N, "id": S?, "delimiter": S?};
+ * blank lines skipped. Errors name the file, line and byte offset; unknown keys are an error. */
+kv_status kv_tasks_load(const char *path, kv_taskset **out, kv_error *err);
+kv_status kv_tasks_parse(const char *text, size_t len, const char *name, kv_taskset **out, kv_error *err);
+/* Atomic JSONL writer (the same schema; keys in the order above). */
+kv_status kv_tasks_save(const kv_taskset *ts, const char *path, kv_error *err);
+void kv_tasks_free(kv_taskset *ts);
+
+/* Task files made from a text of passages, one per line (docs/eval.md): deterministic for a seed.
+ *   KV_TASKS_NEXT_SENTENCE: context = up to 3 sentences of a passage, the right next sentence against
+ *     sentences of other passages;
+ *   KV_TASKS_CLOZE: context = a passage up to the last word of one of its sentences, the right word against
+ *     last words of sentences of other passages. */
+typedef enum kv_tasks_kind { KV_TASKS_NEXT_SENTENCE = 0, KV_TASKS_CLOZE = 1 } kv_tasks_kind;
+const char *kv_tasks_kind_name(kv_tasks_kind k); /* "next-sentence", "cloze" */
+kv_status kv_tasks_kind_parse(const char *s, kv_tasks_kind *out, kv_error *err);
+kv_status kv_tasks_make(const char *text, size_t len, kv_tasks_kind kind, int64_t n_items, int n_choices,
+                        uint64_t seed, const char *name, kv_taskset **out, kv_error *err);
+
+typedef struct kv_task_opts {
+    int add_bos;              /* prepend the tokenizer's BOS (the model's convention; -1: the tokenizer's default) */
+    int64_t limit;            /* score the first N items only; 0: all */
+    kv_eval_progress_fn progress; /* called with items done / total */
+    void *progress_user;
+} kv_task_opts;
+
+typedef struct kv_task_result {
+    int64_t n;                /* items scored */
+    double acc, acc_stderr;
+    double acc_norm, acc_norm_stderr;
+    int64_t truncated;        /* items whose context was cut from the left to fit the model's context */
+    int64_t tokens;           /* tokens run through the model */
+    double seconds;
+} kv_task_result;
+
+/* Scores the items of ts (items run in parallel on pool, one inference context per thread; results do not
+ * depend on the thread count). ll (may be NULL) gets, per item, n_choices log-likelihoods in nats (item after
+ * item, sum of the items' n_choices values). */
+kv_status kv_tasks_eval(const kv_model *m, const kv_tokenizer *tok, const kv_taskset *ts, const kv_task_opts *opts,
+                        kv_pool *pool, kv_task_result *res, double *ll, kv_error *err);
+/* KVANT-SECTION tasks END */
+
+/* ============================================================================================== */
 /* transforms and quantization pipeline (src/transforms, src/algos)                                */
 /* ============================================================================================== */
 /* KVANT-SECTION quantize BEGIN */

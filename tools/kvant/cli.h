@@ -49,5 +49,6 @@ int kv_cmd_formats(int argc, char **argv);
 int kv_cmd_bench(int argc, char **argv);
 int kv_cmd_imatrix(int argc, char **argv);
 int kv_cmd_sensitivity(int argc, char **argv);
+int kv_cmd_tasks(int argc, char **argv);
 
 #endif

@@ -8,6 +8,7 @@
 
 static const char k_usage[] =
     "usage: kvant eval MODEL --text FILE [--ctx N] [--chunks K] [--style hf|llamacpp]\n"
+    "       kvant eval MODEL --tasks FILE.jsonl[,FILE2.jsonl...] [--limit N] (with or without --text)\n"
     "                  [--save-logits FILE] [--kld FILE] [-t N] [--rope-freq auto|exact|bf16|f16]\n"
     "                  [--bf16-dot] [--act-dot q8|f32] [--json] [--quiet]\n"
     "\n"
@@ -21,6 +22,10 @@ static const char k_usage[] =
     "  --save-logits F   store the model's log-probs of every scored token (kvant logits file, docs/FORMAT.md)\n"
     "  --kld F           compare with a saved logits file: KL-divergence mean/median/p90/p99/max, same top\n"
     "                    token %, Δp of the correct token (mean, RMS), PPL ratio. Same text, ctx, style, chunks.\n"
+    "  --tasks F,...     zero-shot multiple-choice accuracy (lm-eval's log-likelihood convention): acc and\n"
+    "                    acc_norm (per byte of the choice) +/- stderr per task file (JSONL schema: docs/eval.md;\n"
+    "                    `kvant tasks make` generates files from a text)\n"
+    "  --limit N         score the first N items of each task file\n"
     "  -t, --threads N   threads (default: all cores)\n"
     "  --rope-freq M     RoPE frequencies: auto (default; bf16-rounded like transformers for bf16 HF dirs),\n"
     "                    exact, bf16, f16\n"
@@ -30,7 +35,8 @@ static const char k_usage[] =
     "                    activations quantized to 8 bits per block with integer dot products (llama.cpp's CPU\n"
     "                    arithmetic, llama-perplexity's numbers; faster, PPL moves by ~0.1%%)\n"
     "  --json            one JSON object: ppl, ppl_stderr, nll, tokens, windows, ctx, style, tokens_per_s,\n"
-    "                    seconds, model, text, n_text_tokens and (with --kld) kld {...}\n"
+    "                    seconds, model, text, n_text_tokens and (with --kld) kld {...}; with --tasks\n"
+    "                    tasks [{name, file, n, acc, acc_stderr, acc_norm, acc_norm_stderr, ...}]\n"
     "  --quiet           no progress line\n"
     "\n"
     "Exit status: 0 on success, 1 on a runtime error (unreadable or malformed input), 2 on bad arguments.\n";
@@ -42,11 +48,51 @@ static void on_progress(void *user, int64_t done, int64_t total) {
     kv_progress_update(((progress_ctx *)user)->p, done);
 }
 
-static void print_json(const char *model, const char *text, int64_t ntext, const kv_eval_result *r) {
+typedef struct task_run {
+    const char *file;
+    kv_taskset *ts;
+    kv_task_result r;
+} task_run;
+
+static void json_tasks(kv_jw *w, const task_run *tr, int n) {
+    kv_jw_key(w, "tasks");
+    kv_jw_arr_begin(w);
+    for (int i = 0; i < n; i++) {
+        kv_jw_obj_begin(w);
+        kv_jw_key(w, "name"); kv_jw_str(w, tr[i].ts->name);
+        kv_jw_key(w, "file"); kv_jw_str(w, tr[i].file);
+        kv_jw_key(w, "n"); kv_jw_int(w, tr[i].r.n);
+        kv_jw_key(w, "acc"); kv_jw_num(w, tr[i].r.acc);
+        kv_jw_key(w, "acc_stderr"); kv_jw_num(w, tr[i].r.acc_stderr);
+        kv_jw_key(w, "acc_norm"); kv_jw_num(w, tr[i].r.acc_norm);
+        kv_jw_key(w, "acc_norm_stderr"); kv_jw_num(w, tr[i].r.acc_norm_stderr);
+        kv_jw_key(w, "truncated"); kv_jw_int(w, tr[i].r.truncated);
+        kv_jw_key(w, "tokens"); kv_jw_int(w, tr[i].r.tokens);
+        kv_jw_key(w, "seconds"); kv_jw_num(w, tr[i].r.seconds);
+        kv_jw_obj_end(w);
+    }
+    kv_jw_arr_end(w);
+}
+
+static void print_tasks(const task_run *tr, int n) {
+    printf("%-24s %6s %16s %16s\n", "task", "n", "acc", "acc_norm");
+    for (int i = 0; i < n; i++)
+        printf("%-24s %6lld %7.4f +/- %.4f %7.4f +/- %.4f%s\n", tr[i].ts->name, (long long)tr[i].r.n, tr[i].r.acc,
+               tr[i].r.acc_stderr, tr[i].r.acc_norm, tr[i].r.acc_norm_stderr, tr[i].r.truncated ? "  (some contexts truncated)" : "");
+}
+
+static void print_json(const char *model, const char *text, int64_t ntext, const kv_eval_result *r,
+                       const task_run *tr, int ntr) {
     kv_jw w;
     kv_jw_init(&w, stdout, 1);
     kv_jw_obj_begin(&w);
     kv_jw_key(&w, "model"); kv_jw_str(&w, model);
+    if (ntr) json_tasks(&w, tr, ntr);
+    if (!r) {
+        kv_jw_obj_end(&w);
+        kv_jw_end(&w);
+        return;
+    }
     kv_jw_key(&w, "text"); kv_jw_str(&w, text);
     kv_jw_key(&w, "n_text_tokens"); kv_jw_int(&w, ntext);
     kv_jw_key(&w, "style"); kv_jw_str(&w, kv_ppl_style_name(r->style));
@@ -98,7 +144,8 @@ static void print_text(const char *model, const char *text, int64_t ntext, const
 
 int kv_cmd_eval(int argc, char **argv) {
     if (kv_cli_wants_help(argc, argv)) { fputs(k_usage, stdout); return 0; }
-    const char *model = NULL, *text_path = NULL, *v = NULL;
+    const char *model = NULL, *text_path = NULL, *tasks_arg = NULL, *v = NULL;
+    long long limit = 0;
     kv_eval_opts o = {.ctx = 512, .style = KV_PPL_HF, .bos_id = -1};
     kv_model_load_opts lo = {.prepack = -1};
     long long threads = 0, n;
@@ -107,6 +154,11 @@ int kv_cmd_eval(int argc, char **argv) {
         if (kv_cli_opt(argc, argv, &i, "--text", NULL, &v)) {
             if (!v) return kv_cli_usage("eval", "--text needs a file");
             text_path = v;
+        } else if (kv_cli_opt(argc, argv, &i, "--tasks", NULL, &v)) {
+            if (!v) return kv_cli_usage("eval", "--tasks needs a JSONL file (or a comma list)");
+            tasks_arg = v;
+        } else if (kv_cli_opt(argc, argv, &i, "--limit", NULL, &v)) {
+            if (kv_cli_parse_int(v, 1, INT64_MAX, &limit)) return kv_cli_usage("eval", "--limit needs a positive number");
         } else if (kv_cli_opt(argc, argv, &i, "--ctx", "-c", &v)) {
             if (kv_cli_parse_int(v, 2, 1 << 20, &n)) return kv_cli_usage("eval", "--ctx needs a number >= 2");
             o.ctx = (int32_t)n;
@@ -144,38 +196,79 @@ int kv_cmd_eval(int argc, char **argv) {
         }
     }
     if (!model) return kv_cli_usage("eval", "missing MODEL");
-    if (!text_path) return kv_cli_usage("eval", "missing --text FILE");
+    if (!text_path && !tasks_arg) return kv_cli_usage("eval", "missing --text FILE or --tasks FILE.jsonl");
+    if (!text_path && (o.kld_base || o.save_logits)) return kv_cli_usage("eval", "--kld and --save-logits need --text");
+    if (limit && !tasks_arg) return kv_cli_usage("eval", "--limit applies to --tasks");
     int prc = kv_cli_prepare_output("eval", o.save_logits); /* before the work: a read-only directory fails now */
     if (prc) return prc;
 
     kv_error err;
     kv_error_clear(&err);
+    /* task files are parsed before the model is loaded: a bad file fails fast */
+    char **task_files = NULL;
+    int ntr = 0;
+    task_run *tr = NULL;
+    if (tasks_arg) {
+        ntr = kv_cli_split_list(tasks_arg, &task_files);
+        if (ntr <= 0) return kv_cli_usage("eval", "--tasks names no file");
+        tr = calloc((size_t)ntr, sizeof *tr);
+        if (!tr) { kv_cli_free_list(task_files, ntr); return 1; }
+        for (int t = 0; t < ntr; t++) {
+            tr[t].file = task_files[t];
+            if (kv_tasks_load(task_files[t], &tr[t].ts, &err) != KV_OK) {
+                int rc2 = kv_cli_fail("eval", &err);
+                for (int q = 0; q < t; q++) kv_tasks_free(tr[q].ts);
+                free(tr);
+                kv_cli_free_list(task_files, ntr);
+                return rc2;
+            }
+        }
+    }
     kv_cli_model cm;
+    memset(&cm, 0, sizeof cm);
     char *text = NULL;
     size_t len = 0, nids = 0;
     int32_t *ids = NULL;
     kv_pool *pool = NULL;
     int rc = 0;
-    if (kv_cli_read_text(text_path, &text, &len, &err) != KV_OK) return kv_cli_fail("eval", &err);
-    if (kv_cli_model_open(model, &lo, 1, &cm, &err) != KV_OK) { free(text); return kv_cli_fail("eval", &err); }
+    kv_eval_result r;
+    kv_progress prog;
+    progress_ctx pc = {&prog};
+    if (text_path && kv_cli_read_text(text_path, &text, &len, &err) != KV_OK) { rc = kv_cli_fail("eval", &err); goto done; }
+    if (kv_cli_model_open(model, &lo, 1, &cm, &err) != KV_OK) { rc = kv_cli_fail("eval", &err); goto done; }
+    pool = kv_pool_create((int)threads);
+    for (int t = 0; t < ntr; t++) {
+        kv_task_opts to = {.add_bos = -1, .limit = limit, .progress = on_progress, .progress_user = &pc};
+        kv_progress_begin(&prog, tr[t].ts->name, limit && limit < tr[t].ts->n ? limit : tr[t].ts->n, quiet || json);
+        kv_status tst = kv_tasks_eval(cm.m, cm.tok, tr[t].ts, &to, pool, &tr[t].r, NULL, &err);
+        kv_progress_end(&prog);
+        if (tst != KV_OK) { kv_error_context(&err, tr[t].file, -1, NULL); rc = kv_cli_fail("eval", &err); goto done; }
+    }
+    if (!text_path) {
+        if (json) print_json(model, NULL, 0, NULL, tr, ntr);
+        else print_tasks(tr, ntr);
+        goto done;
+    }
     const int add_bos = kv_tokenizer_bos(cm.tok) >= 0 && kv_tokenizer_add_bos_default(cm.tok);
     o.bos_id = kv_tokenizer_bos(cm.tok);
     if (kv_tokenize(cm.tok, text, len, add_bos, &ids, &nids, &err) != KV_OK) { rc = kv_cli_fail("eval", &err); goto done; }
-    pool = kv_pool_create((int)threads);
-    kv_progress prog;
-    progress_ctx pc = {&prog};
     int64_t windows = (int64_t)nids / o.ctx;
     if (o.chunks > 0 && o.chunks < windows) windows = o.chunks;
     kv_progress_begin(&prog, "eval", windows > 0 ? windows : 1, quiet || json);
     o.progress = on_progress;
     o.progress_user = &pc;
-    kv_eval_result r;
     kv_status st = kv_eval_ppl(cm.m, ids, (int64_t)nids, &o, pool, &r, &err);
     kv_progress_end(&prog);
     if (st != KV_OK) { rc = kv_cli_fail("eval", &err); goto done; }
-    if (json) print_json(model, text_path, (int64_t)nids, &r);
-    else print_text(model, text_path, (int64_t)nids, &r);
+    if (json) print_json(model, text_path, (int64_t)nids, &r, tr, ntr);
+    else {
+        print_text(model, text_path, (int64_t)nids, &r);
+        if (ntr) print_tasks(tr, ntr);
+    }
 done:
+    for (int t = 0; t < ntr; t++) kv_tasks_free(tr[t].ts);
+    free(tr);
+    if (task_files) kv_cli_free_list(task_files, ntr);
     kv_pool_destroy(pool);
     free(ids);
     free(text);

@@ -16,6 +16,7 @@ static const kv_command k_commands[] = {
     {"bench", "benchmarks (matmul, prefill, formats)", kv_cmd_bench},
     {"imatrix", "compute an importance matrix (llama.cpp format) from calibration text", kv_cmd_imatrix},
     {"sensitivity", "estimate per-layer sensitivities (HIGGS linearity) for bit allocation", kv_cmd_sensitivity},
+    {"tasks", "make and check zero-shot multiple-choice task files (JSONL) for eval --tasks", kv_cmd_tasks},
 };
 
 static void print_help(FILE *out) {
