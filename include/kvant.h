@@ -533,6 +533,68 @@ kv_status kv_formats_measure(const kv_format *f, const kv_format_samples *s, kv_
 /* KVANT-SECTION formats END */
 
 /* ============================================================================================== */
+/* io: Hugging Face checkpoints that other runtimes load (src/io/hf_write.c, hf_quant_read.c)       */
+/* ============================================================================================== */
+/* KVANT-SECTION hf BEGIN */
+/* `kvant quantize --out-format hf|gptq|compressed-tensors` (docs/quantize.md "Output layouts", docs/FORMAT.md
+ * "Hugging Face output"): a model directory transformers and vLLM load without kvant — config.json with the
+ * quantization_config their loaders expect, safetensors shards under Hugging Face tensor names (Hugging Face
+ * row order; kvant keeps that order in memory, so nothing is un-permuted), model.safetensors.index.json when
+ * sharded, the source's tokenizer files and generation_config.json. Every quantized linear must share one
+ * format; the embedding, the head and every 1-D tensor are stored plain (f32/f16/bf16). Layouts:
+ *   GPTQ (quant_method gptq): int{2,4,8}_g{32..256|0}_sym (checkpoint_format gptq, v1: qzeros hold zero - 1) or
+ *     _asym.._zp (gptq_v2: true zeros; GPTQModel only), fp16 scales: qweight/qzeros/scales/g_idx, desc_act false.
+ *   compressed-tensors: int{2..8}_*_{sym|asym_zp} weight-only -> pack-quantized (W4A16, W8A16); int8_g0_sym[_f32]
+ *     with act int8 -> int-quantized with dynamic per-token int8 activations (W8A8); fp8_e4m3 -> float-quantized
+ *     (act fp8: FP8_DYNAMIC, per-token dynamic fp8 activations); nvfp4_ts -> nvfp4-pack-quantized (NVFP4A16).
+ * Weights with an online rotation (--transform rht, quarot) are refused: no HF loader rotates activations. */
+typedef enum kv_hf_layout { KV_HF_GPTQ = 1, KV_HF_COMPRESSED_TENSORS = 2 } kv_hf_layout;
+
+typedef struct kv_hf_tensor {
+    const char *name;         /* canonical name (blk.0.attn_q.weight) */
+    int n_dims;
+    int64_t shape[4];
+    kv_format fmt;            /* storage format of data */
+    const void *data;         /* rows of fmt, Hugging Face row order */
+    int32_t rht_block;        /* online rotation (refused when > 0) */
+} kv_hf_tensor;
+
+typedef struct kv_hf_write_opts {
+    kv_hf_layout layout;
+    const char *act;          /* activations: NULL/"none", "int8" (W8A8), "fp8" (FP8_DYNAMIC) */
+    const char *source_dir;   /* HF directory whose config.json and tokenizer files are copied; NULL: config.json
+                                 from the hyper-parameters, no tokenizer */
+    uint64_t max_shard_bytes; /* 0: 5 GB (transformers' max_shard_size) */
+    const char *recipe;       /* recorded in quantization_config.kvant_recipe (informational); may be NULL */
+    kv_progress *progress;    /* advanced by tensors written; may be NULL */
+} kv_hf_write_opts;
+
+typedef struct kv_hf_write_report {
+    char quant_method[32];    /* "gptq", "compressed-tensors", "" for a plain checkpoint */
+    char format[40];          /* "gptq", "gptq_v2", "pack-quantized", "int-quantized", "float-quantized", ... */
+    int n_shards;
+    uint64_t tensor_bytes;    /* safetensors payload bytes */
+    int64_t n_files_copied;   /* tokenizer / generation files copied from source_dir */
+} kv_hf_write_report;
+
+/* Checks everything about the tensors and options that the writer would refuse (formats, rotations, shapes),
+ * without writing; the quantize pipeline calls it before any slow work with the formats it chose. */
+kv_status kv_hf_check(const kv_hparams *hp, const kv_hf_tensor *t, int64_t n, const kv_hf_write_opts *o,
+                      kv_error *err);
+/* dir must not exist, or be an empty directory. Writes into a temporary sibling directory, then renames it:
+ * a failure leaves nothing under dir. rep may be NULL. */
+kv_status kv_hf_check_output_dir(const char *dir, kv_error *err);
+kv_status kv_hf_write(const char *dir, const kv_hparams *hp, const kv_hf_tensor *t, int64_t n,
+                      const kv_hf_write_opts *o, kv_hf_write_report *rep, kv_error *err);
+/* The activation format a quantized HF checkpoint's config asks for (compressed-tensors input_activations:
+ * dynamic per-token int8 -> "int8_g0_sym_f32_ct", fp8 -> "fp8_e4m3"), NULL when none; kv_model_load applies it
+ * (kv_model_set_act_quant) so kvant evaluates the checkpoint as its loader runs it. */
+const char *kv_model_act_format(const kv_model_file *mf);
+/* quantization_config.quant_method and .format of an HF model directory ("" when not quantized). */
+const char *kv_model_quant_method(const kv_model_file *mf);
+/* KVANT-SECTION hf END */
+
+/* ============================================================================================== */
 /* model: tokenizers (src/model/tokenizer*)                                                        */
 /* ============================================================================================== */
 /* KVANT-SECTION tokenizer BEGIN */
@@ -931,7 +993,8 @@ kv_status kv_imatrix_collect(const kv_model *m, const int32_t *ids, int64_t n_id
 /* The quantization pipeline (src/algos/quantize.c; docs/quantize.md): open → fp32 working copy → transforms
  * (smoothquant, awq, quarot, rht; prescale selects the MX formats' _ps variants) → per-tensor formats
  * (policy: llama.cpp mixes, --override) → method (rtn or a registered one) → GGUF (or safetensors). */
-typedef enum kv_out_format { KV_OUT_GGUF = 0, KV_OUT_SAFETENSORS = 1 } kv_out_format;
+/* KV_OUT_HF_GPTQ / KV_OUT_HF_CT: a Hugging Face model directory (kv_hf_write; docs/quantize.md "Output layouts"). */
+typedef enum kv_out_format { KV_OUT_GGUF = 0, KV_OUT_SAFETENSORS = 1, KV_OUT_HF_GPTQ = 2, KV_OUT_HF_CT = 3 } kv_out_format;
 
 /* Method hook (`--method NAME[:OPTIONS]`): the pipeline hands a method every tensor to quantize at once. */
 typedef struct kv_quant_job {
@@ -1008,6 +1071,7 @@ typedef struct kv_quantize_opts {
     int entropy_code;         /* store the codes of integer-format tensors entropy-coded (KV_TYPE_ECW version 3,
                                * `--entropy-code`; kv_ecw_packed_formats() lists the formats); GGUF only */
     kv_out_format out_format;
+    uint64_t max_shard_bytes; /* HF output: safetensors shard limit (0: 5 GB) */
     uint64_t seed;
     kv_pool *pool;            /* NULL: serial */
     int quiet;                /* no progress lines */
@@ -1025,6 +1089,7 @@ typedef struct kv_quantize_report {
     double bpw;               /* tensor_bytes · 8 / n_params */
     double seconds;
     char transforms[128];     /* the transforms applied, in order ("" when none) */
+    kv_hf_write_report hf;    /* HF output: layout, shards */
 } kv_quantize_report;
 
 kv_status kv_quantize_model(const char *model_path, const char *out_path, const kv_quantize_opts *opts,

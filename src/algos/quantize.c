@@ -28,6 +28,34 @@ static kv_status check_out_dir(const char *path, kv_error *err) {
     return KV_OK;
 }
 
+/* HF output (kv_hf_write): the tensors as chosen, under Hugging Face names; the source directory's config and
+ * tokenizer files are carried over. data may be NULL (for kv_hf_check before quantizing). */
+static kv_hf_tensor *hf_tensors(const kv_qtensor *ot, int64_t n, kv_error *err) {
+    kv_hf_tensor *h = kv_calloc((size_t)KV_MAX(n, 1), sizeof *h, err);
+    for (int64_t i = 0; h && i < n; i++) {
+        const kv_wtensor *t = ot[i].wt;
+        h[i].name = t->name;
+        h[i].n_dims = t->n_dims;
+        memcpy(h[i].shape, t->shape, sizeof h[i].shape);
+        h[i].fmt = ot[i].fmt;
+        h[i].data = ot[i].data;
+        h[i].rht_block = t->rht_block;
+    }
+    return h;
+}
+
+static kv_hf_write_opts hf_opts(const kv_model_file *mf, const kv_quantize_opts *o, const char *recipe) {
+    kv_hf_write_opts h = {0};
+    h.layout = o->out_format == KV_OUT_HF_GPTQ ? KV_HF_GPTQ : KV_HF_COMPRESSED_TENSORS;
+    h.act = o->act;
+    h.source_dir = kv_model_format(mf) == KV_FILE_HF ? kv_model_path(mf) : NULL;
+    h.max_shard_bytes = o->max_shard_bytes;
+    h.recipe = recipe;
+    return h;
+}
+
+static int is_hf_out(kv_out_format f) { return f == KV_OUT_HF_GPTQ || f == KV_OUT_HF_CT; }
+
 kv_status kv_quantize_model(const char *model_path, const char *out_path, const kv_quantize_opts *opts_in,
                             kv_quantize_report *rep, kv_error *err) {
     kv_quantize_opts o = opts_in ? *opts_in : (kv_quantize_opts){0};
@@ -73,6 +101,12 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
     if ((o.entropy_code || meth->run == kv_method_watersic) && o.out_format == KV_OUT_SAFETENSORS)
         return kv_fail(err, KV_EINVAL, "entropy-coded tensors (%s) are written to GGUF only",
                        o.entropy_code ? "--entropy-code" : "--method watersic");
+    if (is_hf_out(o.out_format) && (ts.rht || ts.quarot))
+        return kv_fail(err, KV_EUNSUPPORTED, "--transform %s stores weights that need an online rotation of the activations, "
+                       "which no Hugging Face loader applies: write GGUF (kvant runs it) or drop the rotation",
+                       ts.rht ? "rht" : "quarot");
+    if (is_hf_out(o.out_format) && (o.entropy_code || meth->run == kv_method_watersic))
+        return kv_fail(err, KV_EUNSUPPORTED, "entropy-coded tensors have no Hugging Face layout: write GGUF");
     if (o.imatrix_path && (ts.rht || ts.quarot))
         return kv_fail(err, KV_EINVAL, "--imatrix holds importance in the unrotated basis: with rht/quarot compute it from --calib instead");
     kv_format actf;
@@ -86,8 +120,12 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
         kv_strlcpy(pol.embd_format, "f16", sizeof pol.embd_format);
         if (!kv_method_option(method_opts, "head", opt_buf, sizeof opt_buf)) kv_strlcpy(pol.head_format, "f16", sizeof pol.head_format);
     }
+    if (is_hf_out(o.out_format)) { /* HF loaders keep the embedding and the head in the checkpoint's dtype */
+        st = kv_policy_add_override(&pol, "^token_embd\\.weight$=bf16", err);
+        if (st == KV_OK) st = kv_policy_add_override(&pol, "^output\\.weight$=bf16", err);
+    }
     for (int i = 0; i < o.n_overrides && st == KV_OK; i++) st = kv_policy_add_override(&pol, o.overrides[i], err);
-    if (st == KV_OK) st = check_out_dir(out_path, err);
+    if (st == KV_OK) st = is_hf_out(o.out_format) ? kv_hf_check_output_dir(out_path, err) : check_out_dir(out_path, err);
 
     kv_model_file *mf = NULL;
     kv_wmodel wm = {0};
@@ -130,6 +168,12 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
         if (!ot) st = KV_ENOMEM;
     }
     if (st == KV_OK) st = kv_qchoose_formats(mf, &wm, &pol, &ts, &o, ot, rep, err);
+    if (st == KV_OK && is_hf_out(o.out_format)) { /* every refusal of the HF writer before the slow work */
+        kv_hf_tensor *h = hf_tensors(ot, wm.n, err);
+        kv_hf_write_opts ho = hf_opts(mf, &o, NULL);
+        st = h ? kv_hf_check(&wm.hp, h, wm.n, &ho, err) : KV_ENOMEM;
+        free(h);
+    }
     if (st == KV_OK && ts.awq) {
         char summary[320] = "";
         struct { kv_qtensor *ot; int64_t n; } u = {ot, wm.n};
@@ -213,7 +257,18 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
         uint64_t total = 0;
         for (int64_t i = 0; i < wm.n; i++) total += ot[i].nbytes;
         if (o.out_format == KV_OUT_SAFETENSORS) st = kv_qwrite_safetensors(ot, wm.n, &ri, out_path, err);
-        else {
+        else if (is_hf_out(o.out_format)) {
+            char recipe[400];
+            snprintf(recipe, sizeof recipe, "format=%s method=%s transforms=%s act=%s seed=%llu", pol.format, ri.method,
+                     applied[0] ? applied : "none", o.act ? o.act : "none", (unsigned long long)o.seed);
+            kv_hf_tensor *h = hf_tensors(ot, wm.n, err);
+            kv_hf_write_opts ho = hf_opts(mf, &o, recipe);
+            kv_progress_begin(&prog, "write", wm.n, o.quiet);
+            ho.progress = &prog;
+            st = h ? kv_hf_write(out_path, &wm.hp, h, wm.n, &ho, &rep->hf, err) : KV_ENOMEM;
+            kv_progress_end(&prog);
+            free(h);
+        } else {
             kv_progress_begin(&prog, "write", (int64_t)total, o.quiet);
             st = kv_qwrite_gguf(mf, &wm, ot, wm.n, &ri, &xo, out_path, &prog, err);
             kv_progress_end(&prog);
@@ -229,7 +284,8 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
         for (int64_t i = 0; i < xo.n; i++) /* a method's extra tensors are storage too (not parameters) */
             if (xo.it[i].is_tensor) rep->tensor_bytes += xo.it[i].nbytes;
         struct stat sb;
-        if (stat(out_path, &sb) == 0) rep->file_bytes = (uint64_t)sb.st_size;
+        if (is_hf_out(o.out_format)) rep->file_bytes = rep->hf.tensor_bytes; /* the safetensors payload */
+        else if (stat(out_path, &sb) == 0) rep->file_bytes = (uint64_t)sb.st_size;
         rep->bpw = rep->n_params ? (double)rep->tensor_bytes * 8.0 / (double)rep->n_params : 0;
     }
     rep->seconds = kv_now_seconds() - t0;

@@ -7,6 +7,11 @@
  * Rounding is to nearest even, with the stored (fp16 or fp32) d and min.
  * Grouping g: 32, 64, 128, 256 (scales in each block), 0 = per channel (one scale set per row, in the row
  * header), t = per tensor (one scale set for the whole tensor, replicated in every row header).
+ * _zp (asym only): an integer zero point, as GPTQ (AutoGPTQ quant.Quantizer) and compressed-tensors store it: the
+ * range is widened to include 0, d = (max - min)/(2^n - 1), z = clamp(round(-min/d), 0, 2^n - 1), and the stored
+ * min is -d*z rounded to the scale type, so x_hat = d*(code - z) up to that rounding (same layout as asym).
+ * _ct (sym only): compressed-tensors' symmetric scale (calculate_qparams): d = absmax / ((2^n - 1)/2), codes
+ * clamp(round(x/d), -2^(n-1), 2^(n-1)-1) + 2^(n-1); its dynamic per-token activation quantizer with _g0_.._f32.
  * _f32 stores scales as fp32 (default fp16; a scale that overflows fp16 is an error). _mse searches the clip
  * ratio r in {1, 0.98, ..., 0.50} (the group range [min, max] or m is multiplied by r, as GPTQ's quantizer
  * grid search) minimising the importance-weighted squared error; without _mse, importance is ignored.
@@ -14,7 +19,7 @@
 #include "formats/extra.h"
 #include <stdio.h>
 
-enum { P_BITS, P_GROUP, P_ASYM, P_F32, P_MSE };
+enum { P_BITS, P_GROUP, P_ASYM, P_F32, P_MSE, P_ZP, P_CT };
 #define GROUP_ROW 0
 #define GROUP_TENSOR (-1)
 
@@ -23,7 +28,7 @@ typedef struct int_params {
 } int_params;
 
 typedef struct int_spec {
-    int bits, asym, f32, mse;
+    int bits, asym, f32, mse, zp, ct;
 } int_spec;
 
 static float store_round(const int_spec *s, float v) { return s->f32 ? v : kv_fp16_to_fp32(kv_fp32_to_fp16(v)); }
@@ -48,10 +53,19 @@ static inline float int_value(const int_spec *s, const int_params *p, uint32_t c
 /* Scale (and min) for values x[0..m) at clip ratio r. */
 static int_params int_fit_ratio(const int_spec *s, float lo, float hi, float big, float r) {
     int_params p = {0.0f, 0.0f};
-    if (s->asym) {
+    if (s->asym && s->zp) {
+        float mn = fminf(lo, 0.0f) * r, mx = fmaxf(hi, 0.0f) * r;
+        const float qmax = (float)((1 << s->bits) - 1);
+        p.d = store_round(s, (float)(((double)mx - mn) / qmax));
+        float z = p.d > 0.0f ? rintf(-mn / p.d) : 0.0f;
+        z = z < 0.0f ? 0.0f : z > qmax ? qmax : z;
+        p.mn = store_round(s, -p.d * z);
+    } else if (s->asym) {
         float mn = lo * r, mx = hi * r;
         p.d = store_round(s, (float)(((double)mx - mn) / ((1 << s->bits) - 1))); /* double: max - min may overflow */
         p.mn = store_round(s, mn);
+    } else if (s->ct) {
+        p.d = store_round(s, fabsf(big) * r / ((float)((1 << s->bits) - 1) / 2.0f));
     } else {
         p.d = store_round(s, big * r / -(float)(1 << (s->bits - 1)));
     }
@@ -97,7 +111,8 @@ static kv_status int_fit(const kv_format *f, const int_spec *s, const float *x, 
 }
 
 static int_spec spec_of(const kv_format *f) {
-    int_spec s = {f->params[P_BITS], f->params[P_ASYM], f->params[P_F32], f->params[P_MSE]};
+    int_spec s = {f->params[P_BITS], f->params[P_ASYM], f->params[P_F32], f->params[P_MSE], f->params[P_ZP],
+                  f->params[P_CT]};
     return s;
 }
 
@@ -196,15 +211,17 @@ kv_status kv_fmt_int_get(const char *name, kv_format *out, kv_error *err) {
     if (!strncmp(p, "_sym", 4)) { asym = 0; p += 4; }
     else if (!strncmp(p, "_asym", 5)) { asym = 1; p += 5; }
     else return KV_ENOTFOUND;
-    int f32 = 0, mse = 0;
+    int f32 = 0, mse = 0, zp = 0, ct = 0;
     if (!strncmp(p, "_f32", 4)) { f32 = 1; p += 4; }
     if (!strncmp(p, "_mse", 4)) { mse = 1; p += 4; }
+    if (asym && !strncmp(p, "_zp", 3)) { zp = 1; p += 3; }
+    if (!asym && !strncmp(p, "_ct", 3)) { ct = 1; p += 3; }
     if (*p) return KV_ENOTFOUND;
-    char canon[48];
-    if (group == GROUP_TENSOR) snprintf(canon, sizeof canon, "int%d_gt_%s%s%s", bits, asym ? "asym" : "sym",
-                                        f32 ? "_f32" : "", mse ? "_mse" : "");
-    else snprintf(canon, sizeof canon, "int%d_g%d_%s%s%s", bits, group, asym ? "asym" : "sym", f32 ? "_f32" : "",
-                  mse ? "_mse" : "");
+    char canon[48], g_txt[8];
+    if (group == GROUP_TENSOR) snprintf(g_txt, sizeof g_txt, "t");
+    else snprintf(g_txt, sizeof g_txt, "%d", group);
+    snprintf(canon, sizeof canon, "int%d_g%s_%s%s%s%s%s", bits, g_txt, asym ? "asym" : "sym", f32 ? "_f32" : "",
+             mse ? "_mse" : "", zp ? "_zp" : "", ct ? "_ct" : "");
     if (strcmp(canon, name)) return KV_ENOTFOUND; /* e.g. "int4_g032_sym": one spelling per format */
     (void)err;
     memset(out, 0, sizeof *out);
@@ -215,6 +232,8 @@ kv_status kv_fmt_int_get(const char *name, kv_format *out, kv_error *err) {
     out->params[P_ASYM] = asym;
     out->params[P_F32] = f32;
     out->params[P_MSE] = mse;
+    out->params[P_ZP] = zp;
+    out->params[P_CT] = ct;
     int_spec s = spec_of(out);
     if (group > 0) {
         out->block = group;

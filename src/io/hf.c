@@ -177,6 +177,12 @@ kv_status kv_safetensors_add_tensors(kv_model_file *mf, int file_index, kv_error
     if (st) return st;
     for (int64_t i = 0; i < h.n_tensors; i++) {
         const kv_st_tensor *s = &h.tensors[i];
+        if (s->raw && !mf->allow_raw) {
+            st = kv_fail(err, KV_EUNSUPPORTED, "dtype %s is not supported (kvant reads F32, F16, BF16, F64, I8-I64; "
+                         "quantized checkpoints need a quantization_config in config.json)", s->dtype);
+            kv_error_context(err, m->path, -1, s->name);
+            break;
+        }
         kv_tensor *t = kv_mf_add_tensor(mf, err);
         if (!t) { st = KV_ENOMEM; break; }
         kv_strlcpy(t->src_name, s->name, sizeof t->src_name);
@@ -294,9 +300,19 @@ kv_status kv_hf_open_dir(kv_model_file *mf, const char *dir, kv_error *err) {
         kv_error_context(err, dir, -1, NULL);
         return KV_ENOTFOUND;
     }
-    kv_status st = kv_hf_config_file(path, &mf->hp, err);
-    if (st) return st;
+    kv_json_doc *cfg_doc = NULL;
+    kv_status st = kv_json_parse_file(path, 16u << 20, &cfg_doc, err);
+    if (!st) st = kv_hf_config_to_hparams(kv_json_root(cfg_doc), path, &mf->hp, err);
+    const kv_json *qcfg = st ? NULL : kv_json_get(kv_json_root(cfg_doc), "quantization_config");
+    if (qcfg && qcfg->type == KV_JSON_NULL) qcfg = NULL;
+    char cfg_path[2048];
+    kv_strlcpy(cfg_path, path, sizeof cfg_path);
+    if (st) {
+        kv_json_free(cfg_doc);
+        return st;
+    }
     mf->has_hparams = 1;
+    mf->allow_raw = qcfg != NULL;
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
     if (file_exists(path)) {
         st = open_sharded(mf, dir, path, err);
@@ -307,15 +323,19 @@ kv_status kv_hf_open_dir(kv_model_file *mf, const char *dir, kv_error *err) {
         if (!file_exists(path) && has_pickle) {
             kv_fail(err, KV_EUNSUPPORTED, "PyTorch pickle checkpoints (pytorch_model.bin) are not supported: save the model as safetensors");
             kv_error_context(err, dir, -1, NULL);
+            kv_json_free(cfg_doc);
             return KV_EUNSUPPORTED;
         }
         if (!file_exists(path)) {
             kv_fail(err, KV_ENOTFOUND, "no model.safetensors or model.safetensors.index.json in the directory");
             kv_error_context(err, dir, -1, NULL);
+            kv_json_free(cfg_doc);
             return KV_ENOTFOUND;
         }
         st = kv_safetensors_open_file(mf, path, err);
     }
+    if (!st && qcfg) st = kv_hf_quant_open(mf, qcfg, cfg_path, err);
+    kv_json_free(cfg_doc);
     if (st) return st;
     if ((st = kv_mf_check_shapes(mf, err))) return st;
     static const struct { const char *file; kv_tokenizer_source src; } toks[] = {

@@ -115,8 +115,28 @@ void kv_model_close(kv_model_file *mf) {
     free(mf->maps);
     free(mf->owned);
     free(mf->tensors);
+    free(mf->meta);
     free(mf);
 }
+
+kv_status kv_mf_set_meta(kv_model_file *mf, const char *key, const char *value, kv_error *err) {
+    if (strlen(key) >= sizeof mf->meta[0].key || strlen(value) >= sizeof mf->meta[0].value)
+        return kv_fail(err, KV_ERANGE, "metadata '%.60s' too long", key);
+    if (mf->n_meta == mf->cap_meta) {
+        int cap = mf->cap_meta ? mf->cap_meta * 2 : 64;
+        kv_mf_meta *g = realloc(mf->meta, (size_t)cap * sizeof *g);
+        if (!g) return kv_fail(err, KV_ENOMEM, "out of memory");
+        mf->meta = g;
+        mf->cap_meta = cap;
+    }
+    kv_strlcpy(mf->meta[mf->n_meta].key, key, sizeof mf->meta[0].key);
+    kv_strlcpy(mf->meta[mf->n_meta].value, value, sizeof mf->meta[0].value);
+    mf->n_meta++;
+    return KV_OK;
+}
+
+const char *kv_model_act_format(const kv_model_file *mf) { return mf && mf->act_format[0] ? mf->act_format : NULL; }
+const char *kv_model_quant_method(const kv_model_file *mf) { return mf ? mf->quant_method : ""; }
 
 kv_status kv_model_open(const char *path, kv_model_file **out, kv_error *err) {
     *out = NULL;
@@ -199,7 +219,10 @@ uint64_t kv_model_n_bytes(const kv_model_file *mf) {
 }
 
 const char *kv_model_meta_string(const kv_model_file *mf, const char *key) {
-    return mf && mf->gguf ? kv_gguf_model_meta_string(mf, key) : NULL;
+    if (mf && mf->gguf) return kv_gguf_model_meta_string(mf, key);
+    for (int i = 0; mf && i < mf->n_meta; i++)
+        if (!strcmp(mf->meta[i].key, key)) return mf->meta[i].value;
+    return NULL;
 }
 
 /* ---- fp32 access ------------------------------------------------------------------------------------ */

@@ -21,7 +21,23 @@ struct kv_model_file {
     kv_tokenizer_source tok;
     char tok_path[1024];
     struct kv_gguf *gguf;     /* the open GGUF reader of a GGUF model */
+    /* quantized HF checkpoints (src/io/hf_quant_read.c): string metadata standing in for the GGUF keys
+     * ("kvant.tensor.NAME.format"), the activation format the checkpoint's loader applies, its quant method */
+    struct kv_mf_meta *meta;
+    int n_meta, cap_meta;
+    int allow_raw;            /* safetensors dtypes kvant does not compute with are read (quantized checkpoints) */
+    char act_format[48];
+    char quant_method[72];    /* "gptq (gptq)", "compressed-tensors (pack-quantized)" */
 };
+
+typedef struct kv_mf_meta {
+    char key[224];
+    char value[64];
+} kv_mf_meta;
+kv_status kv_mf_set_meta(kv_model_file *mf, const char *key, const char *value, kv_error *err);
+/* Rebuilds the tensors of a directory whose config.json has a quantization_config (GPTQ, compressed-tensors)
+ * as kvant tensors of formats that decode to the loader's weights (src/io/hf_quant_read.c). */
+kv_status kv_hf_quant_open(kv_model_file *mf, const kv_json *qcfg, const char *config_path, kv_error *err);
 
 /* Maps path as file number *index of the model. */
 kv_status kv_mf_add_map(kv_model_file *mf, const char *path, int *index, kv_error *err);

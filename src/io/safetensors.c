@@ -46,11 +46,20 @@ static kv_status parse_entry(const kv_json *e, const char *path, kv_st_tensor *t
     for (size_t i = 0; i < KV_ARRAY_LEN(k_dtypes); i++)
         if (!strcmp(dt->u.str, k_dtypes[i].name)) d = &k_dtypes[i];
     if (!d) return fail_json(err, KV_EFORMAT, path, dt, t->name, "unknown safetensors dtype \"%.32s\"", dt->u.str);
-    if (d->type < 0)
+    /* dtypes kvant does not compute with are kept as raw bytes (a stand-in integer type of the same width) for
+     * the quantized-checkpoint readers, which know what they hold; everyone else refuses them */
+    static const int64_t k_raw_type[] = {KV_TYPE_I8, KV_TYPE_I16, -1, KV_TYPE_I32, -1, -1, -1, KV_TYPE_I64};
+    int64_t type = d->type;
+    t->raw = 0;
+    if (type < 0 && d->bits % 8 == 0 && d->bits <= 64) {
+        type = k_raw_type[d->bits / 8 - 1];
+        t->raw = 1;
+    }
+    if (type < 0)
         return fail_json(err, KV_EUNSUPPORTED, path, dt, t->name,
                          "dtype %s is not supported (kvant reads F32, F16, BF16, F64, I8-I64)", d->name);
     kv_strlcpy(t->dtype, d->name, sizeof t->dtype);
-    t->type = (uint32_t)d->type;
+    t->type = (uint32_t)type;
     if (!sh || sh->type != KV_JSON_ARRAY)
         return fail_json(err, KV_EFORMAT, path, sh ? sh : e, t->name, "%s", "missing or non-array \"shape\"");
     if (sh->len > 4)

@@ -10,7 +10,8 @@
 typedef struct kv_st_tensor {
     char name[160];
     char dtype[16];         /* as written: "BF16" */
-    uint32_t type;          /* kv_type */
+    uint32_t type;          /* kv_type (for raw dtypes a stand-in integer type of the same width) */
+    int raw;                /* 1: a dtype kvant does not compute with (U8, U32, BOOL, F8_E4M3 ...): dtype says what */
     int n_dims;
     int64_t shape[4];
     uint64_t begin, end;    /* data_offsets, relative to the start of the byte buffer */
@@ -24,7 +25,7 @@ typedef struct kv_st_header {
 
 /* Validates everything the format promises: header length within the file and the cap, JSON object
  * starting with '{', no duplicate names, known dtypes (F32/F16/BF16/F64/I8/I16/I32/I64 are loadable; other
- * valid safetensors dtypes give KV_EUNSUPPORTED naming the dtype), shape products without overflow, byte
+ * byte-sized safetensors dtypes are kept raw, see kv_st_tensor.raw; F4/F6/C64 give KV_EUNSUPPORTED naming the dtype), shape products without overflow, byte
  * counts matching dtype x shape, offsets inside the buffer, the buffer covered with no holes or overlaps.
  * path only names the file in errors. On success free with kv_st_header_free. */
 kv_status kv_safetensors_parse(const uint8_t *data, size_t size, const char *path, kv_st_header *out, kv_error *err);

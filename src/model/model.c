@@ -318,6 +318,11 @@ kv_status kv_model_load(const kv_model_file *mf, const kv_model_load_opts *opts,
     }
     if ((st = load_rht_metadata(m, mf, err)) != KV_OK) goto fail;
     if ((st = kv_llmint8_attach(m, mf, err)) != KV_OK) goto fail;
+    if (kv_model_act_format(mf)) { /* a compressed-tensors W8A8 / FP8 checkpoint: its loader's activation quantizer */
+        kv_format af;
+        if ((st = kv_format_get(kv_model_act_format(mf), &af, err)) != KV_OK) goto fail;
+        if ((st = kv_model_set_act_quant(m, &af, 0, err)) != KV_OK) goto fail;
+    }
     if (opts && opts->prepack) { /* LLM.int8() weights run their own int8 kernel: no fp32 panels */
         for (int l = 0; l < hp->n_layer; l++)
             for (int i = 0; i < KV_N_BLOCK_LINEARS; i++)

@@ -60,11 +60,11 @@ kv_status kv_wmodel_untie(kv_wmodel *wm, kv_error *err) {
 
 /* The kv_format of a source tensor (ggml ids directly, kvant-only ids through their metadata name). */
 static kv_status source_format(const kv_model_file *mf, const kv_tensor *t, kv_format *f, kv_error *err) {
-    if (t->type >= KV_TYPE_KVANT_BASE && mf->gguf) {
+    if (t->type >= KV_TYPE_KVANT_BASE) { /* GGUF metadata, or what a quantized HF directory's reader recorded */
         char key[256];
-        const char *name = NULL;
         snprintf(key, sizeof key, "kvant.tensor.%s.format", t->name);
-        if (kv_gguf_get_str(mf->gguf, key, &name, NULL) == KV_OK) return kv_format_get(name, f, err);
+        const char *name = kv_model_meta_string(mf, key);
+        if (name) return kv_format_get(name, f, err);
     }
     return kv_format_from_type(t->type, f, err);
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define MAX_OVERRIDES 4096
 
@@ -41,7 +42,11 @@ static void usage(FILE *out) {
             "  --alphas FILE         layer sensitivities from `kvant sensitivity` (linearity, waterfill)\n"
             "  --formats LIST        comma-separated candidate formats for --bits (e.g. q2_k,q3_k,q4_k,q5_k,q6_k)\n"
             "  --recipe FILE.json    options from a JSON object (keys as the long options; command line wins)\n"
-            "  --out-format gguf|safetensors\n"
+            "  --out-format F        gguf (default), safetensors (kvant's packed rows), hf = compressed-tensors (a model\n"
+            "                        directory transformers/vLLM load: W4A16, W8A16, W8A8 with --act int8, FP8 with\n"
+            "                        --act fp8, NVFP4), gptq (GPTQ qweight/qzeros/scales). -o DIR/ implies hf,\n"
+            "                        -o *.safetensors implies safetensors. docs/quantize.md \"Output layouts\"\n"
+            "  --max-shard-size MB   HF output: safetensors shard size limit (default 5 GB)\n"
             "  --eval TEXT           afterwards, compare base and quantized on TEXT (hf style)\n"
             "  --ctx N               eval window (default 512)\n"
             "  --chunks K            eval windows (default 40; 0 = all)\n"
@@ -61,7 +66,7 @@ typedef struct qargs {
     double bits;
     const char *overrides[MAX_OVERRIDES];
     int n_overrides;
-    long long calib_tokens, ctx, chunks, seed, threads;
+    long long calib_tokens, ctx, chunks, seed, threads, max_shard_mb;
     int pure, no_imatrix, quiet, json, transform_only, ppl_only, entropy_code;
     int set_calib_tokens, set_seed;
 } qargs;
@@ -160,6 +165,7 @@ static int parse_args(int argc, char **argv, qargs *a) {
         INT_OPT("--chunks", NULL, a->chunks, 0, 1LL << 32, (void)0)
         INT_OPT("--seed", NULL, a->seed, 0, 1LL << 62, a->set_seed = 1)
         INT_OPT("--threads", "-t", a->threads, 1, 1024, (void)0)
+        INT_OPT("--max-shard-size", NULL, a->max_shard_mb, 1, 1LL << 24, (void)0)
         else if (kv_cli_opt(argc, argv, &i, "--override", NULL, &v)) {
             if (!v) return kv_cli_usage("quantize", "--override needs 'REGEX=FORMAT'");
             if (a->n_overrides == MAX_OVERRIDES) return kv_cli_usage("quantize", "too many overrides (max %d)", MAX_OVERRIDES);
@@ -175,6 +181,36 @@ static int parse_args(int argc, char **argv, qargs *a) {
     if ((a->allocate || a->alphas || a->alloc_formats) && a->bits <= 0)
         return kv_cli_usage("quantize", "--allocate, --alphas and --formats go with --bits B");
     if (a->bits > 0 && !a->alloc_formats) return kv_cli_usage("quantize", "--bits needs --formats LIST (the candidates)");
+    return 0;
+}
+
+/* --out-format, or what -o implies: a path ending in '/' (or an existing directory) is a Hugging Face directory,
+ * *.safetensors is kvant's safetensors file; anything else GGUF. */
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+static int resolve_out_format(const qargs *a, kv_out_format *out) {
+    static const struct { const char *name; kv_out_format f; } k_out[] = {
+        {"gguf", KV_OUT_GGUF}, {"safetensors", KV_OUT_SAFETENSORS}, {"hf", KV_OUT_HF_CT},
+        {"compressed-tensors", KV_OUT_HF_CT}, {"ct", KV_OUT_HF_CT}, {"gptq", KV_OUT_HF_GPTQ},
+    };
+    if (a->out_format) {
+        for (size_t i = 0; i < sizeof k_out / sizeof k_out[0]; i++)
+            if (!strcmp(a->out_format, k_out[i].name)) {
+                *out = k_out[i].f;
+                if (*out == KV_OUT_GGUF && (ends_with(a->out, ".safetensors") || ends_with(a->out, "/")))
+                    return kv_cli_usage("quantize", "--out-format gguf with -o %s: name the GGUF file *.gguf", a->out);
+                return 0;
+            }
+        return kv_cli_usage("quantize", "--out-format must be gguf, safetensors, hf (= compressed-tensors), "
+                            "compressed-tensors or gptq, not '%s'", a->out_format);
+    }
+    struct stat sb;
+    if (ends_with(a->out, "/") || (stat(a->out, &sb) == 0 && S_ISDIR(sb.st_mode))) *out = KV_OUT_HF_CT;
+    else if (ends_with(a->out, ".safetensors")) *out = KV_OUT_SAFETENSORS;
+    else *out = KV_OUT_GGUF;
     return 0;
 }
 
@@ -279,7 +315,7 @@ static int run_eval(const qargs *a, kv_pool *pool, eval_row rows[2], kv_error *e
     if (st == KV_OK) st = kv_model_load(qf, NULL, &qm, err);
     if (st == KV_OK) st = kv_model_apply_transforms(qm, qf, err);
     if (st == KV_OK) st = weights_to_f32(qm, err);
-    if (st == KV_OK && a->act) {
+    if (st == KV_OK && a->act && !kv_model_act_format(qf)) { /* an HF W8A8/FP8 dir carries its own (applied at load) */
         kv_format af;
         int none = 1;
         if ((st = kv_act_format(a->act, &af, &none, err)) == KV_OK && !none) {
@@ -427,16 +463,14 @@ int kv_cmd_quantize(int argc, char **argv) {
     o.seed = (uint64_t)a.seed;
     o.quiet = a.quiet;
     o.log = log_note;
-    if (a.out_format && !strcmp(a.out_format, "safetensors")) o.out_format = KV_OUT_SAFETENSORS;
-    else if (a.out_format && strcmp(a.out_format, "gguf")) {
-        /* the message first: out_format may point into the recipe */
-        rc = kv_cli_usage("quantize", "--out-format must be gguf or safetensors, not '%s'", a.out_format);
+    if ((rc = resolve_out_format(&a, &o.out_format)) != 0) {
         kv_json_free(recipe);
         return rc;
     }
+    o.max_shard_bytes = (uint64_t)a.max_shard_mb << 20;
     if (a.eval && o.out_format == KV_OUT_SAFETENSORS) {
         kv_json_free(recipe);
-        return kv_cli_usage("quantize", "--eval needs GGUF output (kvant runs GGUF files)");
+        return kv_cli_usage("quantize", "--eval needs GGUF or HF output (kvant cannot run its packed safetensors file)");
     }
     if (precheck_eval_base(&a, &err) != KV_OK) {
         kv_json_free(recipe);
