@@ -39,7 +39,7 @@ static const char *const k_list[] = {
 };
 
 const char *kv_formats_extra_families(void) {
-    return "int{2..8}_g{0|32|64|128|256|t}_{sym[_f32][_mse][_ct]|asym[_f32][_mse][_zp]}, fp8_e4m3, fp8_e5m2, fp6_e3m2, fp6_e2m3, "
+    return "int{2..8}_g{0|32|64|128|256|t}_{sym|asym}[_f32][_mse], fp8_e4m3, fp8_e5m2, fp6_e3m2, fp6_e2m3, "
            "fp4_e2m1, mxfp8_e4m3, mxfp8_e5m2, mxfp6_e3m2, mxfp6_e2m3, mxfp4_ocp, mxint8 (each also _ps), nvfp4_ts, "
            "nf4, nf4_dq, af4, higgs_p1_b{1..8}, higgs_p2_b{2..4}, higgs_p4_b2, e8_b2, e8_b3, e8_b4";
 }
