@@ -25,6 +25,8 @@ int kv_cli_parse_double(const char *s, double *out);
 int kv_cli_opt(int argc, char **argv, int *i, const char *long_name, const char *short_name, const char **val);
 int kv_cli_flag(char **argv, int i, const char *long_name, const char *short_name);
 int kv_cli_wants_help(int argc, char **argv);
+/* `kvant bench kernels` (cmd_bench_kernels.c); argv[0] = "kernels". */
+int kv_bench_kernels(int argc, char **argv);
 /* Splits "a,b,c" into malloc'd strings (empty items dropped); returns the count (-1 out of memory).
  * Free with kv_cli_free_list. */
 int kv_cli_split_list(const char *list, char ***out);
