@@ -221,3 +221,14 @@ KV_TEST(f32_kernel_tables_agree) {
     }
     CHECK(kv_isa_parse("avx2") == KV_ISA_AVX2 && kv_isa_parse("nope") == -1);
 }
+
+/* bench kernels validates its arguments before any work (the measurements themselves live in bench/). */
+KV_TEST(bench_kernels_refuses_bad_arguments) {
+    char *out = NULL;
+    int rc = kv_test_run_cli("bench kernels --format q4_0,nope", &out);
+    CHECK(rc != 0 && out && strstr(out, "nope"));
+    free(out);
+    rc = kv_test_run_cli("bench kernels --act-dot q4", &out);
+    CHECK(rc != 0 && out && strstr(out, "--act-dot"));
+    free(out);
+}
