@@ -42,7 +42,7 @@ ifneq ($(V),1)
 Q = @
 endif
 
-.PHONY: all test asan check fuzz test-fuzz bench clean check-headers
+.PHONY: all test asan check check-layers fuzz test-fuzz bench clean check-headers
 all: $(BUILD)/kvant $(BUILD)/libkvant.a
 
 # Kernels for one instruction set live in files named *_avx2.c / *_avx512.c, compiled with that ISA's flags
@@ -78,6 +78,10 @@ asan:
 
 # CI (.ci/run, the README's test command): the normal and the sanitized suite and a short fuzz smoke, summed.
 CHECK_FUZZ_SECONDS ?= 5
+# lower layers (core, formats, kernels, io, model) never include or call transforms, algos, eval
+check-layers: $(BUILD)/libkvant.a
+	$(Q)sh scripts/check_layers.sh $(BUILD)
+
 check:
 	$(Q)MAKE="$(MAKE)" FUZZ_SECONDS=$(CHECK_FUZZ_SECONDS) sh scripts/check.sh
 

@@ -940,7 +940,7 @@ kv_status kv_tasks_eval(const kv_model *m, const kv_tokenizer *tok, const kv_tas
 /* transforms and quantization pipeline (src/transforms, src/algos)                                */
 /* ============================================================================================== */
 /* KVANT-SECTION quantize BEGIN */
-/* Randomized Hadamard transform (rht) of the input features of a linear layer (src/transforms/hadamard.c).
+/* Randomized Hadamard transform (rht) of the input features of a linear layer (src/kernels/cpu/hadamard.c).
  * R = blockdiag(H_b · diag(s) / sqrt(b)) over the n inputs in contiguous blocks of b, with s_i = ±1 for every
  * input i drawn from kv_rng seeded with `seed` (s_i = -1 iff bit 63 of the i-th kv_rng_u64 is set).
  * H_b: b = 2^m is Sylvester's Hadamard in natural order; b = K·2^m (K = 12, 20, 28) is H_K ⊗ H_{2^m}

@@ -2,7 +2,7 @@
  * (QuaRot, SmoothQuant, AWQ folds keep the unquantized model's logits). */
 #include "test.h"
 #include "../src/core/core.h"
-#include "../src/transforms/hadamard.h"
+#include "../src/kernels/cpu/hadamard.h"
 
 KV_TEST(hadamard_small_orders_are_hadamard) {
     static const int orders[] = {1, 2, 12, 20, 28};

@@ -1,5 +1,5 @@
 /* test_watersic.c — WaterSIC (src/algos/watersic.c) and the entropy-coded weight container
- * (src/algos/entropy.c): identity Σ_X reduces to per-column uniform scalar quantization, the entropy falls by
+ * (src/formats/ecw.c): identity Σ_X reduces to per-column uniform scalar quantization, the entropy falls by
  * ~1 bit when the step doubles, the rate search hits its target, the distortion is within ~0.3 bit of the
  * Gaussian bound on iid Gaussian weights, the rANS container round-trips exactly at a size within 2% of the
  * reported rate, corrupt containers are refused, results do not depend on the thread count. */

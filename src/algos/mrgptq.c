@@ -4,7 +4,7 @@
  * that the forward pass applies to activations), the format's scales computed once on the whole rotated weight
  * before the GPTQ loop (with the format's own scale search: the `_ps` MX variants, `_mse` INT variants), then
  * GPTQ on the rotated weights with those scales fixed.
- * The rotation itself is the pipeline's `--transform rht:BLOCK` (src/transforms/hadamard.c): it rotates W and
+ * The rotation itself is the pipeline's `--transform rht:BLOCK` (src/kernels/cpu/hadamard.c): it rotates W and
  * records the online transform in the GGUF; this method checks that it is there and runs GPTQ with static
  * parameters on the rotated input statistics (the calibration engine rotates x with the same R). */
 #include "algos/calib.h"

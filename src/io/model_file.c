@@ -589,3 +589,21 @@ static const char *kv_gguf_model_meta_string(const kv_model_file *mf, const char
     if (!v || v->type != KV_GGUF_STRING || kv_gguf_get_str(mf->gguf, key, &s, NULL)) return NULL;
     return s;
 }
+
+/* An entropy-coded tensor of a model file decoded to fp32, errors located in the file (the codec:
+ * src/formats/ecw.c). */
+kv_status kv_ecw_tensor_to_f32(const kv_model_file *mf, const kv_tensor *t, float *dst, kv_pool *pool,
+                               kv_error *err) {
+    const char *name = t->name[0] ? t->name : t->src_name;
+    kv_error sub;
+    kv_error_clear(&sub);
+    kv_status st;
+    if (t->type != KV_TYPE_ECW || t->n_dims != 2)
+        st = kv_fail(&sub, KV_EINVAL, "not a 2-D entropy-coded (ecw) tensor");
+    else
+        st = kv_ecw_decode_f32(t->data, (size_t)t->nbytes, t->shape[0], t->shape[1], dst, pool, &sub);
+    if (st == KV_OK) return KV_OK;
+    kv_fail(err, st, "%s", sub.message);
+    kv_error_context(err, mf ? kv_model_path(mf) : NULL, (int64_t)t->offset + (sub.offset >= 0 ? sub.offset : 0), name);
+    return st;
+}

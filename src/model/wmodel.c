@@ -2,7 +2,6 @@
  * (kv_wmodel_load), a tied head made separate (kv_wmodel_untie), and a runnable kv_model built from it
  * (kv_wmodel_to_model) for calibration. */
 #include "model/wmodel.h"
-#include "algos/quantize.h"
 #include "io/gguf.h"
 #include "io/model_file.h"
 #include "model/model.h"

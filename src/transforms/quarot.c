@@ -10,7 +10,7 @@
  * Since RMSNorm(Q·x) = Q·RMSNorm(x) for orthogonal Q once the gains are folded, the unquantized model computes
  * the same function (tests/test_transforms.c checks the logits). */
 #include "algos/quantize.h"
-#include "transforms/hadamard.h"
+#include "kernels/cpu/hadamard.h"
 #include <stdio.h>
 
 static int64_t numel(const kv_wtensor *t) {

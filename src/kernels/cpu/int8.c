@@ -1,4 +1,4 @@
-/* llmint8.c — LLM.int8() mixed-precision matrix multiplication (Dettmers et al., arXiv 2208.07339 §3.2;
+/* int8.c — LLM.int8() mixed-precision matrix multiplication (Dettmers et al., arXiv 2208.07339 §3.2;
  * bitsandbytes MatMul8bitLt / int8_vectorwise_quant): input feature columns with an activation magnitude
  * >= threshold (6.0) are multiplied in fp16 (activations and weights rounded to fp16, fp32 accumulation); the
  * other columns use vector-wise int8: each activation row and each weight row is scaled by its absmax over

@@ -1,7 +1,7 @@
-/* hadamard.h — Walsh–Hadamard transforms and small Hadamard matrices (internal helpers of src/transforms).
+/* hadamard.h — Walsh–Hadamard transforms and small Hadamard matrices (kernels below the model: the forward pass and src/transforms use them).
  * The public part (kv_rht_*) is declared in include/kvant.h, quantize section. */
-#ifndef KV_TRANSFORMS_HADAMARD_H
-#define KV_TRANSFORMS_HADAMARD_H
+#ifndef KV_KERNELS_CPU_HADAMARD_H
+#define KV_KERNELS_CPU_HADAMARD_H
 
 #include "core/core.h"
 

@@ -4,7 +4,7 @@
  * construction I (q ≡ 3 mod 4 prime power, H = I + S with S the bordered Jacobsthal matrix); QuaRot
  * (arXiv 2404.00456) hadamard_utils.py for the Kronecker convention H_K ⊗ H_{2^m} (x as K rows of 2^m);
  * HIGGS (arXiv 2411.17525) and MR-GPTQ for the block-wise randomized rotation of weight rows. */
-#include "transforms/hadamard.h"
+#include "kernels/cpu/hadamard.h"
 #include <math.h>
 
 void kv_fwht(float *x, int64_t n) {

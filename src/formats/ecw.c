@@ -1,4 +1,4 @@
-/* entropy.c — entropy-coded weights ("kvant ECW", docs/FORMAT.md): integer codes Z [rows × cols] coded with
+/* ecw.c — entropy-coded weights ("kvant ECW", docs/FORMAT.md): integer codes Z [rows × cols] coded with
  * a static range-asymmetric-numeral-system coder (rANS: J. Duda, "Asymmetric numeral systems", arXiv
  * 0902.0271; 32-bit state with byte-wise renormalisation as in F. Giesen's public-domain rans_byte.h
  * description). Columns are put in up to 16 groups of similar code spread (sorted by mean |z|), each group
@@ -622,20 +622,4 @@ kv_status kv_ecw_decode_f32(const uint8_t *data, size_t size, int64_t rows, int6
         return KV_EFORMAT;
     }
     return ecw_decode_view(&v, data, size, NULL, w, pool, err);
-}
-
-kv_status kv_ecw_tensor_to_f32(const kv_model_file *mf, const kv_tensor *t, float *dst, kv_pool *pool,
-                               kv_error *err) {
-    const char *name = t->name[0] ? t->name : t->src_name;
-    kv_error sub;
-    kv_error_clear(&sub);
-    kv_status st;
-    if (t->type != KV_TYPE_ECW || t->n_dims != 2)
-        st = kv_fail(&sub, KV_EINVAL, "not a 2-D entropy-coded (ecw) tensor");
-    else
-        st = kv_ecw_decode_f32(t->data, (size_t)t->nbytes, t->shape[0], t->shape[1], dst, pool, &sub);
-    if (st == KV_OK) return KV_OK;
-    kv_fail(err, st, "%s", sub.message);
-    kv_error_context(err, mf ? kv_model_path(mf) : NULL, (int64_t)t->offset + (sub.offset >= 0 ? sub.offset : 0), name);
-    return st;
 }
