@@ -66,8 +66,11 @@ void *kv_test_read_file(const char *path, size_t *size) {
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
-    void *buf = malloc(n > 0 ? (size_t)n : 1);
+    if (n < 0) { fclose(f); return NULL; }
+    /* one NUL past the end, so text files can be searched with the str* functions */
+    char *buf = malloc((size_t)n + 1);
     if (buf && n > 0 && fread(buf, 1, (size_t)n, f) != (size_t)n) { free(buf); buf = NULL; }
+    if (buf) buf[n] = '\0';
     fclose(f);
     if (buf && size) *size = (size_t)n;
     return buf;

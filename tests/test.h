@@ -53,6 +53,7 @@ const char *kv_test_tmpdir(void);
  * caller frees) and returns the exit status (-1 if it did not exit normally). */
 int kv_test_run_cli(const char *args, char **out);
 /* Reads a whole file into malloc'd memory; NULL on failure. */
+/* The whole file, with a NUL after its last byte (not counted in *size); NULL if unreadable. */
 void *kv_test_read_file(const char *path, size_t *size);
 int kv_test_write_file(const char *path, const void *data, size_t size);
 
