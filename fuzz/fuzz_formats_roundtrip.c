@@ -4,7 +4,9 @@
  *     dequantized values reproduces the bytes (the values are grid points of the same scales);
  *   q8_1: the values reproduce (its per-block sum field is computed from the input, not from the codes);
  *   the others search their scales (k-quants' and iq4's rmse search with fp16 super-scales, nf4_dq's
- *     double-quantized absmax, HIGGS/E8 scaled by the block's RMS, which the codes change): no fixed point is
+ *     double-quantized absmax, HIGGS/E8 scaled by the block's RMS, which the codes change; nvfp4 and nvfp4_ts
+ *     round amax/6 to an E4M3 block scale: rounded up, the block's largest code falls below 6 and the
+ *     re-quantized block gets a smaller scale): no fixed point is
  *     promised, so only that both passes give finite values no farther from their input than zero would be.
  * With importance weights only finiteness is checked (see check_bound).
  * Input: byte 0 the format, byte 1 the row length and rows, byte 2 the magnitude (up to 2^1 .. 2^15), byte 3 bit 0
@@ -17,7 +19,8 @@
 typedef enum { PROMISE_BYTES, PROMISE_VALUES, PROMISE_BOUND } promise;
 
 static promise promise_of(const kv_format *f) {
-    static const char *const search[] = {"q6_k", "q5_k", "q4_k", "q3_k", "q2_k", "q8_k", "iq4_nl", "iq4_xs", "nf4_dq"};
+    static const char *const search[] = {"q6_k", "q5_k", "q4_k", "q3_k", "q2_k", "q8_k", "iq4_nl", "iq4_xs", "nf4_dq",
+                                         "nvfp4", "nvfp4_ts"};
     for (size_t i = 0; i < sizeof search / sizeof search[0]; i++)
         if (!strcmp(f->name, search[i])) return PROMISE_BOUND;
     if (!strncmp(f->name, "higgs_", 6) || !strncmp(f->name, "e8_", 3)) return PROMISE_BOUND;
