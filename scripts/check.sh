@@ -6,7 +6,7 @@
 # (fuzz targets count one each). Exits non-zero when anything failed.
 set -u
 cd "$(dirname "$0")/.."
-make=${MAKE:-make}
+make="${MAKE:-make} --no-print-directory"
 jobs=${CHECK_JOBS:--j2}
 secs=${FUZZ_SECONDS:-5}
 mkdir -p build
@@ -32,14 +32,13 @@ add_suite() {
 echo "== check: the suite"
 $make $jobs test > build/check-test.log 2>&1
 rc=$?
-tail -n 1 build/check-test.log
+grep -E '^ *FAIL|^[0-9]+ passed, [0-9]+ failed' build/check-test.log
 add_suite test $rc
 
 echo "== check: the suite under ASan + UBSan"
 $make $jobs asan > build/check-asan.log 2>&1
 rc=$?
-grep -E '^ *FAIL|ERROR: AddressSanitizer|runtime error' build/check-asan.log | head -n 20
-tail -n 1 build/check-asan.log
+grep -E '^ *FAIL|ERROR: AddressSanitizer|runtime error|^[0-9]+ passed, [0-9]+ failed' build/check-asan.log | head -n 20
 add_suite asan $rc
 
 if command -v "${FUZZ_CC:-clang}" > /dev/null 2>&1; then
