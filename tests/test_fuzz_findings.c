@@ -3,6 +3,7 @@
  * `make test-fuzz`. */
 #include "test.h"
 #include "io/model_file.h"
+#include "eval/eval.h"
 
 /* An imatrix GGUF with one entry: in_sum2 = sums (n values), counts = count (one matrix). */
 static int write_imatrix_gguf(const char *path, const float *sums, int64_t n, float count) {
@@ -134,4 +135,61 @@ KV_TEST(fuzz_logits_huge_token_count_is_refused) {
     kv_error err;
     CHECK(kv_logprobs_load(path, &lp, &err) == KV_EFORMAT && !lp);
     CHECK(strstr(err.message, "token count") != NULL);
+}
+
+/* fuzz_logits: positive log-probs (valid files never have them: kvant writes l - logsumexp(l)) loaded, and
+ * exp(60000) made the KL-divergence infinite with exit 0. */
+KV_TEST(fuzz_logits_positive_logprob_is_refused) {
+    enum { V = 8 };
+    int32_t ids[5] = {1, 2, 3, 4, 5};
+    uint8_t recs[3 * (8 + 8 * V + 2 * V)];
+    kv_logprobs lp;
+    memset(&lp, 0, sizeof lp);
+    lp.n_vocab = V;
+    lp.plan.ctx = 4;
+    lp.plan.style = KV_PPL_HF;
+    lp.plan.windows = 1;
+    lp.plan.per_window = 3;
+    lp.n_ids = 5;
+    lp.ids = ids;
+    lp.ids_hash = kv_eval_ids_hash(ids, 5);
+    lp.n_scored = 3;
+    lp.rec_bytes = kv_logprobs_rec_bytes(V);
+    for (int r = 0; r < 3; r++) {
+        uint8_t *rec = recs + (size_t)r * lp.rec_bytes;
+        kv_wr_f32(rec, -logf(8.0f));
+        kv_wr_u32(rec + 4, 0);
+        for (int k = 0; k < V; k++) kv_wr_u32(rec + 8 + 8 * k, (uint32_t)k), kv_wr_f32(rec + 12 + 8 * k, -logf(8.0f));
+        for (int i = 0; i < V; i++) kv_wr_u16(rec + 8 + 8 * V + 2 * i, kv_fp32_to_fp16(-logf(8.0f)));
+    }
+    lp.recs = recs;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/pos.logits", kv_test_tmpdir());
+    kv_error err;
+    REQUIRE_OK(kv_logprobs_save(&lp, path, &err), &err);
+    kv_logprobs *back = NULL;
+    REQUIRE_OK(kv_logprobs_load(path, &back, &err), &err);
+    kv_logprobs_free(back);
+    const size_t rec1 = 64 + 4 * 5 + lp.rec_bytes; /* second record */
+    size_t size = 0;
+    uint8_t *b = kv_test_read_file(path, &size);
+    REQUIRE(b);
+    const struct { size_t off; int f16; float v; } bad[] = {
+        {rec1, 0, 0.5f},                        /* the correct token's log-prob */
+        {rec1 + 12 + 8 * 3, 0, 60000.0f},       /* a top-k log-prob */
+        {rec1 + 8 + 8 * V + 2 * 5, 1, 60000.0f} /* an fp16 log-prob */
+    };
+    for (int k = 0; k < 3; k++) {
+        uint8_t *c = malloc(size);
+        REQUIRE(c);
+        memcpy(c, b, size);
+        if (bad[k].f16) kv_wr_u16(c + bad[k].off, kv_fp32_to_fp16(bad[k].v));
+        else kv_wr_f32(c + bad[k].off, bad[k].v);
+        REQUIRE(kv_test_write_file(path, c, size) == 0);
+        free(c);
+        back = NULL;
+        CHECK(kv_logprobs_load(path, &back, &err) == KV_EFORMAT && !back);
+        CHECK(strstr(err.message, "log-prob") != NULL);
+    }
+    free(b);
 }

@@ -58,15 +58,16 @@ static kv_status bad_record(kv_error *err, const char *path, const kv_logprobs *
     return KV_EFORMAT;
 }
 
-/* A log-prob is <= 0 or -inf (a token the model rules out); NaN or +inf would turn every statistic into NaN. */
-static int bad_logprob(float v) { return isnan(v) || v == INFINITY; }
+/* A log-prob is <= 0 or -inf (a token the model rules out; kvant writes l - logsumexp(l), never above 0); NaN
+ * would turn every statistic into NaN and a positive value overflows exp() into an infinite KL-divergence. */
+static int bad_logprob(float v) { return isnan(v) || v > 0; }
 
 static kv_status check_records(const kv_logprobs *lp, const char *path, kv_error *err) {
     const int64_t V = lp->n_vocab, K = kv_logprobs_topk(V);
     for (int64_t r = 0; r < lp->n_scored; r++) {
         const uint8_t *rec = lp->recs + (size_t)r * lp->rec_bytes;
         float t = kv_rd_f32(rec);
-        if (!isfinite(t)) return bad_record(err, path, lp, r, rec, "the log-prob of the correct token", t);
+        if (!isfinite(t) || t > 0) return bad_record(err, path, lp, r, rec, "the log-prob of the correct token", t);
         uint32_t am = kv_rd_u32(rec + 4);
         if (am >= (uint32_t)V) return bad_record(err, path, lp, r, rec + 4, "the argmax id", am);
         for (int64_t k = 0; k < K; k++) {
@@ -78,8 +79,9 @@ static kv_status check_records(const kv_logprobs *lp, const char *path, kv_error
         const uint8_t *row = rec + 8 + 8 * K;
         for (int64_t i = 0; i < V; i++) {
             uint16_t hv = kv_rd_u16(row + 2 * i);
-            /* fp16 exponent all ones: NaN or +-inf; only -inf (0xFC00) is a log-prob */
-            if ((hv & 0x7C00) == 0x7C00 && hv != 0xFC00)
+            /* fp16 exponent all ones: NaN or +-inf, only -inf (0xFC00) is a log-prob; sign clear: positive
+             * (only +0 is one) */
+            if (((hv & 0x7C00) == 0x7C00 && hv != 0xFC00) || (!(hv & 0x8000) && hv != 0))
                 return bad_record(err, path, lp, r, row + 2 * i, "an fp16 log-prob", kv_fp16_to_fp32(hv));
         }
     }
