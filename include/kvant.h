@@ -500,6 +500,8 @@ kv_status kv_format_get(const char *name, kv_format *out, kv_error *err);
 kv_status kv_format_from_type(uint32_t type, kv_format *out, kv_error *err);
 size_t kv_format_row_bytes(const kv_format *f, int64_t n); /* 0 if n is not a multiple of the block */
 double kv_format_bpw(const kv_format *f, int64_t n);         /* exact bits/weight for rows of n */
+/* 1 when f's quantizer uses an importance vector (imatrix), 0 when it rounds the same without one. */
+int kv_format_uses_importance(const kv_format *f);
 /* The canonical list of format names for `kvant formats` (parametric families: representative members). */
 int kv_format_list_count(void);
 const char *kv_format_list_name(int i);

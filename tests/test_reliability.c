@@ -441,6 +441,7 @@ KV_TEST(reliability_unwritable_outputs_fail_before_the_work) {
         "sensitivity ../shared/models/proxy-27m --text ../shared/data/calib.txt -o %s/a.json",
         "convert " STORIES " -o %s/x.gguf",
         "formats quantize --format q4_0 --row 32 --in " STORIES " --out %s/x.bin",
+        "quantize ../shared/models/proxy-27m -o %s/x.gguf --method gptq --calib ../shared/data/calib.txt",
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         snprintf(args, sizeof args, cmds[i], ro);
@@ -517,4 +518,102 @@ KV_TEST(reliability_logits_nan_records_are_refused) {
         EXPECT_CLI(args, 1, "not a valid kvant logits file: scored token", off, bad);
     }
     free(d);
+}
+
+/* ---- imatrix entries that do not fit the model; options without effect ------------------------------------ */
+
+static void save_imatrix(kv_test_ctx *T, const char *path, const char *name, int64_t dim) {
+    kv_imatrix *im = NULL;
+    kv_error e;
+    kv_error_clear(&e);
+    REQUIRE_OK(kv_imatrix_create(&im, &e), &e);
+    float x[2 * 512];
+    for (int i = 0; i < 2 * 512; i++) x[i] = 0.5f + (float)(i % 7);
+    CHECK_OK(kv_imatrix_accumulate(im, "blk.0.attn_q.weight", x, 2, 64, &e), &e);
+    CHECK_OK(kv_imatrix_accumulate(im, name, x, 2, dim, &e), &e);
+    kv_imatrix_end_chunk(im);
+    CHECK_OK(kv_imatrix_save(im, path, &e), &e);
+    kv_imatrix_free(im);
+}
+
+KV_TEST(reliability_imatrix_must_fit_the_model) {
+    char im[600], out[600], args[2000];
+    tmp_path(out, sizeof out, "q.gguf");
+    const struct { const char *file, *name; int64_t dim; const char *needle; } cases[] = {
+        {"size.dat", "blk.1.ffn_down.weight", 64, "imatrix entry 'blk.1.ffn_down.weight' has 64 values, the tensor has 172"},
+        {"other.dat", "blk.31.ffn_up.weight", 64, "imatrix entry 'blk.31.ffn_up.weight' names no matrix of this model"},
+        {"size.gguf", "blk.2.attn_k.weight", 128, "imatrix entry 'blk.2.attn_k.weight' has 128 values"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tmp_path(im, sizeof im, cases[i].file);
+        save_imatrix(T, im, cases[i].name, cases[i].dim);
+        snprintf(args, sizeof args, "quantize %s -o %s --format q4_k --imatrix %s", STORIES, out, im);
+        EXPECT_CLI(args, 2, cases[i].needle, im);
+        CHECK(!kv_test_exists(out));
+    }
+    tmp_path(im, sizeof im, "ok.dat"); /* a fitting one is used */
+    save_imatrix(T, im, "blk.1.ffn_down.weight", 172);
+    snprintf(args, sizeof args, "quantize %s -o %s --format q4_0 --imatrix %s", STORIES, out, im);
+    EXPECT_CLI(args, 0, "");
+}
+
+KV_TEST(reliability_format_importance_flag_matches_the_quantizers) {
+    /* kv_format_uses_importance must tell the truth: formats that say 0 give the same bytes with any importance */
+    static const char *const names[] = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k",
+                                        "q6_k", "iq4_nl", "iq4_xs", "mxfp4", "int4_g128_asym", "int4_g128_asym_mse",
+                                        "int3_g64_sym", "fp8_e4m3", "fp4_e2m1", "mxfp4_ocp", "mxfp6_e2m3_ps",
+                                        "nvfp4_ts", "nf4", "af4", "nf4_dq", "higgs_p1_b4", "higgs_p2_b2", "e8_b2"};
+    enum { N = 512, R = 2 };
+    float *w = malloc(R * N * sizeof(float)), imp1[N], imp2[N];
+    kv_rng r;
+    kv_rng_seed(&r, 3);
+    for (int i = 0; i < R * N; i++) w[i] = (float)kv_rng_normal(&r) * (i % 17 == 0 ? 4.0f : 1.0f);
+    for (int i = 0; i < N; i++) {
+        imp1[i] = 1.0f;
+        imp2[i] = (float)(0.01 + 100.0 * kv_rng_uniform(&r) * kv_rng_uniform(&r));
+    }
+    kv_error e;
+    kv_error_clear(&e);
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        kv_format f;
+        REQUIRE_OK(kv_format_get(names[k], &f, &e), &e);
+        size_t rb = kv_format_row_bytes(&f, N);
+        uint8_t *a = calloc(R, rb), *b = calloc(R, rb), *c = calloc(R, rb);
+        CHECK_OK(f.quantize(&f, w, a, R, N, NULL, &e), &e);
+        CHECK_OK(f.quantize(&f, w, b, R, N, imp1, &e), &e);
+        CHECK_OK(f.quantize(&f, w, c, R, N, imp2, &e), &e);
+        int same = !memcmp(a, c, R * rb) && !memcmp(b, c, R * rb);
+        CHECK_MSG(same == !kv_format_uses_importance(&f), "%s: uses_importance %d but bytes %s with importance",
+                  names[k], kv_format_uses_importance(&f), same ? "unchanged" : "changed");
+        free(a), free(b), free(c);
+    }
+    free(w);
+}
+
+KV_TEST(reliability_ignored_options_warn_once) {
+    char im[600], out[600], args[2400];
+    tmp_path(im, sizeof im, "im.dat");
+    tmp_path(out, sizeof out, "q.gguf");
+    save_imatrix(T, im, "blk.1.ffn_up.weight", 64);
+    snprintf(args, sizeof args, "quantize %s -o %s --format int4_g32_asym --pure --imatrix %s", STORIES, out, im);
+    EXPECT_CLI(args, 0, "warning: --imatrix has no effect: int4_g32_asym rounds without importance");
+    snprintf(args, sizeof args, "quantize %s -o %s --format q4_0 --override blk.1.ffn_up=nf4 --imatrix %s", STORIES, out, im);
+    EXPECT_CLI(args, 0, "warning: --imatrix is ignored by 1 tensor in nf4 (blk.1.ffn_up.weight), which rounds without importance; 1 tensor uses it");
+    snprintf(args, sizeof args, "quantize %s -o %s --format q8_0 --transform rht --override 'nosuch=q4_0'", STORIES, out);
+    EXPECT_CLI(args, 0, "rht:512: input width 172 is not a multiple of 512: 5 tensors",
+               "rotated in blocks of 4 instead (too small to spread outliers)",
+               "rht:512: input width 64 is not a multiple of 512: 30 tensors",
+               "warning: --override 'nosuch=q4_0' matches no quantizable tensor");
+    /* gptq on E8 used to be round-to-nearest with a note per tensor; now one warning before the calibration */
+    char *log = NULL;
+    snprintf(args, sizeof args, "quantize %s -o %s --format q8_0 --override attn_v=e8_b2 --method gptq --calib "
+             "../shared/data/calib.txt --calib-tokens 64 -t 2", PROXY, out);
+    int rc = kv_test_run_cli(args, &log);
+    CHECK_MSG(rc == 0, "%s", log);
+    const char *wmsg = "warning: --method gptq cannot error-compensate e8_b2";
+    const char *at = log ? strstr(log, wmsg) : NULL;
+    CHECK_MSG(at && !strstr(at + 1, wmsg), "%s", log);
+    CHECK(log && strstr(log, "its 6 tensors (blk.0.attn_v.weight") != NULL);
+    CHECK(log && !strstr(log, "rounded to nearest instead)\n")); /* no per-tensor notes */
+    free(log);
 }

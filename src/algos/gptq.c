@@ -541,8 +541,8 @@ static kv_status gptq_job(void *user, kv_quant_job *job, const double *h, int64_
     if (job->fmt.type == KV_TYPE_F32 || job->fmt.type == KV_TYPE_F16 || job->fmt.type == KV_TYPE_BF16)
         return job->fmt.quantize(&job->fmt, job->w, job->dst, job->rows, job->cols, NULL, err);
     kv_status r = kv_gptq_quantize(&job->fmt, job->w, job->rows, job->cols, h, &s->o, job->dst, &st, pool, err);
-    if (r == KV_EUNSUPPORTED) { /* a format GPTQ cannot round to: its own quantizer */
-        snprintf(note, note_len, "%s (rounded to nearest instead)", err ? err->message : "unsupported");
+    if (r == KV_EUNSUPPORTED) { /* a format GPTQ cannot round to: its own quantizer (the driver warned once) */
+        if (err) kv_error_clear(err);
         return job->fmt.quantize(&job->fmt, job->w, job->dst, job->rows, job->cols, job->importance, err);
     }
     if (r) return r;

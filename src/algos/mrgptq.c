@@ -25,8 +25,8 @@ static kv_status mr_job(void *user, kv_quant_job *job, const double *h, int64_t 
     if (job->rht_block % job->fmt.block && job->fmt.block % job->rht_block) s->mismatched++;
     kv_gptq_stats st;
     kv_status r = kv_gptq_quantize(&job->fmt, job->w, job->rows, job->cols, h, &s->o, job->dst, &st, pool, err);
-    if (r == KV_EUNSUPPORTED) {
-        snprintf(note, note_len, "%s (rounded to nearest instead)", err ? err->message : "unsupported");
+    if (r == KV_EUNSUPPORTED) { /* its own quantizer (the driver warned once per format) */
+        if (err) kv_error_clear(err);
         return job->fmt.quantize(&job->fmt, job->w, job->dst, job->rows, job->cols, job->importance, err);
     }
     if (!r && st.warning[0]) snprintf(note, note_len, "%s", st.warning);

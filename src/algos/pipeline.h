@@ -63,6 +63,18 @@ typedef struct kv_qtensor {
     size_t row_bytes;
 } kv_qtensor;
 
+/* ---- checks of the inputs (quantize_checks.c) ---- */
+
+/* Every entry of an imatrix file must name a matrix of wm and hold one value per input column: KV_EINVAL naming
+ * the entry otherwise (an imatrix of another model would silently change nothing). */
+kv_status kv_qcheck_imatrix(const kv_imatrix *im, kv_wmodel *wm, const char *path, kv_error *err);
+/* One warning (through o->log) for each option that has no effect on the tensors it reaches: --imatrix on
+ * formats that round without importance, gptq/mr-gptq on formats it cannot compensate, rht blocks reduced to
+ * what the input width allows, overrides that match no tensor. */
+void kv_qwarn_ignored_input(const kv_quantize_opts *o, const kv_policy *pol, const kv_transform_set *ts,
+                            const kv_quant_method *meth, const kv_wmodel *wm, const kv_qtensor *ot,
+                            const kv_imatrix *im_file);
+
 /* ---- format choice (quantize_formats.c) ---- */
 
 /* Chooses every tensor's format (policy + prescale) and fills ot[] (wm->n entries). */

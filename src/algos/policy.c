@@ -194,6 +194,8 @@ static int quantizable(const char *name, int n_dims) {
     return !contains(name, "_norm.weight");
 }
 
+int kv_policy_quantizable(const char *name, int n_dims) { return quantizable(name, n_dims); }
+
 kv_status kv_policy_choose(const kv_policy *p, const kv_hparams *hp, int has_output, const char *name,
                            int n_dims, const int64_t *shape, kv_policy_choice *out, kv_error *err) {
     memset(out, 0, sizeof *out);

@@ -146,6 +146,7 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
     if (st == KV_OK) st = kv_wmodel_load(mf, &wm, err);
     if (st == KV_OK && o.imatrix_path) {
         if ((st = kv_imatrix_load(o.imatrix_path, &im, err)) == KV_OK) pol.has_imatrix = 1;
+        if (st == KV_OK) st = kv_qcheck_imatrix(im, &wm, o.imatrix_path, err);
     }
     if (st == KV_OK && o.calib_path) st = kv_qcalib_tokens(mf, &o, ctx, &cids, &n_cids, err);
     if (st == KV_OK && !im && cids && !o.no_imatrix) pol.has_imatrix = 1; /* computed below */
@@ -208,6 +209,7 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
         silent.log = NULL;
         st = kv_qchoose_formats(mf, &wm, &pol, &ts, &silent, ot, &(kv_quantize_report){0}, err);
     }
+    if (st == KV_OK && !o.transform_only) kv_qwarn_ignored_input(&o, &pol, &ts, meth, &wm, ot, o.imatrix_path ? im : NULL);
 
     if (st == KV_OK && o.transform_only) {
         kv_format f32;

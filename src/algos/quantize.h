@@ -56,6 +56,8 @@ kv_status kv_policy_init(kv_policy *p, const char *format, kv_error *err);
 /* spec "REGEX=FORMAT" (POSIX extended regex searched in the tensor name; the last matching override wins). */
 kv_status kv_policy_add_override(kv_policy *p, const char *spec, kv_error *err);
 void kv_policy_free(kv_policy *p);
+/* Tensors the policy (and its overrides) may quantize: 2-D and more "...weight", not norms. */
+int kv_policy_quantizable(const char *name, int n_dims);
 /* The format of one tensor (canonical name, kvant shape order). hp gives n_layer/n_head/n_head_kv;
  * has_output: the model has its own output.weight (else token_embd doubles as the head). */
 kv_status kv_policy_choose(const kv_policy *p, const kv_hparams *hp, int has_output, const char *name,

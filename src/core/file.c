@@ -183,8 +183,11 @@ static kv_status create_temp(const char *path, char *tmp, size_t n, int *fd, kv_
     char dir[1100];
     const char *base;
     split_dir(path, dir, sizeof dir, &base);
-    kv_status st = kv_fail(err, KV_EIO, "cannot create the output file in '%s': %s", dir,
-                           strerror(errno));
+    int e = errno;
+    struct stat sb;
+    kv_status st = stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)
+                       ? kv_fail(err, KV_EIO, "output directory '%s' does not exist", dir)
+                       : kv_fail(err, KV_EIO, "cannot create the output file in '%s': %s", dir, strerror(e));
     kv_error_context(err, path, -1, NULL);
     return st;
 }

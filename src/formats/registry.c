@@ -3,6 +3,7 @@
  * asked of the non-ggml registry (kv_formats_extra_* in extra_registry.c). Also the shared argument checks and drivers of
  * formats.h. */
 #include "formats/formats.h"
+#include "formats/extra.h"
 
 #include <stdio.h>
 
@@ -183,3 +184,20 @@ double kv_format_dot_blocks(const kv_format *f, const void *row, const float *x,
     }
     return sum;
 }
+
+/* Which quantizers read the importance vector (from their code: ggml's weighted paths, the _mse INT search, MX _ps,
+ * HIGGS p >= 2, E8); the others round the same way with or without it. */
+int kv_format_uses_importance(const kv_format *f) {
+    switch (f->type) {
+    case KV_TYPE_Q4_0: case KV_TYPE_Q4_1: case KV_TYPE_Q5_0: case KV_TYPE_Q5_1:
+    case KV_TYPE_Q2_K: case KV_TYPE_Q3_K: case KV_TYPE_Q4_K: case KV_TYPE_Q5_K: case KV_TYPE_Q6_K:
+    case KV_TYPE_IQ4_NL: case KV_TYPE_IQ4_XS:
+        return 1;
+    case KV_TYPE_KV_INT: return strstr(f->name, "_mse") != NULL;
+    case KV_TYPE_KV_MX: return strstr(f->name, "_ps") != NULL; /* the exponent search weighs the error */
+    case KV_TYPE_KV_E8: return 1;
+    case KV_TYPE_KV_HIGGS: return f->params[0] >= 2; /* p = 1 rounds each value to the nearest grid point */
+    default: return 0; /* f32/f16/bf16, q8_0/q8_1/q8_k, ggml mxfp4/nvfp4, fp, nvfp4_ts, nf4/af4 */
+    }
+}
+

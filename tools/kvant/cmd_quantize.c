@@ -73,7 +73,8 @@ typedef struct qargs {
 
 static void log_note(void *user, const char *msg) {
     (void)user;
-    fprintf(stderr, "kvant quantize: note: %s\n", msg);
+    if (!strncmp(msg, "warning: ", 9)) fprintf(stderr, "kvant quantize: warning: %s\n", msg + 9);
+    else fprintf(stderr, "kvant quantize: note: %s\n", msg);
 }
 
 /* Recipe values fill what the command line left unset. Strings point into doc (kept alive by the caller). */
@@ -471,6 +472,12 @@ int kv_cmd_quantize(int argc, char **argv) {
     if (a.eval && o.out_format == KV_OUT_SAFETENSORS) {
         kv_json_free(recipe);
         return kv_cli_usage("quantize", "--eval needs GGUF or HF output (kvant cannot run its packed safetensors file)");
+    }
+    /* outputs writable before the work (a read-only directory used to be reported after all of it) */
+    if ((rc = kv_cli_prepare_output("quantize", a.out)) ||
+        (a.eval && a.eval_base && !base_logits_exist(a.eval_base) && (rc = kv_cli_prepare_output("quantize", a.eval_base)))) {
+        kv_json_free(recipe);
+        return rc;
     }
     if (precheck_eval_base(&a, &err) != KV_OK) {
         kv_json_free(recipe);
