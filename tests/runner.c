@@ -76,6 +76,29 @@ void *kv_test_read_file(const char *path, size_t *size) {
     return buf;
 }
 
+int kv_test_proxy_ref_ids(int32_t *ids, int cap) {
+    char path[512];
+    size_t n = 0;
+    char *s = kv_test_read_file(kv_test_shared(path, sizeof path, "models/proxy-27m/ref/logits_ids.json"), &n);
+    if (!s) return 0;
+    char *p = strstr(s, "\"ids\"");
+    int count = 0;
+    if (p && (p = strchr(p, '['))) {
+        p++;
+        while (count < cap) {
+            char *end;
+            long v = strtol(p, &end, 10);
+            if (end == p) break;
+            ids[count++] = (int32_t)v;
+            p = end;
+            while (*p == ' ' || *p == ',' || *p == '\n') p++;
+            if (*p == ']') break;
+        }
+    }
+    free(s);
+    return count;
+}
+
 int kv_test_write_file(const char *path, const void *data, size_t size) {
     FILE *f = fopen(path, "wb");
     if (!f) return -1;

@@ -53,6 +53,8 @@ const char *kv_test_tmpdir(void);
  * caller frees) and returns the exit status (-1 if it did not exit normally). */
 int kv_test_run_cli(const char *args, char **out);
 /* Reads a whole file into malloc'd memory; NULL on failure. */
+/* The token ids of proxy-27m's ref/logits_ids.json ("ids": [...]), at most cap; 0 if absent. */
+int kv_test_proxy_ref_ids(int32_t *ids, int cap);
 /* The whole file, with a NUL after its last byte (not counted in *size); NULL if unreadable. */
 void *kv_test_read_file(const char *path, size_t *size);
 int kv_test_write_file(const char *path, const void *data, size_t size);

@@ -35,30 +35,6 @@ static void close_model(fixture *f) {
     kv_model_close(f->mf);
 }
 
-/* The 64 ids of ref/logits_ids.json ("ids": [...]). */
-static int read_ref_ids(int32_t *ids, int cap) {
-    char path[512];
-    size_t n = 0;
-    char *s = kv_test_read_file(kv_test_shared(path, sizeof path, PROXY "/ref/logits_ids.json"), &n);
-    if (!s) return 0;
-    char *p = strstr(s, "\"ids\"");
-    int count = 0;
-    if (p && (p = strchr(p, '['))) {
-        p++;
-        while (count < cap) {
-            char *end;
-            long v = strtol(p, &end, 10);
-            if (end == p) break;
-            ids[count++] = (int32_t)v;
-            p = end;
-            while (*p == ' ' || *p == ',' || *p == '\n') p++;
-            if (*p == ']') break;
-        }
-    }
-    free(s);
-    return count;
-}
-
 static int argmax(const float *v, int64_t n) {
     int64_t a = 0;
     for (int64_t i = 1; i < n; i++)
@@ -76,7 +52,7 @@ KV_TEST(forward_proxy_logits_match_hf_reference) {
     fixture f;
     if (!open_model(T, PROXY, 64, NULL, &f)) { if (!T->failures) SKIP("proxy-27m absent"); return; }
     int32_t ids[64];
-    REQUIRE(read_ref_ids(ids, 64) == 64);
+    REQUIRE(kv_test_proxy_ref_ids(ids, 64) == 64);
     const int64_t V = kv_model_get_hparams(f.m)->n_vocab;
     REQUIRE(V == 8192);
     char path[512];
@@ -113,7 +89,7 @@ KV_TEST(forward_bf16_dot_path_stays_close_to_exact) {
     if (!open_model(T, PROXY, 64, NULL, &f)) { if (!T->failures) SKIP("proxy-27m absent"); return; }
     REQUIRE(open_model(T, PROXY, 64, &fast, &g));
     int32_t ids[64];
-    REQUIRE(read_ref_ids(ids, 64) == 64);
+    REQUIRE(kv_test_proxy_ref_ids(ids, 64) == 64);
     float *a = malloc(64 * 8192 * sizeof(float)), *b = malloc(64 * 8192 * sizeof(float));
     kv_pool *pool = kv_pool_create(2);
     kv_error err = {0};
@@ -158,7 +134,7 @@ KV_TEST(forward_kv_cache_decode_equals_full_rerun) {
     fixture f;
     if (!open_model(T, PROXY, 64, NULL, &f)) { if (!T->failures) SKIP("proxy-27m absent"); return; }
     int32_t ids[64];
-    REQUIRE(read_ref_ids(ids, 64) == 64);
+    REQUIRE(kv_test_proxy_ref_ids(ids, 64) == 64);
     const int64_t V = 8192;
     float *full = malloc(64 * V * sizeof(float)), *step = malloc(64 * V * sizeof(float));
     kv_pool *pool = kv_pool_create(2);

@@ -12,29 +12,6 @@
 #define PROXY "models/proxy-27m"
 #define N_IDS 64
 
-static int read_ids(int32_t *ids, int cap) {
-    char path[512];
-    size_t n = 0;
-    char *s = kv_test_read_file(kv_test_shared(path, sizeof path, PROXY "/ref/logits_ids.json"), &n);
-    if (!s) return 0;
-    char *p = strstr(s, "\"ids\"");
-    int count = 0;
-    if (p && (p = strchr(p, '['))) {
-        p++;
-        while (count < cap) {
-            char *end;
-            long v = strtol(p, &end, 10);
-            if (end == p) break;
-            ids[count++] = (int32_t)v;
-            p = end;
-            while (*p == ' ' || *p == ',' || *p == '\n') p++;
-            if (*p == ']') break;
-        }
-    }
-    free(s);
-    return count;
-}
-
 /* kvant's logits [N_IDS × vocab] of a model path; NULL on failure (reported). */
 /* RoPE frequencies as transformers computes them for this bf16 model, whatever the file (a GGUF source would get
  * llama.cpp's exact ones) */
@@ -140,7 +117,7 @@ KV_TEST(hf_layouts_read_back_as_the_gguf_weights) {
     char p[512];
     if (!kv_test_exists(kv_test_shared(p, sizeof p, PROXY "/config.json"))) SKIP("proxy-27m absent");
     int32_t ids[N_IDS];
-    REQUIRE(read_ids(ids, N_IDS) == N_IDS);
+    REQUIRE(kv_test_proxy_ref_ids(ids, N_IDS) == N_IDS);
     /* the same bytes: exact */
     hf_matches_gguf(T, "gptq_w4", "int4_g128_sym", NULL, KV_OUT_HF_GPTQ, 1e-5, ids);
     hf_matches_gguf(T, "ct_w4", "int4_g128_sym", NULL, KV_OUT_HF_CT, 1e-5, ids);
@@ -233,7 +210,7 @@ static void crosscheck(kv_test_ctx *T, const char *name, const char *format, con
     char p[512];
     if (!kv_test_exists(kv_test_shared(p, sizeof p, PROXY "/config.json"))) SKIP("proxy-27m absent");
     int32_t ids[N_IDS];
-    REQUIRE(read_ids(ids, N_IDS) == N_IDS);
+    REQUIRE(kv_test_proxy_ref_ids(ids, N_IDS) == N_IDS);
     snprintf(dir, sizeof dir, "%s/x_%s", kv_test_tmpdir(), name);
     kv_error err = {0};
     REQUIRE_OK(quantize_to(dir, format, act, of, NULL, 0, &err), &err);
