@@ -939,6 +939,52 @@ kv_status kv_tasks_eval(const kv_model *m, const kv_tokenizer *tok, const kv_tas
 /* KVANT-SECTION tasks END */
 
 /* ============================================================================================== */
+/* eval: plots for reports (src/eval/plot.c, png.c; docs/study.md "Plots")                         */
+/* ============================================================================================== */
+/* KVANT-SECTION plot BEGIN */
+/* Scatter/line plots and heat maps written as SVG or PNG (chosen by the file name's extension) with no
+ * dependency: the PNG is drawn by a small rasterizer with a built-in 5x7 font and encoded by kvant's own
+ * deflate. Both outputs share one layout (monospace text of known width), so labels that do not overlap in
+ * one do not overlap in the other: point labels are placed greedily around their point and dropped (with
+ * the count in the legend) when no free place is left. */
+typedef struct kv_plot_series {
+    const char *label;        /* legend entry; NULL: none */
+    const double *x, *y;      /* n points; non-finite (or <= 0 on a log axis) points are skipped */
+    int64_t n;
+    const char *const *point_labels; /* NULL, or n strings (NULL entries: no label) */
+    int line;                 /* 1: join the points in the given order */
+    int marker;               /* 1: draw a marker at each point */
+    int dashed;
+    int32_t color;            /* 0xRRGGBB; -1: the palette colour of the series index */
+} kv_plot_series;
+
+typedef struct kv_plot {
+    const char *title, *xlabel, *ylabel;
+    int xlog, ylog;           /* 1: logarithmic axis */
+    double xmin, xmax, ymin, ymax; /* axis ranges; xmin == xmax (ymin == ymax): from the data */
+    int width, height;        /* pixels; 0: 960 x 640 */
+    const kv_plot_series *series;
+    int n_series;
+} kv_plot;
+
+typedef struct kv_heatmap {
+    const char *title, *xlabel, *ylabel;
+    int rows, cols;
+    const double *v;          /* rows × cols values, row-major; NaN: no value */
+    const char *const *row_labels, *const *col_labels;
+    const char *value_fmt;    /* printf format of the value in each cell; NULL: "%.1f" */
+    double vmin, vmax;        /* colour scale; vmin == vmax: from the data */
+    int width, height;        /* 0: from the number of cells */
+} kv_heatmap;
+
+/* The palette colour of series i (10 colours, then repeating with other markers). */
+int32_t kv_plot_palette(int i);
+/* Writes PATH (.svg or .png) atomically; KV_EINVAL for another extension or an empty plot. */
+kv_status kv_plot_write(const kv_plot *p, const char *path, kv_error *err);
+kv_status kv_heatmap_write(const kv_heatmap *h, const char *path, kv_error *err);
+/* KVANT-SECTION plot END */
+
+/* ============================================================================================== */
 /* transforms and quantization pipeline (src/transforms, src/algos)                                */
 /* ============================================================================================== */
 /* KVANT-SECTION quantize BEGIN */

@@ -1,6 +1,6 @@
 /* cmd_formats.c — `kvant formats`: every number format's bits/weight and error on synthetic Gaussian and
  * Student-t data (with and without a random Hadamard rotation) against the Gaussian rate-distortion bound
- * (issue #5, "kvant formats"); --plot draws MSE versus bits/weight with the Shannon bound as SVG.
+ * (issue #5, "kvant formats"); --plot draws MSE versus bits/weight per family with the Shannon bound (SVG or PNG).
  * `kvant formats quantize|dequantize` are the raw-row tools of tools/kvant/cmd_formats_io.c. */
 #include "cli.h"
 #include "formats_io.h"
@@ -11,7 +11,7 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: kvant formats [--json] [--plot FILE.svg] [--formats F1,F2,...] [--samples N] [--seed S]\n"
+            "usage: kvant formats [--json] [--plot FILE.svg|FILE.png] [--formats F1,F2,...] [--samples N] [--seed S]\n"
             "                     [-t N] [--quiet]\n"
             "       kvant formats quantize --format F --row N --in X.f32 --out Y.bin [--importance W.f32]\n"
             "       kvant formats dequantize --format F --row N --in Y.bin --out Z.f32\n\n"
@@ -19,7 +19,8 @@ static void usage(FILE *out) {
             "N(0,1) samples and on Student-t (nu = 5) samples, each with and without a random Hadamard rotation\n"
             "(blocks of 256), and the gap in bits to the Gaussian rate-distortion bound D(R) = sigma^2 2^(-2R).\n\n"
             "  --json             {\"formats\": [{\"name\", \"bits_per_weight\", \"block\", \"mse_gauss\", ...}]}\n"
-            "  --plot FILE.svg    MSE versus bits/weight (log scale) with the Shannon bound\n"
+            "  --plot FILE        MSE versus bits/weight (log scale) per format family with the Shannon bound\n"
+            "                     (.svg or .png; repeatable)\n"
             "  --formats LIST     comma-separated format names (default: the canonical list)\n"
             "  --samples N        samples per data set (default 1048576)\n"
             "  --seed S           seed of the samples and the rotation signs (default 1)\n"
@@ -34,72 +35,80 @@ typedef struct row_result {
 } row_result;
 
 /* ---------------------------------------------------------------------------------------------------------- */
-/* SVG plot                                                                                                   */
+/* --plot: MSE versus bits/weight, one colour per family, beside the Shannon bound                           */
 
-static kv_status plot_svg(const char *path, const row_result *res, int nres, kv_error *err) {
-    const double W = 900, H = 600, L = 80, R = 30, T = 40, B = 60, xmax = 10.0;
-    double ymin = INFINITY, ymax = 1.0;
-    for (int i = 0; i < nres; i++) {
-        double y = res[i].m.mse[KV_FMT_GAUSS];
-        if (y > 0 && res[i].m.bits_per_weight <= xmax) ymin = fmin(ymin, y);
+static const char *const k_families[] = {"ggml k-quants", "ggml legacy", "ggml i-quants", "MX (OCP)", "NVFP4",
+                                         "INT groups", "minifloat", "NF4 / AF4", "HIGGS", "E8 lattice", "other"};
+enum { N_FAMILIES = (int)(sizeof k_families / sizeof k_families[0]) };
+
+static int starts(const char *s, const char *p) { return !strncmp(s, p, strlen(p)); }
+
+/* The family of a format, from its canonical name (for the plot's colours only). */
+static int family_of(const char *n) {
+    size_t l = strlen(n);
+    if (n[0] == 'q' && l >= 2 && n[l - 2] == '_' && n[l - 1] == 'k') return 0;
+    if (n[0] == 'q' && n[1] >= '0' && n[1] <= '9') return 1;
+    if (starts(n, "iq")) return 2;
+    if (starts(n, "mx")) return 3;
+    if (starts(n, "nvfp")) return 4;
+    if (starts(n, "int")) return 5;
+    if (starts(n, "fp")) return 6;
+    if (starts(n, "nf") || starts(n, "af")) return 7;
+    if (starts(n, "higgs")) return 8;
+    if (starts(n, "e8")) return 9;
+    return 10;
+}
+
+static kv_status plot_formats(const char *path, const row_result *res, int nres, kv_error *err) {
+    enum { NB = 101 };
+    const double xmax = 9.5;
+    double bx[NB], by[NB];
+    for (int k = 0; k < NB; k++) {
+        bx[k] = xmax * k / (NB - 1);
+        by[k] = exp2(-2.0 * bx[k]); /* D(R) = 2^(-2R) for unit variance */
     }
-    if (!isfinite(ymin)) ymin = 1e-6;
-    double ly0 = floor(log10(ymin)), ly1 = ceil(log10(ymax)) + 0.0;
-    if (ly1 <= ly0) ly1 = ly0 + 1;
-#define PX(x) (L + (x) / xmax * (W - L - R))
-#define PY(y) (T + (ly1 - log10(y)) / (ly1 - ly0) * (H - T - B))
-    size_t cap = 1 << 20, len = 0;
-    char *buf = malloc(cap);
-    if (!buf) return kv_fail(err, KV_ENOMEM, "out of memory");
-#define OUT(...) do { if (len < cap) len += (size_t)snprintf(buf + len, cap - len, __VA_ARGS__); } while (0)
-    OUT("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" "
-        "font-size=\"11\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W, H);
-    OUT("<text x=\"%.0f\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">kvant formats: MSE on N(0,1) vs "
-        "bits/weight</text>\n", W / 2);
-    for (int d = (int)ly0; d <= (int)ly1; d++) {
-        OUT("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", L, PY(pow(10, d)), W - R,
-            PY(pow(10, d)));
-        OUT("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">1e%d</text>\n", L - 6, PY(pow(10, d)) + 4, d);
+    kv_plot_series ser[N_FAMILIES + 1];
+    double *xs = malloc(sizeof(double) * (size_t)(nres ? nres : 1) * 2);
+    const char **labs = malloc(sizeof(char *) * (size_t)(nres ? nres : 1));
+    if (!xs || !labs) {
+        free(xs);
+        free(labs);
+        return kv_fail(err, KV_ENOMEM, "out of memory");
     }
-    for (int x = 0; x <= (int)xmax; x++) {
-        OUT("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", PX(x), T, PX(x), H - B);
-        OUT("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%d</text>\n", PX(x), H - B + 16, x);
+    double *ys = xs + nres;
+    double ymin = 1.0;
+    int ns = 0, used = 0;
+    ser[ns++] = (kv_plot_series){.label = "Shannon bound 2^(-2R)", .x = bx, .y = by, .n = NB, .line = 1, .dashed = 1,
+                                 .color = 0xc92a2a};
+    for (int fam = 0; fam < N_FAMILIES; fam++) {
+        int first = used;
+        for (int i = 0; i < nres; i++) {
+            if (family_of(res[i].name) != fam || res[i].m.bits_per_weight > xmax || !(res[i].m.mse[KV_FMT_GAUSS] > 0))
+                continue;
+            xs[used] = res[i].m.bits_per_weight;
+            ys[used] = res[i].m.mse[KV_FMT_GAUSS];
+            ymin = fmin(ymin, ys[used]);
+            labs[used++] = res[i].name;
+        }
+        if (used > first)
+            ser[ns++] = (kv_plot_series){.label = k_families[fam], .x = xs + first, .y = ys + first, .n = used - first,
+                                         .point_labels = labs + first, .marker = 1, .color = kv_plot_palette(fam)};
     }
-    OUT("<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"black\"/>\n", L, T,
-        W - L - R, H - T - B);
-    OUT("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">bits per weight (scales included)</text>\n",
-        (L + W - R) / 2, H - 20);
-    OUT("<text x=\"18\" y=\"%.1f\" transform=\"rotate(-90 18 %.1f)\" text-anchor=\"middle\">MSE (log)</text>\n",
-        (T + H - B) / 2, (T + H - B) / 2);
-    /* Shannon bound D(R) = 2^(-2R) for unit variance, clipped to the plot */
-    OUT("<polyline fill=\"none\" stroke=\"#c00\" stroke-width=\"1.5\" points=\"");
-    for (int k = 0; k <= 200; k++) {
-        double x = xmax * k / 200.0, y = exp2(-2.0 * x);
-        if (log10(y) < ly0) break;
-        OUT("%.1f,%.1f ", PX(x), PY(y));
-    }
-    OUT("\"/>\n<text x=\"%.1f\" y=\"%.1f\" fill=\"#c00\">Shannon bound 2^(-2R)</text>\n", PX(0.3), PY(0.8));
-    for (int i = 0; i < nres; i++) {
-        double x = res[i].m.bits_per_weight, y = res[i].m.mse[KV_FMT_GAUSS];
-        if (!(y > 0) || x > xmax || log10(y) < ly0 || log10(y) > ly1) continue;
-        OUT("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#06c\"/>", PX(x), PY(y));
-        OUT("<text x=\"%.1f\" y=\"%.1f\" font-size=\"8\" fill=\"#333\">%s</text>\n", PX(x) + 4, PY(y) - 3,
-            res[i].name);
-    }
-    OUT("</svg>\n");
-#undef OUT
-#undef PX
-#undef PY
-    kv_status st = KV_OK;
-    if (len >= cap) st = kv_fail(err, KV_ERANGE, "plot too large");
-    kv_outfile *f = NULL;
-    if (st == KV_OK) st = kv_outfile_open(path, &f, err);
-    if (st == KV_OK) {
-        st = kv_outfile_write(f, buf, len, err);
-        if (st == KV_OK) st = kv_outfile_commit(f, err);
-        else kv_outfile_abort(f);
-    }
-    free(buf);
+    kv_plot p = {.title = "kvant formats: MSE on N(0,1) vs bits/weight",
+                 .xlabel = "bits per weight (scales included)",
+                 .ylabel = "MSE (log scale)",
+                 .ylog = 1,
+                 .xmin = 0,
+                 .xmax = xmax,
+                 .ymin = ymin / 2,
+                 .ymax = 1.5,
+                 .width = 1200,
+                 .height = 800,
+                 .series = ser,
+                 .n_series = ns};
+    kv_status st = kv_plot_write(&p, path, err);
+    free(xs);
+    free(labs);
     return st;
 }
 
@@ -188,7 +197,8 @@ int kv_cmd_formats(int argc, char **argv) {
         return 0;
     }
     int json = 0, quiet = 0;
-    const char *plot = NULL, *val = NULL;
+    const char *plots[4] = {0}, *val = NULL;
+    int nplots = 0;
     char *list = NULL;
     long long nsamples = 1 << 20, seed = 1, threads = 0;
     for (int i = 1; i < argc; i++) {
@@ -197,9 +207,10 @@ int kv_cmd_formats(int argc, char **argv) {
         else if (kv_cli_opt(argc, argv, &i, "--plot", NULL, &val)) {
             if (!val) return kv_cli_usage(cmd, "--plot needs a file name");
             size_t l = strlen(val);
-            if (l < 4 || strcmp(val + l - 4, ".svg"))
-                return kv_cli_usage(cmd, "--plot writes SVG only: give a FILE.svg (PNG is not supported)");
-            plot = val;
+            if (l < 4 || (strcmp(val + l - 4, ".svg") && strcmp(val + l - 4, ".png")))
+                return kv_cli_usage(cmd, "--plot writes SVG or PNG: give a FILE.svg or FILE.png");
+            if (nplots == 4) return kv_cli_usage(cmd, "--plot at most 4 times");
+            plots[nplots++] = val;
         } else if (kv_cli_opt(argc, argv, &i, "--formats", NULL, &val)) {
             if (!val || !*val) return kv_cli_usage(cmd, "--formats needs a comma-separated list");
             list = (char *)val;
@@ -212,6 +223,10 @@ int kv_cmd_formats(int argc, char **argv) {
         } else if (kv_cli_opt(argc, argv, &i, "--threads", "-t", &val)) {
             if (kv_cli_parse_int(val, 1, 1024, &threads)) return kv_cli_usage(cmd, "-t must be in 1 .. 1024");
         } else return kv_cli_usage(cmd, "unknown argument '%s'", argv[i]);
+    }
+    for (int k = 0; k < nplots; k++) { /* an unwritable plot fails before the measurements */
+        int prc = kv_cli_prepare_output(cmd, plots[k]);
+        if (prc) return prc;
     }
     const char **names = NULL;
     int nnames = collect_names(list, &names);
@@ -258,7 +273,8 @@ int kv_cmd_formats(int argc, char **argv) {
     if (rc == 0) {
         if (json) print_json(res, nres, samples.nrows * KV_FMT_SAMPLE_ROW, (uint64_t)seed);
         else print_table(res, nres, samples.nrows * KV_FMT_SAMPLE_ROW);
-        if (plot && plot_svg(plot, res, nres, &err) != KV_OK) rc = kv_cli_fail(cmd, &err);
+        for (int k = 0; k < nplots && rc == 0; k++)
+            if (plot_formats(plots[k], res, nres, &err) != KV_OK) rc = kv_cli_fail(cmd, &err);
     }
     kv_format_samples_free(&samples);
     kv_pool_destroy(pool);
