@@ -633,9 +633,9 @@ KV_TEST(fx_cli_formats_report) {
     size_t sz = 0;
     char *svg = kv_test_read_file(args, &sz);
     REQUIRE(svg);
-    CHECK(sz > 100 && !strncmp(svg, "<svg", 4) && strstr(svg, "</svg>") && strstr(svg, "Shannon"));
+    CHECK(sz > 100 && strstr(svg, "<svg") && strstr(svg, "</svg>") && strstr(svg, "Shannon"));
     free(svg);
-    CHECK_EQ_INT(kv_test_run_cli("formats --plot x.png", &out), 2);
+    CHECK_EQ_INT(kv_test_run_cli("formats --plot x.pdf", &out), 2);
     free(out);
     CHECK_EQ_INT(kv_test_run_cli("formats --formats int4_g33_sym", &out), 2);
     free(out);
