@@ -96,7 +96,7 @@ static uint8_t *inflate_zlib(const uint8_t *z, size_t n, size_t *out_n) {
     if (r.bit) r.pos++;
     const uint8_t *a = z + 2 + r.pos;
     if (a + 4 != z + n) goto bad;
-    if ((uint32_t)(a[0] << 24 | a[1] << 16 | a[2] << 8 | a[3]) != kv_adler32(out, len)) goto bad;
+    if (((uint32_t)a[0] << 24 | (uint32_t)a[1] << 16 | (uint32_t)a[2] << 8 | a[3]) != kv_adler32(out, len)) goto bad;
     *out_n = len;
     return out;
 bad:
@@ -104,7 +104,7 @@ bad:
     return NULL;
 }
 
-static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3]; }
+static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
 
 /* Decodes our own PNG back to RGB, checking signature, chunk CRCs, IHDR and the filters; NULL on any defect. */
 static uint8_t *png_decode(const uint8_t *png, size_t n, int *w, int *h) {
