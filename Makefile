@@ -6,6 +6,8 @@
 #   make fuzz       libFuzzer targets (clang) in build-fuzz/
 #   make test-fuzz  run each fuzz target for FUZZ_SECONDS (default 20) seeded with valid files
 #   make bench      benchmarks (numbers live here, never in tests)
+#   make cuda       build-cuda/kvant and build-cuda/kvant_test with the CUDA backend (nvcc, sm_90a; no GPU needed
+#                   to build); make test-cuda runs the suite from it (GPU tests skip without a device)
 # Options: CC=clang, BLAS=0 (ignore OpenBLAS), ARCH= (default: none, the binary runs on any x86-64; kernels
 #          for AVX2 and AVX-512 are chosen at run time by CPUID; ARCH=-march=native also works), V=1.
 
@@ -29,7 +31,7 @@ CPPFLAGS += -DKV_HAVE_OPENBLAS -I/usr/include/x86_64-linux-gnu/openblas-pthread
 LDLIBS   += -lopenblas
 endif
 
-LIB_SRC  := $(sort $(shell find src -name '*.c' -not -path 'src/kernels/cuda/*'))
+LIB_SRC  := $(sort $(shell find src -name '*.c'))
 CLI_SRC  := $(sort $(wildcard tools/kvant/*.c))
 TEST_SRC := $(sort $(wildcard tests/*.c))
 BENCH_SRC:= $(sort $(wildcard bench/*.c))
@@ -38,11 +40,22 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 
+# Optional CUDA backend (src/kernels/cuda/*.cu): only `make cuda` (CUDA=1) compiles and links it.
+NVCC      ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/local/cuda/bin/nvcc))
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_ARCH ?= -gencode=arch=compute_90a,code=sm_90a
+CU_SRC    := $(sort $(wildcard src/kernels/cuda/*.cu))
+ifeq ($(CUDA),1)
+CPPFLAGS += -DKV_HAVE_CUDA
+LIB_OBJ  += $(CU_SRC:%.cu=$(BUILD)/%.o)
+LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+endif
+
 ifneq ($(V),1)
 Q = @
 endif
 
-.PHONY: all test asan check check-layers fuzz test-fuzz bench clean check-headers
+.PHONY: all test asan check check-layers fuzz test-fuzz bench clean check-headers cuda test-cuda
 all: $(BUILD)/kvant $(BUILD)/libkvant.a
 
 # Kernels for one instruction set live in files named *_avx2.c / *_avx512.c, compiled with that ISA's flags
@@ -65,6 +78,16 @@ $(BUILD)/kvant: $(CLI_OBJ) $(BUILD)/libkvant.a
 
 $(BUILD)/kvant_test: $(TEST_OBJ) $(BUILD)/libkvant.a
 	$(Q)$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libkvant.a $(LDLIBS)
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  NVCC $<")
+	$(Q)$(NVCC) -O3 -std=c++17 $(CUDA_ARCH) -Iinclude -Isrc -D_GNU_SOURCE -DKV_HAVE_CUDA -Xcompiler -Wall -MMD -MP -c $< -o $@
+cuda:
+	@if [ -z "$(NVCC)" ]; then echo "make cuda: nvcc not found (install the CUDA toolkit or set NVCC=/path/to/nvcc)"; exit 1; fi
+	$(Q)$(MAKE) --no-print-directory BUILD=build-cuda CUDA=1 build-cuda/kvant build-cuda/kvant_test
+test-cuda: cuda
+	$(Q)KVANT_BIN=build-cuda/kvant build-cuda/kvant_test $(TESTS)
 
 # TESTS="name-substring ..." runs a subset.
 test: $(BUILD)/kvant $(BUILD)/kvant_test
@@ -111,6 +134,6 @@ bench: $(BUILD)/kvant
 	$(Q)sh bench/run.sh $(BUILD)/kvant
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-cuda
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_CLI_OBJ:.o=.d)

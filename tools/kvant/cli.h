@@ -49,6 +49,7 @@ int kv_cmd_run(int argc, char **argv);
 int kv_cmd_quantize(int argc, char **argv);
 int kv_cmd_formats(int argc, char **argv);
 int kv_cmd_bench(int argc, char **argv);
+int kv_cmd_bench_gpu(int argc, char **argv); /* cmd_bench_gpu.c: bench kernels --gpu */
 int kv_cmd_imatrix(int argc, char **argv);
 int kv_cmd_sensitivity(int argc, char **argv);
 int kv_cmd_tasks(int argc, char **argv);

@@ -1,0 +1,285 @@
+/* w8a8.cu — W8A8 GEMM for prefill: int8 (IMMA, mma.sync m16n8k32 s8 -> s32) or FP8 E4M3 (mma.sync m16n8k32
+ * e4m3 -> f32) weights with one fp32 scale per output row, activations quantized per token on the fly
+ * (SmoothQuant's / LLM.int8()'s vector-wise scheme: s_token = amax / 127 or / 448), the scales applied in the
+ * GEMM epilogue: y = s_token * s_row * sum q_x q_w, stored bf16.
+ * Tiles: 128 x 128 per block (8 warps of 64 x 32), k slabs of 128 bytes, three cp.async stages, XOR-swizzled
+ * shared memory so that every ldmatrix is conflict-free. */
+#include "kernels/cuda/cuda_util.h"
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <stdint.h>
+
+struct kv_cuda_w8 {
+    int fp8;
+    int64_t rows, cols;
+    int8_t *q;
+    float *scale;
+};
+
+#define BM 128
+#define BN 128
+#define BK 128
+#define STAGES 3
+#define TILE_BYTES (BM * BK)
+
+/* ---------------------------------------------------------------------------------------------- */
+/* per-token quantization                                                                          */
+/* ---------------------------------------------------------------------------------------------- */
+template <int FP8>
+__global__ void __launch_bounds__(256) quant_rows(const __half *x, int K, int8_t *q, float *s) {
+    const size_t row = blockIdx.x;
+    const uint4 *xr = reinterpret_cast<const uint4 *>(x + row * K);
+    float amax = 0.0f;
+    for (int i = threadIdx.x; i < K / 8; i += 256) {
+        uint4 v = __ldg(xr + i);
+        const __half2 *h = reinterpret_cast<const __half2 *>(&v);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            float2 f = __half22float2(h[j]);
+            amax = fmaxf(amax, fmaxf(fabsf(f.x), fabsf(f.y)));
+        }
+    }
+    __shared__ float red[8];
+#pragma unroll
+    for (int o = 16; o; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = amax;
+    __syncthreads();
+    amax = red[0];
+#pragma unroll
+    for (int w = 1; w < 8; w++) amax = fmaxf(amax, red[w]);
+    const float sc = amax > 0.0f ? amax / (FP8 ? 448.0f : 127.0f) : 1.0f;
+    uint2 *qr = reinterpret_cast<uint2 *>(q + row * K);
+    for (int i = threadIdx.x; i < K / 8; i += 256) {
+        uint4 v = __ldg(xr + i);
+        const __half2 *h = reinterpret_cast<const __half2 *>(&v);
+        uint8_t out[8];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            float2 f = __half22float2(h[j]);
+            const float a = f.x / sc, b = f.y / sc;
+            if (FP8) {
+                out[2 * j] = (uint8_t)__nv_cvt_float_to_fp8(a, __NV_SATFINITE, __NV_E4M3);
+                out[2 * j + 1] = (uint8_t)__nv_cvt_float_to_fp8(b, __NV_SATFINITE, __NV_E4M3);
+            } else {
+                out[2 * j] = (uint8_t)(int8_t)fminf(127.0f, fmaxf(-127.0f, rintf(a)));
+                out[2 * j + 1] = (uint8_t)(int8_t)fminf(127.0f, fmaxf(-127.0f, rintf(b)));
+            }
+        }
+        uint2 o;
+        memcpy(&o, out, 8);
+        qr[i] = o;
+    }
+    if (threadIdx.x == 0) s[row] = sc;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* GEMM                                                                                            */
+/* ---------------------------------------------------------------------------------------------- */
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+__device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+__device__ __forceinline__ void ldsm4(uint32_t addr, uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr));
+}
+
+template <int FP8> struct acc_t;
+template <> struct acc_t<0> { typedef int T; };
+template <> struct acc_t<1> { typedef float T; };
+
+__device__ __forceinline__ void mma_k32(int *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void mma_k32(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* One 128 x 128-byte tile of a row-major matrix (rows r0.., k bytes k0..) into swizzled shared memory;
+ * rows >= nrows are zero-filled. */
+__device__ __forceinline__ void load_tile(uint32_t dst, const int8_t *src, int64_t ld, int r0, int nrows, int k0) {
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const int q = threadIdx.x + 256 * j, row = q >> 3, c = q & 7;
+        const int gr = r0 + row;
+        const int8_t *s = src + (int64_t)(gr < nrows ? gr : 0) * ld + k0 + c * 16;
+        cp_async16(dst + row * BK + ((c ^ (row & 7)) << 4), s, gr < nrows ? 16 : 0);
+    }
+}
+
+template <int FP8>
+__global__ void __launch_bounds__(256) w8_gemm(const int8_t *X, const float *sx, const int8_t *W, const float *sw,
+                                                __nv_bfloat16 *Y, int M, int N, int K) {
+    extern __shared__ __align__(128) uint8_t sh[];
+    typedef typename acc_t<FP8>::T T;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wm = warp >> 2, wn = warp & 3;
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    const uint32_t sA = smem_u32(sh), sB = sA + STAGES * TILE_BYTES;
+    T acc[4][4][4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[i][j][e] = 0;
+    const int KT = K / BK;
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; s++) {
+        if (s < KT) {
+            load_tile(sA + s * TILE_BYTES, X, K, m0, M, s * BK);
+            load_tile(sB + s * TILE_BYTES, W, K, n0, N, s * BK);
+        }
+        cp_commit();
+    }
+    for (int kt = 0; kt < KT; kt++) {
+        cp_wait<STAGES - 2>();
+        __syncthreads();
+        const int pf = kt + STAGES - 1;
+        if (pf < KT) {
+            load_tile(sA + (pf % STAGES) * TILE_BYTES, X, K, m0, M, pf * BK);
+            load_tile(sB + (pf % STAGES) * TILE_BYTES, W, K, n0, N, pf * BK);
+        }
+        cp_commit();
+        const uint32_t a_st = sA + (kt % STAGES) * TILE_BYTES, b_st = sB + (kt % STAGES) * TILE_BYTES;
+#pragma unroll
+        for (int ks = 0; ks < BK / 32; ks++) {
+            uint32_t af[4][4], bf[4][2];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int row = wm * 64 + i * 16 + (lane & 7) + 8 * ((lane >> 3) & 1), ch = ks * 2 + (lane >> 4);
+                ldsm4(a_st + row * BK + ((ch ^ (row & 7)) << 4), af[i][0], af[i][1], af[i][2], af[i][3]);
+            }
+#pragma unroll
+            for (int jp = 0; jp < 2; jp++) {
+                const int n = wn * 32 + jp * 16 + (lane & 7) + 8 * (lane >> 4), ch = ks * 2 + ((lane >> 3) & 1);
+                ldsm4(b_st + n * BK + ((ch ^ (n & 7)) << 4), bf[2 * jp][0], bf[2 * jp][1], bf[2 * jp + 1][0],
+                      bf[2 * jp + 1][1]);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) mma_k32(acc[i][j], af[i], bf[j][0], bf[j][1]);
+        }
+    }
+    cp_wait<0>();
+    const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const int col = n0 + wn * 32 + j * 8 + 2 * t;
+        const float w0 = __ldg(sw + col), w1 = __ldg(sw + col + 1);
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int row = m0 + wm * 64 + i * 16 + g + 8 * h;
+                if (row >= M) continue;
+                const float s = __ldg(sx + row);
+                __nv_bfloat162 v = __floats2bfloat162_rn((float)acc[i][j][2 * h] * s * w0, (float)acc[i][j][2 * h + 1] * s * w1);
+                *reinterpret_cast<__nv_bfloat162 *>(Y + (int64_t)row * N + col) = v;
+            }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* host                                                                                            */
+/* ---------------------------------------------------------------------------------------------- */
+extern "C" void kv_cuda_w8_free(kv_cuda_w8 *w) {
+    if (!w) return;
+    cudaFree(w->q);
+    cudaFree(w->scale);
+    free(w);
+}
+
+static kv_status w8_alloc(int fp8, int64_t rows, int64_t cols, kv_cuda_w8 **out, kv_error *err) {
+    *out = NULL;
+    if (rows <= 0 || rows % BN || cols <= 0 || cols % BK)
+        return kv_fail(err, KV_EUNSUPPORTED, "W8A8 GPU GEMM: weights %lld x %lld (rows must be a multiple of %d, cols of %d)",
+                       (long long)rows, (long long)cols, BN, BK);
+    kv_cuda_w8 *w = (kv_cuda_w8 *)calloc(1, sizeof *w);
+    if (!w) return kv_fail(err, KV_ENOMEM, "out of memory");
+    w->fp8 = fp8, w->rows = rows, w->cols = cols;
+    cudaError_t e = cudaMalloc((void **)&w->q, (size_t)(rows * cols));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&w->scale, (size_t)rows * 4);
+    if (e != cudaSuccess) {
+        kv_cuda_w8_free(w);
+        return kv_fail(err, KV_ENOMEM, "CUDA: allocating W8A8 weights: %s", cudaGetErrorString(e));
+    }
+    *out = w;
+    return KV_OK;
+}
+
+extern "C" kv_status kv_cuda_w8_upload(const kv_gpu_pack8 *p, kv_cuda_w8 **out, kv_error *err) {
+    kv_status st = w8_alloc(p->fp8, p->rows, p->cols, out, err);
+    if (st != KV_OK) return st;
+    cudaError_t e = cudaMemcpy((*out)->q, p->q, (size_t)(p->rows * p->cols), cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemcpy((*out)->scale, p->scale, (size_t)p->rows * 4, cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) {
+        kv_cuda_w8_free(*out);
+        *out = NULL;
+        return kv_fail(err, KV_EIO, "CUDA: uploading W8A8 weights: %s", cudaGetErrorString(e));
+    }
+    return KV_OK;
+}
+
+__global__ void w8_fill(int8_t *q, size_t n, float *s, size_t rows, int fp8, unsigned long long seed) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const unsigned long long h = kv_cu_hash(seed ^ (i * 0x9E3779B97F4A7C15ull));
+        /* int8: any of -127..127; e4m3: finite codes of magnitude <= 448 (0x7F / 0xFF are NaN) */
+        uint8_t b = (uint8_t)(h >> 56);
+        if (!fp8 && b == 0x80) b = 0x81;
+        if (fp8 && (b & 0x7F) == 0x7F) b ^= 1;
+        q[i] = (int8_t)b;
+        if (i < rows) s[i] = 1e-3f * (1.0f + (float)(h & 1023) / 1024.0f);
+    }
+}
+
+extern "C" kv_status kv_cuda_w8_random(int fp8, int64_t rows, int64_t cols, uint64_t seed, kv_cuda_w8 **out, kv_error *err) {
+    kv_status st = w8_alloc(fp8, rows, cols, out, err);
+    if (st != KV_OK) return st;
+    w8_fill<<<1024, 256>>>((*out)->q, (size_t)(rows * cols), (*out)->scale, (size_t)rows, fp8, seed);
+    KV_CU_LAUNCH("w8_fill", err);
+    KV_CU(cudaDeviceSynchronize(), err);
+    return KV_OK;
+}
+
+extern "C" size_t kv_cuda_w8_workspace(const kv_cuda_w8 *w, int64_t m) {
+    return (size_t)(m * w->cols) + 256 + (size_t)m * 4;
+}
+
+extern "C" kv_status kv_cuda_w8_matmul(const kv_cuda_w8 *w, const void *x_dev, int64_t m, void *y_dev, void *ws_dev,
+                                       void *stream, kv_error *err) {
+    if (!w || !x_dev || !y_dev || !ws_dev) return kv_fail(err, KV_EINVAL, "kv_cuda_w8_matmul: NULL argument");
+    if (m < 1 || m > (1 << 24)) return kv_fail(err, KV_EINVAL, "kv_cuda_w8_matmul: %lld tokens", (long long)m);
+    cudaStream_t st = (cudaStream_t)stream;
+    int8_t *xq = (int8_t *)ws_dev;
+    float *sx = (float *)((uint8_t *)ws_dev + (((size_t)(m * w->cols) + 255) / 256) * 256);
+    const int K = (int)w->cols, N = (int)w->rows;
+    const size_t smem = 2 * STAGES * TILE_BYTES;
+    dim3 grid((unsigned)(N / BN), (unsigned)((m + BM - 1) / BM));
+    if (w->fp8) {
+        quant_rows<1><<<(unsigned)m, 256, 0, st>>>((const __half *)x_dev, K, xq, sx);
+        KV_CU_LAUNCH("quant_rows", err);
+        KV_CU(cudaFuncSetAttribute(w8_gemm<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), err);
+        w8_gemm<1><<<grid, 256, smem, st>>>(xq, sx, w->q, w->scale, (__nv_bfloat16 *)y_dev, (int)m, N, K);
+    } else {
+        quant_rows<0><<<(unsigned)m, 256, 0, st>>>((const __half *)x_dev, K, xq, sx);
+        KV_CU_LAUNCH("quant_rows", err);
+        KV_CU(cudaFuncSetAttribute(w8_gemm<0>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), err);
+        w8_gemm<0><<<grid, 256, smem, st>>>(xq, sx, w->q, w->scale, (__nv_bfloat16 *)y_dev, (int)m, N, K);
+    }
+    KV_CU_LAUNCH("w8_gemm", err);
+    return KV_OK;
+}

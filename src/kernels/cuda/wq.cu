@@ -1,0 +1,442 @@
+/* wq.cu — weight-only GEMV/GEMM (batch 1..16) straight from kvant's packed formats, on the tensor cores.
+ *
+ * Every format is one kernel (layout: pack.h, docs/FORMAT.md "GPU layout"): a lane loads the pair indices of
+ * 32 weights of two rows (16 bytes for PB = 4, 24 for 6, 32 for 8), looks each pair up in a half2 table in
+ * shared memory (FLUTE, Guo et al. 2024, arXiv 2407.10960: one lookup per two weights; the table is replicated
+ * 32 times, one copy per bank, so a warp's 32 lookups never conflict), applies the group's scale and offset with
+ * one HFMA2 and feeds the result to mma.sync m16n8k16 (fp16 x fp16 -> fp32) as the A operand. Activations are
+ * the B operand, read straight from x[m][k]: the k order inside a 128-wide chunk is permuted identically on both
+ * sides (lane t of a quad owns k in [32t, 32t+32)), so a lane reads its activations with four 16-byte loads.
+ * Eight warps split K; partial sums are added in shared memory in a fixed order (deterministic, no atomics).
+ * The grid is persistent (one pass of blocks over the 16-row tiles). */
+#include "kernels/cuda/cuda_util.h"
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+struct kv_cuda_wq {
+    kv_gpu_pack meta; /* geometry, kinds and the pair table; host arrays NULL */
+    uint4 *plane0;
+    void *plane1, *scale, *off;
+    __half *sd, *sm;
+    float *rowmul;
+    uint32_t *lut;
+    size_t bytes;
+};
+
+struct wq_args {
+    const uint4 *plane0;
+    const void *plane1, *scale, *off;
+    const __half *sd, *sm;
+    const float *rowmul;
+    const uint32_t *lut;
+    const __half *x;
+    float *y;
+    int m, rows, rows_pad, k, nchunks, ntiles, group, sk, ok;
+};
+
+__device__ __forceinline__ uint4 ld_stream4(const void *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+__device__ __forceinline__ uint2 ld_stream2(const void *p) {
+    uint2 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ float e4m3_value(unsigned b) {
+    const unsigned e = (b >> 3) & 15, m = b & 7;
+    float v = e == 0 ? (float)m * 0.001953125f : __uint_as_float(((e + 120u) << 23) | (m << 20));
+    if (e == 15 && m == 7) v = __uint_as_float(0x7FC00000u);
+    return (b & 0x80) ? -v : v;
+}
+
+/* Scale and offset of (group, row) in fp32, as kv_gpu_pack_group_params computes them. */
+__device__ __forceinline__ void group_params(const wq_args &a, int grp, int row, float &s, float &o) {
+    const size_t i = (size_t)grp * a.rows_pad + row;
+    switch (a.sk) {
+    case KV_GS_F16: s = __half2float(__ldg((const __half *)a.scale + i)); break;
+    case KV_GS_F32: s = __ldg((const float *)a.scale + i); break;
+    case KV_GS_E8M0: {
+        const unsigned e = __ldg((const uint8_t *)a.scale + i);
+        s = __uint_as_float(e ? e << 23 : 0x00400000u);
+        break;
+    }
+    case KV_GS_UE4M3: s = e4m3_value(__ldg((const uint8_t *)a.scale + i)) * __ldg(a.rowmul + row); break;
+    default:
+        s = __half2float(__ldg(a.sd + (size_t)(grp >> 3) * a.rows_pad + row)) * (float)__ldg((const uint8_t *)a.scale + i);
+        break;
+    }
+    switch (a.ok) {
+    case KV_GO_NONE: o = 0.0f; break;
+    case KV_GO_F16: o = __half2float(__ldg((const __half *)a.off + i)); break;
+    case KV_GO_F32: o = __ldg((const float *)a.off + i); break;
+    default:
+        o = -(__half2float(__ldg(a.sm + (size_t)(grp >> 3) * a.rows_pad + row)) * (float)__ldg((const uint8_t *)a.off + i));
+        break;
+    }
+}
+
+__device__ __forceinline__ uint32_t w4(const uint4 &v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+
+__device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* The codes of one lane for one chunk and one tile, plus the four half2 scale/offset pairs it needs. */
+template <int PB>
+struct lane_chunk {
+    uint4 p0;
+    uint4 p1; /* PB 6 uses .x, .y */
+    __half2 s[4], o[4]; /* [0], [1]: rows g, g+8 of the first group; [2], [3]: the second group (group 16) */
+};
+
+template <int PB>
+__device__ __forceinline__ void load_chunk(const wq_args &a, int tile, int c, int lane, lane_chunk<PB> &L) {
+    const size_t li = ((size_t)tile * a.nchunks + c) * 32 + lane;
+    L.p0 = ld_stream4(a.plane0 + li);
+    if (PB == 6) {
+        uint2 h = ld_stream2((const uint2 *)a.plane1 + li);
+        L.p1 = make_uint4(h.x, h.y, 0, 0);
+    } else if (PB == 8) {
+        L.p1 = ld_stream4((const uint4 *)a.plane1 + li);
+    }
+    const int row0 = tile * 16 + (lane >> 2), kb = c * KV_GPU_CHUNK + 32 * (lane & 3);
+    const int grp = kb / a.group;
+    float s, o;
+    group_params(a, grp, row0, s, o);
+    L.s[0] = __float2half2_rn(s), L.o[0] = __float2half2_rn(o);
+    group_params(a, grp, row0 + 8, s, o);
+    L.s[1] = __float2half2_rn(s), L.o[1] = __float2half2_rn(o);
+    if (a.group == 16) {
+        group_params(a, grp + 1, row0, s, o);
+        L.s[2] = __float2half2_rn(s), L.o[2] = __float2half2_rn(o);
+        group_params(a, grp + 1, row0 + 8, s, o);
+        L.s[3] = __float2half2_rn(s), L.o[3] = __float2half2_rn(o);
+    } else {
+        L.s[2] = L.s[0], L.o[2] = L.o[0], L.s[3] = L.s[1], L.o[3] = L.o[1];
+    }
+}
+
+template <int PB, int NT>
+__device__ __forceinline__ void compute_chunk(const lane_chunk<PB> &L, const uint32_t *lutl, const uint32_t (*bx)[16],
+                                              float (*acc)[4]) {
+#pragma unroll
+    for (int s = 0; s < 8; s++) {
+        uint32_t A[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int slot = 4 * s + j;
+            uint32_t idx = (w4(L.p0, slot >> 3) >> (4 * (slot & 7))) & 15u;
+            if (PB == 6) idx |= ((w4(L.p1, slot >> 4) >> (2 * (slot & 15))) & 3u) << 4;
+            if (PB == 8) idx |= ((w4(L.p1, slot >> 3) >> (4 * (slot & 7))) & 15u) << 4;
+            const uint32_t u = lutl[idx << 5];
+            const int q = (s >= 4 ? 2 : 0) + (j & 1);
+            __half2 h = __hfma2(*reinterpret_cast<const __half2 *>(&u), L.s[q], L.o[q]);
+            A[j] = *reinterpret_cast<uint32_t *>(&h);
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) mma16816(acc[nt], A, bx[nt][2 * s], bx[nt][2 * s + 1]);
+    }
+}
+
+template <int PB, int NT, int R>
+__global__ void __launch_bounds__(256) wq_kernel(wq_args a) {
+    extern __shared__ uint32_t smem[];
+    constexpr int NP = 1 << PB, E = R * NT * 4;
+    uint32_t *lut = smem;
+    float *red = reinterpret_cast<float *>(smem + NP * 32);
+    for (int i = threadIdx.x; i < NP * 32; i += 256) lut[i] = __ldg(a.lut + (i >> 5));
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const uint32_t *lutl = lut + lane;
+    const int row_groups = (a.ntiles + R - 1) / R;
+    for (int rg = blockIdx.x; rg < row_groups; rg += gridDim.x) {
+        float acc[R][NT][4];
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) acc[r][nt][0] = acc[r][nt][1] = acc[r][nt][2] = acc[r][nt][3] = 0.0f;
+        lane_chunk<PB> cur[R], nxt[R];
+        int c = warp;
+        if (c < a.nchunks) {
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                if (rg * R + r < a.ntiles) load_chunk<PB>(a, rg * R + r, c, lane, nxt[r]);
+        }
+        for (; c < a.nchunks; c += 8) {
+#pragma unroll
+            for (int r = 0; r < R; r++) cur[r] = nxt[r];
+            if (c + 8 < a.nchunks) {
+#pragma unroll
+                for (int r = 0; r < R; r++)
+                    if (rg * R + r < a.ntiles) load_chunk<PB>(a, rg * R + r, c + 8, lane, nxt[r]);
+            }
+            uint32_t bx[NT][16];
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                const int n = nt * 8 + g;
+                if (n < a.m) {
+                    const uint4 *xp = reinterpret_cast<const uint4 *>(a.x + (size_t)n * a.k + (size_t)c * KV_GPU_CHUNK + 32 * t);
+#pragma unroll
+                    for (int q = 0; q < 4; q++) {
+                        const uint4 v = __ldg(xp + q);
+                        bx[nt][4 * q] = v.x, bx[nt][4 * q + 1] = v.y, bx[nt][4 * q + 2] = v.z, bx[nt][4 * q + 3] = v.w;
+                    }
+                } else {
+#pragma unroll
+                    for (int q = 0; q < 16; q++) bx[nt][q] = 0u;
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                if (rg * R + r < a.ntiles) compute_chunk<PB, NT>(cur[r], lutl, bx, acc[r]);
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) red[(warp * E + (r * NT + nt) * 4 + e) * 32 + lane] = acc[r][nt][e];
+        __syncthreads();
+        for (int i = threadIdx.x; i < E * 32; i += 256) {
+            float sum = 0.0f;
+#pragma unroll
+            for (int w = 0; w < 8; w++) sum += red[w * E * 32 + i];
+            const int ln = i & 31, e = (i >> 5) & 3, rn = i >> 7, nt = rn % NT, r = rn / NT;
+            const int tile = rg * R + r, row = tile * 16 + (ln >> 2) + 8 * (e >> 1), n = nt * 8 + 2 * (ln & 3) + (e & 1);
+            if (tile < a.ntiles && row < a.rows && n < a.m) a.y[(size_t)n * a.rows + row] = sum;
+        }
+        __syncthreads();
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* host side                                                                                       */
+/* ---------------------------------------------------------------------------------------------- */
+typedef void (*wq_kernel_fn)(wq_args);
+
+template <int PB, int NT, int R>
+static size_t wq_smem() { return (size_t)(1 << PB) * 32 * 4 + (size_t)8 * R * NT * 4 * 32 * 4; }
+
+template <int PB, int NT, int R>
+static kv_status launch_t(const wq_args &a, cudaStream_t st, kv_error *err) {
+    static int occ = -1, sms = 0; /* per-variant launch facts, computed once per process */
+    const size_t sh = wq_smem<PB, NT, R>();
+    if (occ < 0) {
+        KV_CU(cudaFuncSetAttribute(wq_kernel<PB, NT, R>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sh), err);
+        int dev = 0, o = 0;
+        KV_CU(cudaGetDevice(&dev), err);
+        KV_CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), err);
+        KV_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o, wq_kernel<PB, NT, R>, 256, sh), err);
+        occ = o > 0 ? o : 1;
+    }
+    const int row_groups = (a.ntiles + R - 1) / R;
+    const int grid = row_groups < sms * occ ? row_groups : sms * occ;
+    wq_kernel<PB, NT, R><<<grid, 256, sh, st>>>(a);
+    KV_CU_LAUNCH("wq_kernel", err);
+    return KV_OK;
+}
+
+template <int PB>
+static kv_status launch_pb(const wq_args &a, int rt, cudaStream_t st, kv_error *err) {
+    if (a.m <= 8) {
+        if (rt == 1) return launch_t<PB, 1, 1>(a, st, err);
+        if (rt == 2) return launch_t<PB, 1, 2>(a, st, err);
+        return launch_t<PB, 1, 4>(a, st, err);
+    }
+    if (rt == 1) return launch_t<PB, 2, 1>(a, st, err);
+    if (rt == 2) return launch_t<PB, 2, 2>(a, st, err);
+    return launch_t<PB, 2, 4>(a, st, err);
+}
+
+extern "C" kv_status kv_cuda_wq_matmul(const kv_cuda_wq *w, const void *x_dev, int m, float *y_dev, int rtiles,
+                                       void *stream, kv_error *err) {
+    if (!w || !x_dev || !y_dev) return kv_fail(err, KV_EINVAL, "kv_cuda_wq_matmul: NULL argument");
+    if (m < 1 || m > 16) return kv_fail(err, KV_EINVAL, "kv_cuda_wq_matmul: batch %d outside 1..16", m);
+    if (rtiles != 0 && rtiles != 1 && rtiles != 2 && rtiles != 4)
+        return kv_fail(err, KV_EINVAL, "kv_cuda_wq_matmul: rtiles %d (0, 1, 2 or 4)", rtiles);
+    if ((uintptr_t)x_dev % 16) return kv_fail(err, KV_EINVAL, "kv_cuda_wq_matmul: x must be 16-byte aligned");
+    const kv_gpu_pack *p = &w->meta;
+    wq_args a;
+    a.plane0 = w->plane0, a.plane1 = w->plane1, a.scale = w->scale, a.off = w->off;
+    a.sd = w->sd, a.sm = w->sm, a.rowmul = w->rowmul, a.lut = w->lut;
+    a.x = (const __half *)x_dev, a.y = y_dev;
+    a.m = m, a.rows = (int)p->rows, a.rows_pad = (int)p->rows_pad, a.k = (int)p->cols;
+    a.nchunks = (int)(p->cols / KV_GPU_CHUNK), a.ntiles = (int)(p->rows_pad / 16), a.group = p->group;
+    a.sk = p->scale_kind, a.ok = p->off_kind;
+    /* measured choice (docs/RESULTS.md, GPU section): one tile per warp while the batch is small */
+    const int rt = rtiles ? rtiles : (m <= 8 ? 1 : 2);
+    cudaStream_t st = (cudaStream_t)stream;
+    switch (p->pair_bits) {
+    case 4: return launch_pb<4>(a, rt, st, err);
+    case 6: return launch_pb<6>(a, rt, st, err);
+    case 8: return launch_pb<8>(a, rt, st, err);
+    default: return kv_fail(err, KV_EINVAL, "kv_cuda_wq_matmul: pair bits %d", p->pair_bits);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* upload / random fill                                                                            */
+/* ---------------------------------------------------------------------------------------------- */
+extern "C" void kv_cuda_wq_free(kv_cuda_wq *w) {
+    if (!w) return;
+    cudaFree(w->plane0);
+    cudaFree(w->plane1);
+    cudaFree(w->scale);
+    cudaFree(w->off);
+    cudaFree(w->sd);
+    cudaFree(w->sm);
+    cudaFree(w->rowmul);
+    cudaFree(w->lut);
+    free(w);
+}
+
+extern "C" size_t kv_cuda_wq_bytes(const kv_cuda_wq *w) { return w ? w->bytes : 0; }
+
+static kv_status wq_alloc(const kv_gpu_pack *p, kv_cuda_wq **out, kv_error *err) {
+    kv_cuda_wq *w = (kv_cuda_wq *)calloc(1, sizeof *w);
+    if (!w) return kv_fail(err, KV_ENOMEM, "out of memory");
+    w->meta = *p;
+    w->meta.plane0 = w->meta.plane1 = NULL;
+    w->meta.scale = w->meta.off = NULL;
+    w->meta.super_d = w->meta.super_m = NULL;
+    w->meta.rowmul = NULL;
+    *out = w;
+    cudaError_t e = cudaMalloc((void **)&w->plane0, p->plane0_bytes);
+    if (e == cudaSuccess && p->plane1_bytes) e = cudaMalloc(&w->plane1, p->plane1_bytes);
+    if (e == cudaSuccess) e = cudaMalloc(&w->scale, p->scale_bytes);
+    if (e == cudaSuccess && p->off_bytes) e = cudaMalloc(&w->off, p->off_bytes);
+    if (e == cudaSuccess && p->super_bytes) e = cudaMalloc((void **)&w->sd, p->super_bytes);
+    if (e == cudaSuccess && p->super_bytes) e = cudaMalloc((void **)&w->sm, p->super_bytes);
+    if (e == cudaSuccess && p->scale_kind == KV_GS_UE4M3) e = cudaMalloc((void **)&w->rowmul, (size_t)p->rows_pad * 4);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&w->lut, 256 * 4);
+    if (e == cudaSuccess) e = cudaMemcpy(w->lut, p->lut, 256 * 4, cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) {
+        kv_cuda_wq_free(w);
+        *out = NULL;
+        return kv_fail(err, KV_ENOMEM, "CUDA: allocating %s weights (%zu bytes): %s", p->format, kv_gpu_pack_bytes(p),
+                       cudaGetErrorString(e));
+    }
+    w->bytes = kv_gpu_pack_bytes(p);
+    return KV_OK;
+}
+
+extern "C" kv_status kv_cuda_wq_upload(const kv_gpu_pack *p, kv_cuda_wq **out, kv_error *err) {
+    *out = NULL;
+    kv_status st = wq_alloc(p, out, err);
+    if (st != KV_OK) return st;
+    kv_cuda_wq *w = *out;
+    cudaError_t e = cudaMemcpy(w->plane0, p->plane0, p->plane0_bytes, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess && p->plane1_bytes) e = cudaMemcpy(w->plane1, p->plane1, p->plane1_bytes, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemcpy(w->scale, p->scale, p->scale_bytes, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess && p->off_bytes) e = cudaMemcpy(w->off, p->off, p->off_bytes, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess && p->super_bytes) e = cudaMemcpy(w->sd, p->super_d, p->super_bytes, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess && p->super_bytes) e = cudaMemcpy(w->sm, p->super_m, p->super_bytes, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess && w->rowmul) e = cudaMemcpy(w->rowmul, p->rowmul, (size_t)p->rows_pad * 4, cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) {
+        kv_cuda_wq_free(w);
+        *out = NULL;
+        return kv_fail(err, KV_EIO, "CUDA: uploading %s weights: %s", p->format, cudaGetErrorString(e));
+    }
+    return KV_OK;
+}
+
+/* Random bytes, then every scale-like array overwritten with plausible values (weights of ~0.02 magnitude). */
+__global__ void fill_random_u32(uint32_t *p, size_t n, unsigned long long seed) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        p[i] = (uint32_t)kv_cu_hash(seed ^ (i * 0x2545F4914F6CDD1Dull));
+}
+__global__ void fill_random_kind(void *p, size_t n, int bytes, int kind, unsigned long long seed) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const unsigned long long h = kv_cu_hash(seed ^ (i * 0x9E3779B97F4A7C15ull));
+        const float u = (float)(h >> 40) * (1.0f / 16777216.0f); /* [0, 1) */
+        if (kind == 0) ((__half *)p)[i] = __float2half(0.001f + 0.004f * u);       /* fp16 scale */
+        else if (kind == 1) ((float *)p)[i] = 0.001f + 0.004f * u;                 /* fp32 scale */
+        else if (kind == 2) ((uint8_t *)p)[i] = (uint8_t)(118 + (h >> 61));        /* e8m0 ~ 2^-9..2^-2 */
+        else if (kind == 3) ((uint8_t *)p)[i] = (uint8_t)(0x30 + (h >> 59));       /* e4m3 ~ 0.25..1 */
+        else if (kind == 4) ((uint8_t *)p)[i] = (uint8_t)(1 + (h >> 58));          /* q4_k 6-bit */
+        else if (kind == 5) ((__half *)p)[i] = __float2half(-0.01f * u);           /* fp16 offset */
+        else if (kind == 6) ((float *)p)[i] = -0.01f * u;                          /* fp32 offset */
+        else ((float *)p)[i] = 0.01f + 0.01f * u;                                  /* row factor */
+        (void)bytes;
+    }
+}
+
+extern "C" kv_status kv_cuda_wq_random(const kv_gpu_pack *layout, uint64_t seed, kv_cuda_wq **out, kv_error *err) {
+    *out = NULL;
+    kv_status st = wq_alloc(layout, out, err);
+    if (st != KV_OK) return st;
+    kv_cuda_wq *w = *out;
+    const kv_gpu_pack *p = layout;
+    fill_random_u32<<<1024, 256>>>((uint32_t *)w->plane0, p->plane0_bytes / 4, seed);
+    if (p->plane1_bytes) fill_random_u32<<<1024, 256>>>((uint32_t *)w->plane1, p->plane1_bytes / 4, seed + 1);
+    const size_t ns = p->scale_bytes / kv_gpu_scale_bytes(p->scale_kind);
+    static const int scale_fill[] = {0, 1, 2, 3, 4};
+    fill_random_kind<<<1024, 256>>>(w->scale, ns, 0, scale_fill[p->scale_kind], seed + 2);
+    if (p->off_bytes) {
+        const size_t no = p->off_bytes / kv_gpu_off_bytes(p->off_kind);
+        fill_random_kind<<<1024, 256>>>(w->off, no, 0, p->off_kind == KV_GO_F16 ? 5 : p->off_kind == KV_GO_F32 ? 6 : 4,
+                                        seed + 3);
+    }
+    if (p->super_bytes) {
+        fill_random_kind<<<1024, 256>>>(w->sd, p->super_bytes / 2, 0, 0, seed + 4);
+        fill_random_kind<<<1024, 256>>>(w->sm, p->super_bytes / 2, 0, 0, seed + 5);
+    }
+    if (w->rowmul) fill_random_kind<<<1024, 256>>>(w->rowmul, (size_t)p->rows_pad, 0, 7, seed + 6);
+    KV_CU_LAUNCH("fill_random", err);
+    KV_CU(cudaDeviceSynchronize(), err);
+    return KV_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* device, memory                                                                                  */
+/* ---------------------------------------------------------------------------------------------- */
+extern "C" int kv_cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+extern "C" kv_status kv_cuda_info_get(kv_cuda_info *out, kv_error *err) {
+    memset(out, 0, sizeof *out);
+    cudaDeviceProp pr;
+    int dev = 0;
+    KV_CU(cudaGetDevice(&dev), err);
+    KV_CU(cudaGetDeviceProperties(&pr, dev), err);
+    snprintf(out->name, sizeof out->name, "%s", pr.name);
+    out->cc_major = pr.major, out->cc_minor = pr.minor, out->sms = pr.multiProcessorCount;
+    out->l2_bytes = (size_t)pr.l2CacheSize, out->mem_bytes = pr.totalGlobalMem;
+    KV_CU(cudaRuntimeGetVersion(&out->runtime_version), err);
+    KV_CU(cudaDriverGetVersion(&out->driver_version), err);
+    return KV_OK;
+}
+
+extern "C" kv_status kv_cuda_malloc(void **ptr, size_t bytes, kv_error *err) {
+    *ptr = NULL;
+    cudaError_t e = cudaMalloc(ptr, bytes ? bytes : 1);
+    if (e != cudaSuccess) return kv_fail(err, KV_ENOMEM, "CUDA: cudaMalloc(%zu): %s", bytes, cudaGetErrorString(e));
+    return KV_OK;
+}
+extern "C" void kv_cuda_free(void *ptr) { cudaFree(ptr); }
+extern "C" kv_status kv_cuda_to_device(void *dst, const void *src, size_t bytes, kv_error *err) {
+    KV_CU(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), err);
+    return KV_OK;
+}
+extern "C" kv_status kv_cuda_to_host(void *dst, const void *src, size_t bytes, kv_error *err) {
+    KV_CU(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), err);
+    return KV_OK;
+}
+extern "C" kv_status kv_cuda_sync(kv_error *err) {
+    KV_CU(cudaDeviceSynchronize(), err);
+    return KV_OK;
+}
