@@ -1,4 +1,4 @@
-/* kvcuda.h — kvant's CUDA backend (src/kernels/cuda/*.cu, built by `make cuda`; C API, callable from C).
+/* kvcuda.h — kvant's CUDA backend (the .cu files of src/kernels/cuda, built by `make cuda`; C API, callable from C).
  * Every function returns KV_OK or fills err (a CUDA error names the call and cudaGetErrorString). Pointers
  * named *_dev are device memory. Work goes to the default stream unless a stream (cudaStream_t) is given. */
 #ifndef KV_CUDA_H

@@ -201,7 +201,6 @@ typedef struct row_parts {
     float rowmul;
 } row_parts;
 
-static uint32_t f16_bits_of(float v) { return kv_fp32_to_fp16(v); }
 
 static void extract_row(const kv_format *f, const pack_spec *s, const uint8_t *row, int64_t cols, row_parts *o) {
     const int64_t nb = cols / f->block;

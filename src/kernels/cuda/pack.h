@@ -1,6 +1,6 @@
 /* pack.h — the GPU weight layout of kvant's CUDA kernels (docs/FORMAT.md "GPU layout"), built on the host from
  * a format's packed rows. Plain C (part of libkvant in every build) so that the layout and its reference
- * decoder are tested without a GPU; src/kernels/cuda/*.cu upload and use it.
+ * decoder are tested without a GPU; the .cu files upload and use it.
  *
  * Weight-only formats (kv_gpu_pack): every supported format decodes as w = L[code] * scale + offset with codes
  * of b bits (p = 1) or tuple codes of 2b bits (HIGGS p = 2). Two consecutive weights of a row form a "pair"
