@@ -268,10 +268,15 @@ KV_TEST(gpu_w8a8_matches_cpu) {
             REQUIRE_OK(kv_cuda_sync(&err), &err);
             REQUIRE_OK(kv_cuda_to_host(yh, yd, 2 * (size_t)(m * rows), &err), &err);
             int8_t *xq = malloc((size_t)cols);
-            double worst_emu = 0, num = 0, den = 0;
+            double worst_emu = 0, num = 0, den = 0, xnum = 0, xden = 0;
             int nonfinite = 0;
             for (int64_t i = 0; i < m; i++) {
                 const float sx = kv_gpu_quant_act_row(xf + i * cols, cols, p.fp8, xq);
+                for (int64_t k = 0; k < cols; k++) { /* the per-token quantization's own error */
+                    const double xa = (p.fp8 ? kv_gpu_e4m3_value((uint8_t)xq[k]) : xq[k]) * (double)sx;
+                    xnum += (xa - xf[i * cols + k]) * (xa - xf[i * cols + k]);
+                    xden += (double)xf[i * cols + k] * xf[i * cols + k];
+                }
                 for (int64_t r = 0; r < rows; r++) {
                     double e = 0, exact = 0;
                     for (int64_t k = 0; k < cols; k++) {
@@ -291,8 +296,11 @@ KV_TEST(gpu_w8a8_matches_cpu) {
             }
             CHECK_MSG(nonfinite == 0, "%s m=%lld: %d outputs not written / not finite", f.name, (long long)m, nonfinite);
             CHECK_MSG(worst_emu < 8e-3, "%s m=%lld: vs the emulated per-token quantization: %.3g", f.name, (long long)m, worst_emu);
-            CHECK_MSG(sqrt(num / den) < (p.fp8 ? 6e-2 : 2e-2), "%s m=%lld: vs the fp reference: rel err %.3g", f.name,
-                      (long long)m, sqrt(num / den));
+            /* against the unquantized activations the error is the activation quantization's (an outlier of 20x
+             * per token makes the int8 step amax/127 coarse): at most twice its relative size, plus the weights' */
+            const double x_rel = sqrt(xnum / xden);
+            CHECK_MSG(sqrt(num / den) < 2.0 * x_rel + 1e-3, "%s m=%lld: vs the fp reference: rel err %.3g (activation "
+                      "quantization alone %.3g)", f.name, (long long)m, sqrt(num / den), x_rel);
             free(xq); free(yh); free(xh); free(xf);
             kv_cuda_free(xd); kv_cuda_free(yd); kv_cuda_free(ws);
         }

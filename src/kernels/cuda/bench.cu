@@ -200,7 +200,7 @@ static kv_status bench_wq(bench_ctx &c, const shape &sh, const kv_format *fmt, i
         r.tflops = 2.0 * m * (double)sh.n * (double)sh.k / us * 1e-6;
         r.cublas_us = cublas_us;
         r.ratio = cublas_us / us;
-        r.rtiles = rt ? rt : (m <= 8 ? 1 : 2);
+        r.rtiles = rt ? rt : 1;
         c.rows.push_back(r);
         say(c, "%-20s %-16s m=%2d rt=%d %9.2f us %7.0f GB/s  cuBLAS bf16 %9.2f us  x%.2f", sh.name, fmt->name, m,
             r.rtiles, us, r.gbps, cublas_us, r.ratio);

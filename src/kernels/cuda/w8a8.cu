@@ -217,6 +217,14 @@ static kv_status w8_alloc(int fp8, int64_t rows, int64_t cols, kv_cuda_w8 **out,
         kv_cuda_w8_free(w);
         return kv_fail(err, KV_ENOMEM, "CUDA: allocating W8A8 weights: %s", cudaGetErrorString(e));
     }
+    /* the GEMM's shared-memory limit, raised once here rather than at each launch (launches may be captured) */
+    const int smem = 2 * STAGES * TILE_BYTES;
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(w8_gemm<0>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(w8_gemm<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e != cudaSuccess) {
+        kv_cuda_w8_free(w);
+        return kv_fail(err, KV_EIO, "CUDA: W8A8 GEMM shared memory (%d bytes): %s", smem, cudaGetErrorString(e));
+    }
     *out = w;
     return KV_OK;
 }
@@ -272,12 +280,10 @@ extern "C" kv_status kv_cuda_w8_matmul(const kv_cuda_w8 *w, const void *x_dev, i
     if (w->fp8) {
         quant_rows<1><<<(unsigned)m, 256, 0, st>>>((const __half *)x_dev, K, xq, sx);
         KV_CU_LAUNCH("quant_rows", err);
-        KV_CU(cudaFuncSetAttribute(w8_gemm<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), err);
         w8_gemm<1><<<grid, 256, smem, st>>>(xq, sx, w->q, w->scale, (__nv_bfloat16 *)y_dev, (int)m, N, K);
     } else {
         quant_rows<0><<<(unsigned)m, 256, 0, st>>>((const __half *)x_dev, K, xq, sx);
         KV_CU_LAUNCH("quant_rows", err);
-        KV_CU(cudaFuncSetAttribute(w8_gemm<0>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), err);
         w8_gemm<0><<<grid, 256, smem, st>>>(xq, sx, w->q, w->scale, (__nv_bfloat16 *)y_dev, (int)m, N, K);
     }
     KV_CU_LAUNCH("w8_gemm", err);
