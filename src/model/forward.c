@@ -5,9 +5,11 @@
  * apply_rotary_pos_emb with rotate_half, eager_attention_forward with GQA repeat_kv, LlamaMLP). */
 #include "model/model.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/kernels.h"
 #include <math.h>
 
-enum { QBLOCK = 64 }; /* queries per attention task */
+enum { QBLOCK = 64,     /* queries per attention task */
+       QDIRECT = 4 };   /* query blocks up to this size use dot products on the cache rows (no packing) */
 
 /* ---------------------------------------------------------------------------------------------- */
 /* context                                                                                          */
@@ -127,6 +129,23 @@ typedef struct attn_job {
     int64_t n, pos0, nqb;
 } attn_job;
 
+/* A few queries (decode): packing the cache into GEMM panels would cost more than the products, so each score
+ * is one dot product of the query with a cached key row and the output one axpy per value row. Query r sees
+ * keys 0..first+r. S holds one row of scores. */
+static void attn_rows_direct(const float *q, int64_t ldq, int64_t rows, const float *kc, const float *vc,
+                             int64_t kvd, int hd, int64_t first, float *S, float scale, float *out) {
+    const kv_f32_kernels *kt = kv_f32_kernels_hw();
+    for (int64_t r = 0; r < rows; r++) {
+        const float *qr = q + r * ldq;
+        const int64_t valid = first + r + 1;
+        for (int64_t p = 0; p < valid; p++) S[p] = kt->dot(qr, kc + p * kvd, hd);
+        kt->softmax_scaled(S, valid, scale);
+        float *o = out + r * ldq;
+        memset(o, 0, (size_t)hd * sizeof(float));
+        for (int64_t p = 0; p < valid; p++) kt->axpy(o, S[p], vc + p * kvd, hd);
+    }
+}
+
 /* One (head, block of QBLOCK queries): S = Q·Kᵀ over the keys the block can see (two small GEMMs instead of
  * per-pair dot products), causal mask, softmax per row, O = P·V. */
 static void attn_task(void *ctx, int64_t task, int thread) {
@@ -141,6 +160,11 @@ static void attn_task(void *ctx, int64_t task, int thread) {
     const float scale = 1.0f / sqrtf((float)hd);
     const int64_t t0 = (task % j->nqb) * QBLOCK, t1 = KV_MIN(t0 + QBLOCK, j->n), rows = t1 - t0;
     const int64_t nk = j->pos0 + t1; /* keys 0..nk-1 */
+    if (rows <= QDIRECT) {
+        attn_rows_direct(j->q + t0 * qd + (int64_t)h * hd, qd, rows, kc, vc, kvd, hd, j->pos0 + t0, S, scale,
+                         j->out + t0 * qd + (int64_t)h * hd);
+        return;
+    }
     kv_gemm_f32_nt(rows, nk, hd, j->q + t0 * qd + (int64_t)h * hd, qd, kc, kvd, S, nk, NULL);
     for (int64_t r = 0; r < rows; r++) {
         float *sr = S + r * nk;
