@@ -165,6 +165,75 @@ KV_TEST(act_quantize_codes_and_sums) {
     CHECK(a[0].d == 0.0f && a[0].sum == 0);
 }
 
+/* Every ISA's activation quantizer writes the scalar reference's bytes (blocks of noise, outliers, zeros, ties). */
+KV_TEST(act_quantize_same_bytes_on_every_isa) {
+    enum { N = 2048 };
+    float *x = malloc(N * sizeof(float));
+    REQUIRE(x);
+    fill_normal(x, N, 21, 2.0);
+    for (int i = 0; i < N; i += 131) x[i] *= 50.0f;
+    for (int i = 256; i < 512; i++) x[i] = 0.0f;
+    for (int i = 512; i < 544; i++) x[i] = (float)(i - 528) * 0.5f + 0.25f; /* x / d lands on halves */
+    static const kv_act_kind kinds[] = {KV_ACT_Q8_32, KV_ACT_Q8_256};
+    for (size_t k = 0; k < KV_ARRAY_LEN(kinds); k++) {
+        const size_t bytes = kv_act_row_bytes(kinds[k], N);
+        uint8_t *ref = malloc(bytes), *got = malloc(bytes);
+        REQUIRE(ref && got);
+        kv_act_quantize_isa(KV_ISA_SCALAR, kinds[k], x, N, ref);
+        for (int isa = KV_ISA_AVX2; isa <= (int)kv_cpu_isa_hw(); isa++) {
+            memset(got, 0xA5, bytes);
+            kv_act_quantize_isa((kv_isa)isa, kinds[k], x, N, got);
+            CHECK_MSG(memcmp(ref, got, bytes) == 0, "activation kind %d: %s bytes differ from scalar", (int)kinds[k],
+                      kv_isa_name((kv_isa)isa));
+        }
+        free(ref); free(got);
+    }
+    free(x);
+}
+
+/* The tile kernels (several weight rows x several tokens per call) give each pair's dot() bit for bit, for
+ * every tile shape: tiling never changes a result. */
+KV_TEST(qkernel_tiles_equal_row_dots) {
+    kv_error err = {0};
+    const int64_t rows = 5, n = 1536, ntok = 4;
+    float *W = malloc((size_t)(rows * n) * sizeof(float)), *x = malloc((size_t)(ntok * n) * sizeof(float));
+    REQUIRE(W && x);
+    fill_normal(W, rows * n, 31, 0.02);
+    fill_normal(x, ntok * n, 32, 1.0);
+    for (size_t f = 0; f < KV_ARRAY_LEN(k_int_formats); f++) {
+        kv_format fmt;
+        REQUIRE_OK(kv_format_get(k_int_formats[f], &fmt, &err), &err);
+        const size_t rb = kv_format_row_bytes(&fmt, n);
+        uint8_t *packed = malloc(rb * (size_t)rows);
+        REQUIRE(packed);
+        REQUIRE_OK(fmt.quantize(&fmt, W, packed, rows, n, NULL, &err), &err);
+        for (int isa = KV_ISA_SCALAR; isa <= (int)kv_cpu_isa_hw(); isa++) {
+            const kv_qkernel *k = kv_qkernel_find(&fmt, (kv_isa)isa);
+            REQUIRE(k);
+            if (!k->tile) continue;
+            const size_t ab = kv_act_row_bytes(k->act, n);
+            uint8_t *act = malloc(ab * (size_t)ntok);
+            REQUIRE(act);
+            for (int64_t t = 0; t < ntok; t++) kv_act_quantize(k->act, x + t * n, n, act + (size_t)t * ab);
+            float want[5 * 4], got[5 * 4];
+            for (int64_t t = 0; t < ntok; t++)
+                for (int64_t r = 0; r < rows; r++) want[t * rows + r] = k->dot(n, packed + (size_t)r * rb, act + (size_t)t * ab);
+            int bad = 0;
+            for (int nr = 1; nr <= k->tile_rows; nr++)
+                for (int nt = 1; nt <= k->tile_toks && nt <= ntok; nt++) {
+                    for (int i = 0; i < 20; i++) got[i] = NAN;
+                    k->tile(n, packed, rb, nr, act, ab, nt, got, rows);
+                    for (int t = 0; t < nt; t++)
+                        for (int r = 0; r < nr; r++) bad += memcmp(&got[t * rows + r], &want[t * rows + r], sizeof(float)) != 0;
+                }
+            CHECK_MSG(bad == 0, "%s on %s: %d tile results differ from dot()", fmt.name, kv_isa_name((kv_isa)isa), bad);
+            free(act);
+        }
+        free(packed);
+    }
+    free(W); free(x);
+}
+
 /* act_q8 matmul: prefill (many tokens) gives each token's decode result bit for bit, for 1 or 2 threads, with
  * and without a workspace; formats without an integer kernel keep the exact path. */
 KV_TEST(weight_matmul_act_q8_is_deterministic) {

@@ -79,13 +79,24 @@ KV_STATIC_ASSERT(sizeof(kv_act_q8_256) == 292, "q8_256 activation block");
 size_t kv_act_row_bytes(kv_act_kind kind, int64_t n);
 /* x[n] -> activation blocks; identical bytes on every ISA. */
 void kv_act_quantize(kv_act_kind kind, const float *x, int64_t n, void *dst);
+/* The same computed on one ISA (kv_act_quantize picks the widest this CPU runs; tests compare them). */
+void kv_act_quantize_isa(kv_isa isa, kv_act_kind kind, const float *x, int64_t n, void *dst);
+void kv_act_quantize_avx2(kv_act_kind kind, const float *x, int64_t n, void *dst);
+void kv_act_quantize_avx512(kv_act_kind kind, const float *x, int64_t n, void *dst);
 
 /* Dot of one packed weight row of n values with one activation row of the same n. */
 typedef float (*kv_qdot_fn)(int64_t n, const void *wrow, const void *act);
+/* A tile of dots: y[t * ldy + r] = dot(weight row r, activation row t) for r < nr, t < nt (nr <= tile_rows,
+ * nt <= tile_toks), each weight block loaded once for all nt tokens. Every element equals dot() bit for bit,
+ * so the tiling (thread count, token count) never changes a result. */
+typedef void (*kv_qtile_fn)(int64_t n, const uint8_t *w, size_t w_stride, int nr, const uint8_t *act,
+                            size_t act_stride, int nt, float *y, int64_t ldy);
 typedef struct kv_qkernel {
     uint32_t type;     /* kv_format type id (ggml ids) */
     kv_act_kind act;
     kv_qdot_fn dot;
+    kv_qtile_fn tile;  /* NULL: the caller loops over dot */
+    int tile_rows, tile_toks;
 } kv_qkernel;
 
 /* Tables per ISA (terminated by type 0 / dot NULL); lookup of one format's kernel on a given ISA (falls back to

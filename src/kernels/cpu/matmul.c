@@ -301,13 +301,24 @@ static void act_task(void *ctx, int64_t t, int thread) {
 
 static void qmm_task(void *ctx, int64_t task, int thread) {
     const qmm_job *j = ctx;
+    const kv_qkernel *k = j->k;
     const int64_t r0 = task * j->rows_per_task, r1 = KV_MIN(r0 + j->rows_per_task, j->rows);
+    if (k->tile) {
+        /* tiles of tile_rows x tile_toks: each weight block is read once per tile_toks tokens */
+        for (int64_t t0 = 0; t0 < j->ntok; t0 += k->tile_toks) {
+            const int nt = (int)KV_MIN((int64_t)k->tile_toks, j->ntok - t0);
+            for (int64_t r = r0; r < r1; r += k->tile_rows)
+                k->tile(j->cols, j->w + (size_t)r * j->row_bytes, j->row_bytes, (int)KV_MIN((int64_t)k->tile_rows, r1 - r),
+                        j->act + (size_t)t0 * j->act_bytes, j->act_bytes, nt, j->y + t0 * j->rows + r, j->rows);
+        }
+        return;
+    }
     for (int64_t t0 = 0; t0 < j->ntok; t0 += QTOK) {
         const int64_t t1 = KV_MIN(t0 + QTOK, j->ntok);
         for (int64_t r = r0; r < r1; r++) {
             const uint8_t *wr = j->w + (size_t)r * j->row_bytes;
             for (int64_t t = t0; t < t1; t++)
-                j->y[t * j->rows + r] = j->k->dot(j->cols, wr, j->act + (size_t)t * j->act_bytes);
+                j->y[t * j->rows + r] = k->dot(j->cols, wr, j->act + (size_t)t * j->act_bytes);
         }
     }
 }

@@ -34,6 +34,13 @@ static float act_block(const float *x, int n, int8_t *q) {
 }
 
 void kv_act_quantize(kv_act_kind kind, const float *x, int64_t n, void *dst) {
+    kv_act_quantize_isa(kv_cpu_isa(), kind, x, n, dst);
+}
+
+void kv_act_quantize_isa(kv_isa isa, kv_act_kind kind, const float *x, int64_t n, void *dst) {
+    if (isa > kv_cpu_isa_hw()) isa = kv_cpu_isa_hw();
+    if (isa >= KV_ISA_AVX512) { kv_act_quantize_avx512(kind, x, n, dst); return; }
+    if (isa >= KV_ISA_AVX2) { kv_act_quantize_avx2(kind, x, n, dst); return; }
     if (kind == KV_ACT_Q8_32) {
         kv_act_q8_32 *b = dst;
         for (int64_t i = 0; i < n / 32; i++, b++, x += 32) {
@@ -131,12 +138,12 @@ static float dot_q6_k(int64_t n, const void *wrow, const void *act) {
 }
 
 const kv_qkernel kv_qkernels_scalar[] = {
-    {KV_TYPE_Q4_0, KV_ACT_Q8_32, dot_q4_0},
-    {KV_TYPE_Q8_0, KV_ACT_Q8_32, dot_q8_0},
-    {KV_TYPE_Q4_K, KV_ACT_Q8_256, dot_q4_k},
-    {KV_TYPE_Q5_K, KV_ACT_Q8_256, dot_q5_k},
-    {KV_TYPE_Q6_K, KV_ACT_Q8_256, dot_q6_k},
-    {0, KV_ACT_NONE, NULL},
+    {KV_TYPE_Q4_0, KV_ACT_Q8_32, dot_q4_0, NULL, 0, 0},
+    {KV_TYPE_Q8_0, KV_ACT_Q8_32, dot_q8_0, NULL, 0, 0},
+    {KV_TYPE_Q4_K, KV_ACT_Q8_256, dot_q4_k, NULL, 0, 0},
+    {KV_TYPE_Q5_K, KV_ACT_Q8_256, dot_q5_k, NULL, 0, 0},
+    {KV_TYPE_Q6_K, KV_ACT_Q8_256, dot_q6_k, NULL, 0, 0},
+    {0, KV_ACT_NONE, NULL, NULL, 0, 0},
 };
 
 /* ---------------------------------------------------------------------------------------------- */
