@@ -484,6 +484,26 @@ typedef kv_status (*kv_quantize_fn)(const kv_format *f, const float *src, void *
                                     int64_t n, const float *importance, kv_error *err);
 typedef void (*kv_dequantize_fn)(const kv_format *f, const void *src, float *dst, int64_t n);
 typedef double (*kv_dot_fn)(const kv_format *f, const void *row, const float *x, int64_t n);
+/* The family of a format and its traits, set by the registry: callers branch on these, never on the name. */
+typedef enum kv_format_family {
+    KV_FAM_PLAIN = 0,         /* f32, f16, bf16 */
+    KV_FAM_GGML,              /* ggml's block types (q4_0, q4_k, iq4_xs, mxfp4, nvfp4, ...) */
+    KV_FAM_INT,               /* kvant int{n}_g{g}_{sym|asym}[...] */
+    KV_FAM_FP,                /* fp8/fp6/fp4 minifloats with a per-row scale */
+    KV_FAM_MX,                /* OCP MX (mxfp8/6/4, mxint8) */
+    KV_FAM_NVFP4,             /* nvfp4_ts */
+    KV_FAM_CODEBOOK,          /* nf4, nf4_dq, af4 */
+    KV_FAM_HIGGS,             /* higgs_p{p}_b{b} */
+    KV_FAM_LATTICE,           /* e8_b{b} */
+    KV_FAM_OTHER              /* containers (ecw) */
+} kv_format_family;
+enum {
+    KV_FMT_ASYM = 1u << 0,    /* a zero point / minimum per group */
+    KV_FMT_SEARCH = 1u << 1,  /* the scale is searched for the least (importance-weighted) error: _mse, MX _ps */
+    KV_FMT_F32_SCALE = 1u << 2, /* fp32 scales (_f32) */
+    KV_FMT_INT_ZP = 1u << 3,  /* integer zero points (_zp: GPTQ / compressed-tensors layout) */
+    KV_FMT_CT_SCALE = 1u << 4 /* compressed-tensors' symmetric scale (absmax / (2^(b-1) - 0.5)) (_ct) */
+};
 struct kv_format {
     char name[48];            /* canonical name */
     uint32_t type;            /* ggml id for ggml types (and f32/f16/bf16), else >= KV_TYPE_KVANT_BASE */
@@ -495,6 +515,10 @@ struct kv_format {
     kv_quantize_fn quantize;  /* nrows rows of n floats -> packed; importance: n weights or NULL */
     kv_dequantize_fn dequantize; /* one packed row -> n floats */
     kv_dot_fn dot;            /* reference scalar dot product of one packed row with x */
+    kv_format_family family;
+    int32_t group;            /* elements sharing one scale: > 0 a group, 0 the whole row, -1 the whole tensor */
+    int32_t code_bits;        /* bits of one element's code, scales excluded (16/32 for plain types) */
+    uint32_t traits;          /* KV_FMT_* */
 };
 kv_status kv_format_get(const char *name, kv_format *out, kv_error *err);
 kv_status kv_format_from_type(uint32_t type, kv_format *out, kv_error *err);
@@ -1062,6 +1086,7 @@ typedef struct kv_quant_job {
     uint64_t out_bytes;
 } kv_quant_job;
 
+typedef struct kv_method_values kv_method_values; /* below */
 typedef struct kv_quant_method_ctx {
     kv_quant_job *jobs;
     int64_t n_jobs;
@@ -1072,6 +1097,7 @@ typedef struct kv_quant_method_ctx {
     int64_t n_calib_ids;
     int32_t calib_ctx;
     const char *options;      /* text after ':' in --method NAME:OPTIONS ("" when none) */
+    const kv_method_values *values; /* the same options parsed (kv_method_parse); NULL: the method parses options */
     uint64_t seed;
     kv_pool *pool;
     kv_progress *progress;    /* advance by jobs done; may be NULL */
@@ -1087,15 +1113,67 @@ typedef struct kv_quant_method_ctx {
     void *out_user;
 } kv_quant_method_ctx;
 typedef kv_status (*kv_quant_method_fn)(kv_quant_method_ctx *c, kv_error *err);
+/* A method's options (`--method NAME:key=value,flag,...`) are declared in a table of kv_method_opt: one parser
+ * (kv_method_parse) validates names, types and ranges before any work, and kv_method_help writes the help
+ * from the same table. */
+typedef enum kv_mopt_type {
+    KV_MOPT_FLAG,             /* `name` alone */
+    KV_MOPT_INT,              /* name=N, N in [min, max] */
+    KV_MOPT_FLOAT,            /* name=F, F in [min, max] (inf allowed when max is) */
+    KV_MOPT_TEXT,             /* name=TEXT (a path, a tensor-name filter) */
+    KV_MOPT_CHOICE            /* name=one of choices ("a|b"; the first is the default) */
+} kv_mopt_type;
+typedef struct kv_method_opt {
+    const char *name;
+    kv_mopt_type type;
+    double def, min, max;     /* INT / FLOAT: default and range */
+    int open_min;             /* 1: the value must be > min (rates, steps) */
+    const char *choices;      /* CHOICE: "a|b"; TEXT: the value's name in the help ("DIR") */
+    const char *help;         /* one line */
+} kv_method_opt;
+#define KV_METHOD_MAX_OPTS 12
+#define KV_MOPT_TEXT_MAX 512
+/* Parsed option values: v[i] belongs to the method's opts[i]. */
+struct kv_method_values {
+    struct { int set; double num; char text[KV_MOPT_TEXT_MAX]; } v[KV_METHOD_MAX_OPTS];
+};
 typedef struct kv_quant_method {
     const char *name;
     int needs_calib;          /* 1: --calib required */
     kv_quant_method_fn run;
     const char *summary;
+    const kv_method_opt *opts;
+    int n_opts;
+    /* capabilities (what the pipeline checks before any work, instead of comparing functions) */
+    const char *needs_one_of; /* "bits|step": at least one of these options is required (NULL: none) */
+    int layerwise;            /* quantizes decoder block by decoder block through kv_calib_run */
+    int needs_rotation;       /* every quantized linear must carry an online rotation (--transform rht:GROUP) */
+    int entropy_coded;        /* stores entropy-coded containers (KV_TYPE_ECW): GGUF output only */
+    int gguf_only;            /* writes side outputs (metadata, extra tensors) only GGUF holds */
+    int outlier_columns;      /* records fp16 outlier input columns (kv_llmint8_summary_read reads them back) */
+    int no_importance;        /* computes no imatrix from --calib */
+    const char *own_format;   /* the format when --format is not given (NULL: q4_k_m) */
+    int embd_head_f16;        /* keeps token_embd and output in f16 when --format is not given ... */
+    const char *head_flag;    /* ... except the head when this flag option is set */
 } kv_quant_method;
-/* NULL when unknown; kv_quant_method_names() lists them. */
+/* NULL when unknown; kv_quant_method_names() lists them; kv_quant_method_at(0..count-1) enumerates them. */
 const kv_quant_method *kv_quant_method_find(const char *name);
 const char *kv_quant_method_names(void);
+int kv_quant_method_count(void);
+const kv_quant_method *kv_quant_method_at(int i);
+/* "NAME[:OPTIONS]" -> the method and its validated option values: an unknown method lists the methods, an
+ * unknown option or a bad value names it and lists the method's options with their types and ranges, a
+ * missing required option (needs_one_of) says which. */
+kv_status kv_method_parse(const char *spec, const kv_quant_method **m, kv_method_values *v, kv_error *err);
+/* Parses only OPTIONS for m. */
+kv_status kv_method_values_parse(const kv_quant_method *m, const char *options, kv_method_values *v, kv_error *err);
+/* Typed reads of an option by name (the default when not given; "" for an unset TEXT; the choice's index). */
+double kv_mopt_num(const kv_quant_method *m, const kv_method_values *v, const char *name);
+int kv_mopt_given(const kv_quant_method *m, const kv_method_values *v, const char *name);
+const char *kv_mopt_text(const kv_quant_method *m, const kv_method_values *v, const char *name);
+/* The option list of m ("act-order  process columns by decreasing diag(H)\n damp=F  ... [0, inf), default
+ * 0.01\n"), each line prefixed by indent; the returned length is what a large enough buffer would hold. */
+size_t kv_method_help(const kv_quant_method *m, const char *indent, char *buf, size_t n);
 /* Round-to-nearest with each format's own (importance-aware) quantizer; jobs run in parallel. */
 kv_status kv_method_rtn(kv_quant_method_ctx *c, kv_error *err);
 /* kv_method_rtn on n of the jobs (the ones a method leaves to round-to-nearest), without progress updates. */
@@ -1125,6 +1203,12 @@ typedef struct kv_quantize_opts {
     int quiet;                /* no progress lines */
     void (*log)(void *user, const char *msg); /* notes (fallbacks, warnings); NULL: dropped */
     void *log_user;
+    int allow_requantize;     /* 1: a source with quantized tensors is accepted (llama-quantize --allow-requantize) */
+    const char *recipe_json;  /* stored as kvant.quantize.recipe (GGUF), __metadata__ (safetensors) and
+                               * quantization_config.kvant_recipe (HF); NULL: built from these options */
+    /* Called once per written tensor in file order (llama-quantize's per-tensor lines; user = log_user). */
+    void (*on_tensor)(void *user, const char *name, const char *type, int n_dims, const int64_t *shape,
+                      uint64_t bytes);
 } kv_quantize_opts;
 
 typedef struct kv_quantize_report {
@@ -1142,6 +1226,11 @@ typedef struct kv_quantize_report {
 
 kv_status kv_quantize_model(const char *model_path, const char *out_path, const kv_quantize_opts *opts,
                             kv_quantize_report *report, kv_error *err);
+/* Everything kv_quantize_model refuses before reading weights (unknown method options, a method without what it
+ * needs, option conflicts, missing inputs, an unwritable output directory, an already-quantized source without
+ * allow_requantize), without doing any of the work: a front end calls it before its own slow steps. */
+kv_status kv_quantize_check(const char *model_path, const char *out_path, const kv_quantize_opts *opts,
+                            kv_error *err);
 /* Maps --act names to the format used for simulated activation quantization ("int8" -> per-token int8 ...);
  * NULL for "none"; KV_EINVAL for unknown names (listing the valid ones). */
 kv_status kv_act_format(const char *act, kv_format *out, int *is_none, kv_error *err);

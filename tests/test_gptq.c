@@ -664,7 +664,7 @@ KV_TEST(gptq_cli_bad_calibration_and_options) {
              "--calib-tokens 512 --no-imatrix --quiet", model, dir, calib);
     rc = kv_test_run_cli(args, &out);
     CHECK(rc == 2);
-    CHECK_MSG(out && strstr(out, "bits=R"), "%s", out ? out : "");
+    CHECK_MSG(out && strstr(out, "bits|step"), "%s", out ? out : "");
     free(out);
     CHECK(!kv_test_exists(path));
 }

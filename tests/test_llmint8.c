@@ -409,8 +409,8 @@ KV_TEST(llmint8_cli_options_and_report) {
     const char *dir = kv_test_tmpdir();
     snprintf(path, sizeof path, "%s/x.gguf", dir);
     const char *bad[][2] = {
-        {"llm-int8:threshold=abc", "threshold 'abc' is not a number"},
-        {"llm-int8:threshold=-1", "threshold '-1' is not a number >= 0"},
+        {"llm-int8:threshold=abc", "threshold=abc: needs a number >= 0"},
+        {"llm-int8:threshold=-1", "threshold=-1: needs a number >= 0"},
         {"llm-int8:bogus", "unknown option 'bogus'"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

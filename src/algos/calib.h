@@ -30,6 +30,11 @@ typedef struct kv_calib_report {
 kv_status kv_calib_run(kv_quant_method_ctx *c, const kv_calib_opts *o, kv_calib_quant_fn fn, void *user,
                        kv_calib_report *rep, kv_error *err);
 
+/* A method's option values: c->values (parsed once by the pipeline) or, for a direct caller, c->options parsed
+ * into *local (methods.c declares the options); NULL with err set when they do not parse. */
+const kv_method_values *kv_method_ctx_values(const kv_quant_method_ctx *c, const kv_quant_method *m,
+                                             kv_method_values *local, kv_error *err);
+
 /* Parses "key=value" / "flag" items of a comma-separated method option string; returns the value of key
  * (NULL when absent; "" for a bare flag) copied into buf. */
 const char *kv_method_option(const char *options, const char *key, char *buf, size_t n);

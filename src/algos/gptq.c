@@ -491,41 +491,28 @@ double kv_hessian_loss(const float *w, const float *q, int64_t rows, int64_t col
 /* `kvant quantize --method gptq[:OPTIONS]`                                                         */
 /* ---------------------------------------------------------------------------------------------- */
 
+/* The method's values (declared in src/algos/methods.c): parsed by the pipeline, or here for a direct caller. */
+const kv_method_values *kv_method_ctx_values(const kv_quant_method_ctx *c, const kv_quant_method *m,
+                                             kv_method_values *local, kv_error *err) {
+    if (c->values) return c->values;
+    return kv_method_values_parse(m, c->options, local, err) == KV_OK ? local : NULL;
+}
+
 /* Options: act-order, static, importance, damp=F, block=N, save-hessians=DIR, load-hessians=DIR. */
-static kv_status gptq_parse(const char *options, kv_gptq_opts *o, kv_calib_opts *co, char *save, char *load,
-                            size_t n, kv_error *err) {
-    char buf[64];
+static kv_status gptq_parse(const kv_quant_method_ctx *c, kv_gptq_opts *o, kv_calib_opts *co, kv_method_values *local,
+                            kv_error *err) {
+    const kv_quant_method *m = kv_quant_method_find("gptq");
+    const kv_method_values *v = kv_method_ctx_values(c, m, local, err);
+    if (!v) return err ? err->status : KV_EINVAL;
     kv_gptq_opts_default(o);
     memset(co, 0, sizeof *co);
-    o->act_order = kv_method_option(options, "act-order", buf, sizeof buf) != NULL;
-    o->static_groups = kv_method_option(options, "static", buf, sizeof buf) != NULL;
-    o->use_importance = kv_method_option(options, "importance", buf, sizeof buf) != NULL;
-    if (kv_method_option(options, "damp", buf, sizeof buf)) {
-        char *end;
-        o->percdamp = strtod(buf, &end);
-        if (*end || !(o->percdamp >= 0)) return kv_fail(err, KV_EINVAL, "gptq: bad damp=%s", buf);
-    }
-    if (kv_method_option(options, "block", buf, sizeof buf)) {
-        char *end;
-        long v = strtol(buf, &end, 10);
-        if (*end || v < 1 || v > 65536) return kv_fail(err, KV_EINVAL, "gptq: bad block=%s", buf);
-        o->block = (int32_t)v;
-    }
-    if (kv_method_option(options, "save-hessians", save, n)) co->save_dir = save;
-    if (kv_method_option(options, "load-hessians", load, n)) co->load_dir = load;
-    static const char *const known[] = {"act-order", "static", "importance", "damp", "block", "save-hessians",
-                                        "load-hessians"};
-    const char *p = options;
-    while (p && *p) {
-        size_t len = strcspn(p, ","), kl = strcspn(p, ",=");
-        int ok = 0;
-        for (size_t k = 0; k < KV_ARRAY_LEN(known); k++) ok |= strlen(known[k]) == kl && !strncmp(p, known[k], kl);
-        if (!ok)
-            return kv_fail(err, KV_EINVAL, "gptq: unknown option '%.*s' (valid: act-order, static, importance, "
-                           "damp=F, block=N, save-hessians=DIR, load-hessians=DIR)", (int)len, p);
-        p += len;
-        if (*p == ',') p++;
-    }
+    o->act_order = kv_mopt_given(m, v, "act-order");
+    o->static_groups = kv_mopt_given(m, v, "static");
+    o->use_importance = kv_mopt_given(m, v, "importance");
+    if (kv_mopt_given(m, v, "damp")) o->percdamp = kv_mopt_num(m, v, "damp");
+    if (kv_mopt_given(m, v, "block")) o->block = (int32_t)kv_mopt_num(m, v, "block");
+    if (kv_mopt_given(m, v, "save-hessians")) co->save_dir = kv_mopt_text(m, v, "save-hessians");
+    if (kv_mopt_given(m, v, "load-hessians")) co->load_dir = kv_mopt_text(m, v, "load-hessians");
     return KV_OK;
 }
 
@@ -554,8 +541,8 @@ static kv_status gptq_job(void *user, kv_quant_job *job, const double *h, int64_
 kv_status kv_method_gptq(kv_quant_method_ctx *c, kv_error *err) {
     gptq_method_state s = {0};
     kv_calib_opts co;
-    char save[512], load[512];
-    kv_status st = gptq_parse(c->options, &s.o, &co, save, load, sizeof save, err);
+    kv_method_values local; /* co's paths point into the values */
+    kv_status st = gptq_parse(c, &s.o, &co, &local, err);
     if (st) return st;
     return kv_calib_run(c, &co, gptq_job, &s, NULL, err);
 }

@@ -100,35 +100,18 @@ static kv_status calibrate(kv_quant_method_ctx *c, i8_calib *s, int with_head, k
 /* the method                                                                                        */
 /* ---------------------------------------------------------------------------------------------- */
 
-kv_status kv_llmint8_parse_options(const char *options, float *threshold, int *head, kv_error *err) {
-    static const char *const usage = "(options: threshold=F (default 6.0; inf: plain int8 W8A8), head)";
-    *threshold = 6.0f;
-    *head = 0;
-    char buf[256];
-    for (const char *p = options ? options : ""; *p;) {
-        const char *e = strchr(p, ',');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (len >= sizeof buf) return kv_fail(err, KV_EINVAL, "llm-int8: option too long %s", usage);
-        memcpy(buf, p, len);
-        buf[len] = 0;
-        char *val = strchr(buf, '=');
-        if (val) *val++ = 0;
-        if (!strcmp(buf, "threshold") && val) {
-            char *end;
-            double t = strtod(val, &end);
-            if (!*val || *end || !(t >= 0)) /* NaN fails too */
-                return kv_fail(err, KV_EINVAL, "llm-int8: threshold '%s' is not a number >= 0 %s", val, usage);
-            *threshold = (float)t;
-        } else if (!strcmp(buf, "head") && !val) {
-            *head = 1;
-        } else if (len > 0) {
-            return kv_fail(err, KV_EINVAL, "llm-int8: unknown option '%s%s%s' %s", buf, val ? "=" : "", val ? val : "",
-                           usage);
-        }
-        p += len;
-        if (*p == ',') p++;
-    }
+/* Options declared in src/algos/methods.c: threshold=F (default 6.0; inf: plain int8 W8A8), head. */
+static kv_status values_of(const kv_method_values *v, float *threshold, int *head) {
+    const kv_quant_method *m = kv_quant_method_find("llm-int8");
+    *threshold = (float)kv_mopt_num(m, v, "threshold");
+    *head = kv_mopt_given(m, v, "head");
     return KV_OK;
+}
+
+kv_status kv_llmint8_parse_options(const char *options, float *threshold, int *head, kv_error *err) {
+    kv_method_values v;
+    kv_status st = kv_method_values_parse(kv_quant_method_find("llm-int8"), options, &v, err);
+    return st != KV_OK ? st : values_of(&v, threshold, head);
 }
 
 /* Quantizes one target and hands its outlier columns to the pipeline's GGUF. */
@@ -172,8 +155,10 @@ static int target_order(const void *pa, const void *pb) {
 kv_status kv_method_llmint8(kv_quant_method_ctx *c, kv_error *err) {
     float threshold;
     int head;
-    kv_status st = kv_llmint8_parse_options(c->options, &threshold, &head, err);
-    if (st != KV_OK) return st;
+    kv_method_values local;
+    const kv_method_values *v = kv_method_ctx_values(c, kv_quant_method_find("llm-int8"), &local, err);
+    if (!v) return err ? err->status : KV_EINVAL;
+    kv_status st = values_of(v, &threshold, &head);
     if (!c->add_meta || !c->add_tensor)
         return kv_fail(err, KV_EUNSUPPORTED, "llm-int8 stores its outlier columns in the GGUF: use GGUF output");
     if (!c->model) return kv_fail(err, KV_EINVAL, "llm-int8 needs calibration text (--calib FILE)");

@@ -38,13 +38,15 @@ kv_status kv_method_mrgptq(kv_quant_method_ctx *c, kv_error *err) {
     memset(&s, 0, sizeof s);
     kv_gptq_opts_default(&s.o);
     s.o.static_groups = 1; /* FP-Quant: scales on the whole rotated W, before the loop */
-    char buf[64], save[512], load[512];
-    s.o.act_order = kv_method_option(c->options, "act-order", buf, sizeof buf) != NULL;
-    if (kv_method_option(c->options, "damp", buf, sizeof buf)) s.o.percdamp = strtod(buf, NULL);
-    if (!(s.o.percdamp >= 0)) return kv_fail(err, KV_EINVAL, "mr-gptq: bad damp");
+    const kv_quant_method *m = kv_quant_method_find("mr-gptq");
+    kv_method_values local;
+    const kv_method_values *v = kv_method_ctx_values(c, m, &local, err);
+    if (!v) return err ? err->status : KV_EINVAL;
+    s.o.act_order = kv_mopt_given(m, v, "act-order");
+    if (kv_mopt_given(m, v, "damp")) s.o.percdamp = kv_mopt_num(m, v, "damp");
     kv_calib_opts co = {0};
-    if (kv_method_option(c->options, "save-hessians", save, sizeof save)) co.save_dir = save;
-    if (kv_method_option(c->options, "load-hessians", load, sizeof load)) co.load_dir = load;
+    if (kv_mopt_given(m, v, "save-hessians")) co.save_dir = kv_mopt_text(m, v, "save-hessians");
+    if (kv_mopt_given(m, v, "load-hessians")) co.load_dir = kv_mopt_text(m, v, "load-hessians");
     kv_status st = kv_calib_run(c, &co, mr_job, &s, NULL, err);
     if (!st && s.mismatched && c->log) {
         char line[200];

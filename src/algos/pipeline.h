@@ -50,6 +50,27 @@ kv_status kv_transform_set_parse(const char *list, kv_transform_set *ts, kv_erro
 /* prescale: the _ps variant of an MX format name. */
 kv_status kv_prescale_name(const char *fmt, char *out, size_t n, kv_error *err);
 
+/* ---- the typed recipe (quantize_recipe.c) ---- */
+
+typedef struct kv_qrecipe {
+    const kv_quant_method *meth;
+    kv_method_values mv;      /* its options, validated */
+    const char *method_opts;  /* the text they came from (kv_quant_method_ctx.options) */
+    kv_transform_set ts;
+    kv_format actf;           /* --act (act_none: none) */
+    int act_none;
+    const char *format;       /* --format, or the method's own format, or q4_k_m */
+} kv_qrecipe;
+
+/* Parses and checks everything in o that needs no model (o->no_imatrix is set for methods that compute no
+ * importance): the method and its options, transforms, --act, the inputs that must exist, the combinations
+ * that cannot work, the policy (format, overrides) into *pol (kv_policy_free), the output directory. */
+kv_status kv_qrecipe_parse(const char *out_path, kv_quantize_opts *o, kv_qrecipe *r, kv_policy *pol, kv_error *err);
+/* An already-quantized source is refused unless o->allow_requantize (llama-quantize's rule). */
+kv_status kv_qcheck_source(const kv_model_file *mf, const kv_quantize_opts *o, kv_error *err);
+/* The recipe as a JSON object (o->recipe_json when given), malloc'd; NULL when out of memory. */
+char *kv_qrecipe_json(const kv_quantize_opts *o, const kv_qrecipe *r);
+
 /* ---- one output tensor, from the format choice to the file ---- */
 
 typedef struct kv_qtensor {
@@ -97,6 +118,7 @@ typedef struct kv_qrun_info {
     const char *transforms;
     const char *act;
     uint64_t seed;
+    const char *recipe_json;  /* kvant.quantize.recipe (NULL: not written) */
 } kv_qrun_info;
 
 typedef struct kv_qextra_item {

@@ -12,22 +12,6 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
-static kv_status check_out_dir(const char *path, kv_error *err) {
-    char dir[1024];
-    kv_strlcpy(dir, path, sizeof dir);
-    char *slash = strrchr(dir, '/');
-    if (!slash) return KV_OK;
-    if (slash == dir) slash[1] = 0;
-    else *slash = 0;
-    struct stat sb;
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        kv_fail(err, KV_ENOTFOUND, "output directory '%s' does not exist", dir);
-        kv_error_context(err, path, -1, NULL);
-        return KV_ENOTFOUND;
-    }
-    return KV_OK;
-}
-
 /* HF output (kv_hf_write): the tensors as chosen, under Hugging Face names; the source directory's config and
  * tokenizer files are carried over. data may be NULL (for kv_hf_check before quantizing). */
 static kv_hf_tensor *hf_tensors(const kv_qtensor *ot, int64_t n, kv_error *err) {
@@ -56,6 +40,17 @@ static kv_hf_write_opts hf_opts(const kv_model_file *mf, const kv_quantize_opts 
 
 static int is_hf_out(kv_out_format f) { return f == KV_OUT_HF_GPTQ || f == KV_OUT_HF_CT; }
 
+/* One call per written tensor, in file order (kv_qwrite_gguf sorted ot[]): name, stored type, shape, bytes. */
+static void report_tensors(const kv_quantize_opts *o, const kv_qtensor *ot, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const kv_wtensor *t = ot[i].wt;
+        int64_t shape[4];
+        for (int d = 0; d < t->n_dims && d < 4; d++) shape[d] = t->shape[d];
+        o->on_tensor(o->log_user, t->name, ot[i].type == KV_TYPE_ECW ? "ecw" : ot[i].fmt.name, t->n_dims, shape,
+                     ot[i].nbytes);
+    }
+}
+
 kv_status kv_quantize_model(const char *model_path, const char *out_path, const kv_quantize_opts *opts_in,
                             kv_quantize_report *rep, kv_error *err) {
     kv_quantize_opts o = opts_in ? *opts_in : (kv_quantize_opts){0};
@@ -64,68 +59,15 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
     memset(rep, 0, sizeof *rep);
     const double t0 = kv_now_seconds();
     if (!model_path || !out_path) return kv_fail(err, KV_EINVAL, "model and output paths are required");
-    const char *format = o.format ? o.format : "q4_k_m";
-    char method_name[64] = "rtn";
-    const char *method_opts = "";
-    if (o.method) {
-        const char *colon = strchr(o.method, ':');
-        size_t l = colon ? (size_t)(colon - o.method) : strlen(o.method);
-        if (l >= sizeof method_name) return kv_fail(err, KV_EINVAL, "method name too long");
-        memcpy(method_name, o.method, l);
-        method_name[l] = 0;
-        method_opts = colon ? colon + 1 : "";
-    }
-    const kv_quant_method *meth = kv_quant_method_find(method_name);
-    if (!meth) return kv_fail(err, KV_EINVAL, "unknown method '%s' (valid: %s)", method_name, kv_quant_method_names());
-    /* llm-int8 stores the linears in its own int8 format, and like bitsandbytes keeps the embedding and the head
-     * in fp16 (unless its `head` option converts the head); it needs no importance */
-    const int llmint8 = meth->run == kv_method_llmint8;
-    char opt_buf[8];
-    if (llmint8) {
-        float threshold;
-        int head;
-        kv_status ost = kv_llmint8_parse_options(method_opts, &threshold, &head, err); /* before any slow work */
-        if (ost != KV_OK) return ost;
-        if (o.out_format != KV_OUT_GGUF)
-            return kv_fail(err, KV_EUNSUPPORTED, "llm-int8 stores its outlier columns in the GGUF: use GGUF output");
-        o.no_imatrix = 1;
-    }
-    if (llmint8 && !o.format) format = KV_LLMINT8_FORMAT;
-
-    kv_transform_set ts;
-    kv_status st = kv_transform_set_parse(o.transforms, &ts, err);
-    if (st != KV_OK) return st;
-    if ((ts.smooth || ts.awq) && !o.calib_path)
-        return kv_fail(err, KV_EINVAL, "%s needs calibration text (--calib FILE)", ts.smooth ? "smoothquant" : "awq");
-    if (meth->needs_calib && !o.calib_path) return kv_fail(err, KV_EINVAL, "method %s needs calibration text (--calib FILE)", meth->name);
-    if ((o.entropy_code || meth->run == kv_method_watersic) && o.out_format == KV_OUT_SAFETENSORS)
-        return kv_fail(err, KV_EINVAL, "entropy-coded tensors (%s) are written to GGUF only",
-                       o.entropy_code ? "--entropy-code" : "--method watersic");
-    if (is_hf_out(o.out_format) && (ts.rht || ts.quarot))
-        return kv_fail(err, KV_EUNSUPPORTED, "--transform %s stores weights that need an online rotation of the activations, "
-                       "which no Hugging Face loader applies: write GGUF (kvant runs it) or drop the rotation",
-                       ts.rht ? "rht" : "quarot");
-    if (is_hf_out(o.out_format) && (o.entropy_code || meth->run == kv_method_watersic))
-        return kv_fail(err, KV_EUNSUPPORTED, "entropy-coded tensors have no Hugging Face layout: write GGUF");
-    if (o.imatrix_path && (ts.rht || ts.quarot))
-        return kv_fail(err, KV_EINVAL, "--imatrix holds importance in the unrotated basis: with rht/quarot compute it from --calib instead");
-    kv_format actf;
-    int act_none;
-    if ((st = kv_act_format(o.act, &actf, &act_none, err)) != KV_OK) return st;
-
+    kv_qrecipe rc;
     kv_policy pol;
-    if ((st = kv_policy_init(&pol, format, err)) != KV_OK) return st;
-    pol.pure = o.pure;
-    if (llmint8 && !o.format) {
-        kv_strlcpy(pol.embd_format, "f16", sizeof pol.embd_format);
-        if (!kv_method_option(method_opts, "head", opt_buf, sizeof opt_buf)) kv_strlcpy(pol.head_format, "f16", sizeof pol.head_format);
-    }
-    if (is_hf_out(o.out_format)) { /* HF loaders keep the embedding and the head in the checkpoint's dtype */
-        st = kv_policy_add_override(&pol, "^token_embd\\.weight$=bf16", err);
-        if (st == KV_OK) st = kv_policy_add_override(&pol, "^output\\.weight$=bf16", err);
-    }
-    for (int i = 0; i < o.n_overrides && st == KV_OK; i++) st = kv_policy_add_override(&pol, o.overrides[i], err);
-    if (st == KV_OK) st = is_hf_out(o.out_format) ? kv_hf_check_output_dir(out_path, err) : check_out_dir(out_path, err);
+    kv_status st = kv_qrecipe_parse(out_path, &o, &rc, &pol, err); /* every refusal that needs no model, first */
+    if (st != KV_OK) return st;
+    const kv_quant_method *meth = rc.meth;
+    const kv_transform_set ts = rc.ts;
+    const int act_none = rc.act_none;
+    const char *format = rc.format;
+    (void)format;
 
     kv_model_file *mf = NULL;
     kv_wmodel wm = {0};
@@ -143,6 +85,7 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
     if (st == KV_OK) st = kv_model_open(model_path, &mf, err);
     if (st == KV_OK && !kv_model_hparams(mf)->n_layer)
         st = kv_fail(err, KV_EUNSUPPORTED, "'%s' has no model hyper-parameters (a lone safetensors file?)", model_path);
+    if (st == KV_OK) st = kv_qcheck_source(mf, &o, err);
     if (st == KV_OK) st = kv_wmodel_load(mf, &wm, err);
     if (st == KV_OK && o.imatrix_path) {
         if ((st = kv_imatrix_load(o.imatrix_path, &im, err)) == KV_OK) pol.has_imatrix = 1;
@@ -239,7 +182,8 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
         mc.calib_ids = cids;
         mc.n_calib_ids = n_cids;
         mc.calib_ctx = ctx;
-        mc.options = method_opts;
+        mc.options = rc.method_opts;
+        mc.values = &rc.mv;
         mc.seed = o.seed;
         mc.pool = o.pool;
         mc.log = o.log;
@@ -255,16 +199,15 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
         if (st == KV_OK && o.entropy_code) st = kv_qentropy_code(ot, wm.n, &o, err);
     }
     if (st == KV_OK) {
-        kv_qrun_info ri = {&pol, o.method ? o.method : "rtn", applied, act_none ? NULL : o.act, o.seed};
+        kv_qrun_info ri = {&pol, o.method ? o.method : "rtn", applied, act_none ? NULL : o.act, o.seed, NULL};
+        char *recipe_json = kv_qrecipe_json(&o, &rc);
+        ri.recipe_json = recipe_json;
         uint64_t total = 0;
         for (int64_t i = 0; i < wm.n; i++) total += ot[i].nbytes;
         if (o.out_format == KV_OUT_SAFETENSORS) st = kv_qwrite_safetensors(ot, wm.n, &ri, out_path, err);
         else if (is_hf_out(o.out_format)) {
-            char recipe[400];
-            snprintf(recipe, sizeof recipe, "format=%s method=%s transforms=%s act=%s seed=%llu", pol.format, ri.method,
-                     applied[0] ? applied : "none", o.act ? o.act : "none", (unsigned long long)o.seed);
             kv_hf_tensor *h = hf_tensors(ot, wm.n, err);
-            kv_hf_write_opts ho = hf_opts(mf, &o, recipe);
+            kv_hf_write_opts ho = hf_opts(mf, &o, recipe_json);
             kv_progress_begin(&prog, "write", wm.n, o.quiet);
             ho.progress = &prog;
             st = h ? kv_hf_write(out_path, &wm.hp, h, wm.n, &ho, &rep->hf, err) : KV_ENOMEM;
@@ -275,7 +218,9 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
             st = kv_qwrite_gguf(mf, &wm, ot, wm.n, &ri, &xo, out_path, &prog, err);
             kv_progress_end(&prog);
         }
+        free(recipe_json);
     }
+    if (st == KV_OK && o.on_tensor) report_tensors(&o, ot, wm.n);
     if (st == KV_OK) {
         for (int64_t i = 0; i < wm.n; i++) {
             rep->n_tensors++;

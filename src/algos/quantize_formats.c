@@ -41,7 +41,9 @@ kv_status kv_qchoose_formats(const kv_model_file *mf, kv_wmodel *wm, kv_policy *
         if (st != KV_OK) return st;
         char name[KV_FORMAT_NAME_MAX];
         kv_strlcpy(name, x->choice.format, sizeof name);
-        if (ts->prescale && x->choice.quantize && !strncmp(name, "mx", 2)) {
+        kv_format chosen;
+        if (ts->prescale && x->choice.quantize && kv_format_get(name, &chosen, NULL) == KV_OK &&
+            chosen.family == KV_FAM_MX && !(chosen.traits & KV_FMT_SEARCH)) {
             if ((st = kv_prescale_name(name, name, sizeof name, err)) != KV_OK) return st;
         }
         if ((st = kv_format_get(name, &x->fmt, err)) != KV_OK) {
@@ -63,7 +65,7 @@ kv_status kv_qchoose_formats(const kv_model_file *mf, kv_wmodel *wm, kv_policy *
     }
     if (ts->prescale) {
         int any = 0;
-        for (int64_t i = 0; i < wm->n; i++) any |= strstr(ot[i].fmt.name, "_ps") != NULL;
+        for (int64_t i = 0; i < wm->n; i++) any |= ot[i].fmt.family == KV_FAM_MX && (ot[i].fmt.traits & KV_FMT_SEARCH);
         if (!any) return kv_fail(err, KV_EINVAL, "prescale works only with MX formats (mxfp4_ocp, mxfp6_e2m3, mxfp8_e4m3, mxint8), not '%s'", pol->format);
     }
     return KV_OK;

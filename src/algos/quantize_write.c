@@ -245,6 +245,7 @@ kv_status kv_qwrite_gguf(const kv_model_file *mf, const kv_wmodel *wm, kv_qtenso
     if (st == KV_OK) st = kv_gguf_writer_add_str(w, "kvant.transform.list", ri->transforms, err);
     if (st == KV_OK) st = kv_gguf_writer_add_u64(w, "kvant.quantize.seed", ri->seed, err);
     if (st == KV_OK && ri->act && strcmp(ri->act, "none")) st = kv_gguf_writer_add_str(w, "kvant.act", ri->act, err);
+    if (st == KV_OK && ri->recipe_json) st = kv_gguf_writer_add_str(w, "kvant.quantize.recipe", ri->recipe_json, err);
     for (int64_t i = 0; st == KV_OK && i < n; i++) {
         char key[256];
         const kv_wtensor *t = ot[i].wt;
@@ -319,6 +320,15 @@ kv_status kv_qwrite_safetensors(kv_qtensor *ot, int64_t n, const kv_qrun_info *r
     int oom = 0;
     json_str(&h, &len, &cap, &oom, "{\"__metadata__\":{\"format\":\"pt\",\"kvant.quantize.format\":\"%s\","
              "\"kvant.quantize.method\":\"%s\",\"kvant.transform.list\":\"%s\"", ri->policy->format, ri->method, ri->transforms);
+    if (ri->recipe_json) { /* a JSON text inside a JSON string */
+        json_str(&h, &len, &cap, &oom, ",\"kvant.quantize.recipe\":\"");
+        for (const unsigned char *c = (const unsigned char *)ri->recipe_json; *c; c++) {
+            if (*c == '"' || *c == '\\') json_str(&h, &len, &cap, &oom, "\\%c", *c);
+            else if (*c < 0x20) json_str(&h, &len, &cap, &oom, "\\u%04x", *c);
+            else json_str(&h, &len, &cap, &oom, "%c", *c);
+        }
+        json_str(&h, &len, &cap, &oom, "\"");
+    }
     for (int64_t i = 0; i < n; i++) {
         const kv_wtensor *t = ot[i].wt;
         json_str(&h, &len, &cap, &oom, ",\"%s.format\":\"%s\",\"%s.shape\":\"[", t->name, ot[i].fmt.name, t->name);

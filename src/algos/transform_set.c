@@ -44,10 +44,11 @@ kv_status kv_transform_set_parse(const char *list, kv_transform_set *ts, kv_erro
 
 /* prescale: the MX formats' _ps variants (the block exponent chosen among e-1, e, e+1 for the least MSE) */
 kv_status kv_prescale_name(const char *fmt, char *out, size_t n, kv_error *err) {
-    kv_format f;
+    kv_format f, ps;
     char cand[64];
     snprintf(cand, sizeof cand, "%s_ps", fmt);
-    if (!strncmp(fmt, "mx", 2) && kv_format_get(cand, &f, NULL) == KV_OK) {
+    if (kv_format_get(fmt, &f, NULL) == KV_OK && f.family == KV_FAM_MX && !(f.traits & KV_FMT_SEARCH) &&
+        kv_format_get(cand, &ps, NULL) == KV_OK) {
         kv_strlcpy(out, cand, n);
         return KV_OK;
     }

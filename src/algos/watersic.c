@@ -418,25 +418,21 @@ kv_status kv_method_watersic(kv_quant_method_ctx *c, kv_error *err) {
     ws_state s;
     memset(&s, 0, sizeof s);
     kv_watersic_opts_default(&s.o);
-    char buf[64], save[512], load[512], ecw[512];
-    if (kv_method_option(c->options, "bits", buf, sizeof buf)) s.o.target_bits = strtod(buf, NULL);
-    if (kv_method_option(c->options, "step", buf, sizeof buf)) s.o.step = strtod(buf, NULL);
-    if (kv_method_option(c->options, "damp", buf, sizeof buf)) s.o.percdamp = strtod(buf, NULL);
-    if (kv_method_option(c->options, "no-rescale", buf, sizeof buf)) s.o.rescale = 0;
-    char only[160];
-    if (kv_method_option(c->options, "only", only, sizeof only)) s.only = only;
-    if (kv_method_option(c->options, "store", buf, sizeof buf)) {
-        if (!strcmp(buf, "decoded")) s.decoded = 1;
-        else if (strcmp(buf, "ecw")) return kv_fail(err, KV_EINVAL, "watersic: store=%s (valid: ecw, decoded)", buf);
-    }
-    if (!(s.o.target_bits > 0) && !(s.o.step > 0))
-        return kv_fail(err, KV_EINVAL, "watersic needs a rate: --method watersic:bits=R (options: bits=R, step=C, "
-                       "damp=F, no-rescale, store=ecw|decoded, only=TEXT, ecw-dir=DIR, save-hessians=DIR, load-hessians=DIR)");
-    if (!(s.o.percdamp >= 0)) return kv_fail(err, KV_EINVAL, "watersic: bad damp");
+    const kv_quant_method *m = kv_quant_method_find("watersic");
+    kv_method_values local; /* the paths below point into the values */
+    const kv_method_values *v = kv_method_ctx_values(c, m, &local, err);
+    if (!v) return err ? err->status : KV_EINVAL;
+    if (kv_mopt_given(m, v, "bits")) s.o.target_bits = kv_mopt_num(m, v, "bits");
+    if (kv_mopt_given(m, v, "step")) s.o.step = kv_mopt_num(m, v, "step");
+    if (kv_mopt_given(m, v, "damp")) s.o.percdamp = kv_mopt_num(m, v, "damp");
+    if (kv_mopt_given(m, v, "no-rescale")) s.o.rescale = 0;
+    if (kv_mopt_given(m, v, "only")) s.only = kv_mopt_text(m, v, "only");
+    s.decoded = kv_mopt_num(m, v, "store") == 1; /* ecw|decoded */
     kv_calib_opts co = {0};
-    if (kv_method_option(c->options, "save-hessians", save, sizeof save)) co.save_dir = save;
-    if (kv_method_option(c->options, "load-hessians", load, sizeof load)) co.load_dir = load;
-    if (kv_method_option(c->options, "ecw-dir", ecw, sizeof ecw)) {
+    if (kv_mopt_given(m, v, "save-hessians")) co.save_dir = kv_mopt_text(m, v, "save-hessians");
+    if (kv_mopt_given(m, v, "load-hessians")) co.load_dir = kv_mopt_text(m, v, "load-hessians");
+    if (kv_mopt_given(m, v, "ecw-dir")) {
+        const char *ecw = kv_mopt_text(m, v, "ecw-dir");
         s.ecw_dir = ecw;
         if (mkdir(ecw, 0777) != 0 && errno != EEXIST) {
             kv_fail(err, KV_EIO, "cannot create directory: %s", strerror(errno));

@@ -156,6 +156,9 @@ kv_status kv_fmt_codebook_get(const char *name, kv_format *out, kv_error *err) {
     out->block_bytes = (kind == CB_NF4_DQ ? 1 : 4) + CB_BLOCK / 2;
     out->row_header_bytes = kind == CB_NF4_DQ ? 8 : 0;
     out->bits_per_weight = out->block_bytes * 8.0 / CB_BLOCK;
+    out->family = KV_FAM_CODEBOOK;
+    out->group = CB_BLOCK;
+    out->code_bits = 4;
     out->quantize = cb_quantize;
     out->dequantize = cb_dequantize;
     out->dot = out->row_header_bytes ? kv_xf_dot_dequant : kv_format_dot_blocks;

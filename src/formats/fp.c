@@ -110,6 +110,8 @@ kv_status kv_fmt_fp_get(const char *name, kv_format *out, kv_error *err) {
         out->row_header_bytes = 4;
         out->bits_per_weight = out->block_bytes * 8.0 / out->block;
         out->params[0] = (int32_t)k_fp_formats[i].kind;
+        out->family = KV_FAM_FP;
+        out->code_bits = out->block_bytes * 8 / out->block;
         out->quantize = fp_quantize;
         out->dequantize = fp_dequantize;
         out->dot = kv_xf_dot_dequant;

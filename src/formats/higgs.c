@@ -117,6 +117,9 @@ kv_status kv_fmt_higgs_get(const char *name, kv_format *out, kv_error *err) {
     out->block = HG_GROUP;
     out->block_bytes = 2 + HG_GROUP * b / 8;
     out->bits_per_weight = out->block_bytes * 8.0 / HG_GROUP;
+    out->family = KV_FAM_HIGGS;
+    out->group = HG_GROUP;
+    out->code_bits = b; /* per element: one code of p*b bits for p elements */
     out->quantize = hg_quantize;
     out->dequantize = hg_dequantize;
     out->dot = kv_format_dot_blocks;

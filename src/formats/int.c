@@ -244,6 +244,11 @@ kv_status kv_fmt_int_get(const char *name, kv_format *out, kv_error *err) {
         out->row_header_bytes = scale_bytes(&s);
     }
     out->bits_per_weight = out->block_bytes * 8.0 / out->block;
+    out->family = KV_FAM_INT;
+    out->group = group > 0 ? group : group == 0 ? 0 : -1;
+    out->code_bits = bits;
+    out->traits = (asym ? KV_FMT_ASYM : 0) | (mse ? KV_FMT_SEARCH : 0) | (f32 ? KV_FMT_F32_SCALE : 0) |
+                  (zp ? KV_FMT_INT_ZP : 0) | (ct ? KV_FMT_CT_SCALE : 0);
     out->quantize = int_quantize;
     out->dequantize = int_dequantize;
     out->dot = out->row_header_bytes ? kv_xf_dot_dequant : kv_format_dot_blocks;

@@ -194,6 +194,9 @@ kv_status kv_fmt_e8_get(const char *name, kv_format *out, kv_error *err) {
     out->block = E8_GROUP;
     out->block_bytes = 2 + E8_GROUP * b / 8;
     out->bits_per_weight = out->block_bytes * 8.0 / E8_GROUP;
+    out->family = KV_FAM_LATTICE;
+    out->group = E8_GROUP;
+    out->code_bits = b;
     out->quantize = e8_quantize;
     out->dequantize = e8_dequantize;
     out->dot = kv_format_dot_blocks;

@@ -174,6 +174,10 @@ kv_status kv_fmt_mx_get(const char *name, kv_format *out, kv_error *err) {
         out->block = MX_BLOCK;
         out->block_bytes = 1 + MX_BLOCK * c.w / 8;
         out->bits_per_weight = out->block_bytes * 8.0 / MX_BLOCK;
+        out->family = KV_FAM_MX;
+        out->group = MX_BLOCK;
+        out->code_bits = c.w;
+        out->traits = prescale ? KV_FMT_SEARCH : 0;
         out->quantize = mx_quantize;
         out->dequantize = mx_dequantize;
         out->dot = out->row_header_bytes ? kv_xf_dot_dequant : kv_format_dot_blocks;

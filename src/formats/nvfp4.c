@@ -68,6 +68,9 @@ kv_status kv_fmt_nvfp4ts_get(const char *name, kv_format *out, kv_error *err) {
     out->block_bytes = 1 + NV_BLOCK / 2;
     out->row_header_bytes = 4;
     out->bits_per_weight = out->block_bytes * 8.0 / NV_BLOCK;
+    out->family = KV_FAM_NVFP4;
+    out->group = NV_BLOCK;
+    out->code_bits = 4;
     out->quantize = nv_quantize;
     out->dequantize = nv_dequantize;
     out->dot = kv_xf_dot_dequant;

@@ -38,6 +38,26 @@ static const kv_format k_ggml_formats[] = {
     KV_GGML_ENTRY(q8_k, KV_TYPE_Q8_K, 256, 292),
 };
 
+/* Family traits of the ggml table: code bits and the elements under one scale (k-quants: the sub-block). */
+static void ggml_traits(kv_format *f) {
+    static const struct { uint32_t type; int32_t bits, group; uint32_t traits; } k[] = {
+        {KV_TYPE_F32, 32, 0, 0}, {KV_TYPE_F16, 16, 0, 0}, {KV_TYPE_BF16, 16, 0, 0},
+        {KV_TYPE_Q8_0, 8, 32, 0}, {KV_TYPE_Q8_1, 8, 32, 0}, {KV_TYPE_Q8_K, 8, 256, 0},
+        {KV_TYPE_Q6_K, 6, 16, 0}, {KV_TYPE_Q5_0, 5, 32, 0}, {KV_TYPE_Q5_1, 5, 32, KV_FMT_ASYM},
+        {KV_TYPE_Q5_K, 5, 32, KV_FMT_ASYM}, {KV_TYPE_Q4_0, 4, 32, 0}, {KV_TYPE_Q4_1, 4, 32, KV_FMT_ASYM},
+        {KV_TYPE_Q4_K, 4, 32, KV_FMT_ASYM}, {KV_TYPE_IQ4_NL, 4, 32, 0}, {KV_TYPE_IQ4_XS, 4, 32, 0},
+        {KV_TYPE_MXFP4, 4, 32, 0}, {KV_TYPE_NVFP4, 4, 16, 0}, {KV_TYPE_Q3_K, 3, 16, 0},
+        {KV_TYPE_Q2_K, 2, 16, KV_FMT_ASYM},
+    };
+    for (size_t i = 0; i < KV_ARRAY_LEN(k); i++)
+        if (k[i].type == f->type) {
+            f->family = i < 3 ? KV_FAM_PLAIN : KV_FAM_GGML;
+            f->code_bits = k[i].bits;
+            f->group = k[i].group;
+            f->traits = k[i].traits;
+        }
+}
+
 static void lower_copy(char *dst, size_t cap, const char *src) {
     size_t i = 0;
     for (; src[i] && i + 1 < cap; i++) dst[i] = (char)(src[i] >= 'A' && src[i] <= 'Z' ? src[i] + 32 : src[i]);
@@ -52,6 +72,7 @@ kv_status kv_format_get(const char *name, kv_format *out, kv_error *err) {
     for (size_t i = 0; i < KV_ARRAY_LEN(k_ggml_formats); i++)
         if (!strcmp(lname, k_ggml_formats[i].name)) {
             *out = k_ggml_formats[i];
+            ggml_traits(out);
             return KV_OK;
         }
     kv_error sub;
@@ -82,6 +103,7 @@ kv_status kv_format_from_type(uint32_t type, kv_format *out, kv_error *err) {
     for (size_t i = 0; i < KV_ARRAY_LEN(k_ggml_formats); i++)
         if (k_ggml_formats[i].type == type) {
             *out = k_ggml_formats[i];
+            ggml_traits(out);
             return KV_OK;
         }
     if (type >= KV_TYPE_KVANT_BASE && type <= KV_TYPE_KVANT_MAX) {
@@ -193,8 +215,8 @@ int kv_format_uses_importance(const kv_format *f) {
     case KV_TYPE_Q2_K: case KV_TYPE_Q3_K: case KV_TYPE_Q4_K: case KV_TYPE_Q5_K: case KV_TYPE_Q6_K:
     case KV_TYPE_IQ4_NL: case KV_TYPE_IQ4_XS:
         return 1;
-    case KV_TYPE_KV_INT: return strstr(f->name, "_mse") != NULL;
-    case KV_TYPE_KV_MX: return strstr(f->name, "_ps") != NULL; /* the exponent search weighs the error */
+    case KV_TYPE_KV_INT: return (f->traits & KV_FMT_SEARCH) != 0; /* _mse */
+    case KV_TYPE_KV_MX: return (f->traits & KV_FMT_SEARCH) != 0;  /* _ps: the exponent search weighs the error */
     case KV_TYPE_KV_E8: return 1;
     case KV_TYPE_KV_HIGGS: return f->params[0] >= 2; /* p = 1 rounds each value to the nearest grid point */
     default: return 0; /* f32/f16/bf16, q8_0/q8_1/q8_k, ggml mxfp4/nvfp4, fp, nvfp4_ts, nf4/af4 */

@@ -26,31 +26,17 @@
 #define DEFAULT_SHARD_BYTES (5ULL * 1000 * 1000 * 1000)
 
 int kv_hf_int_parse(const char *name, kv_hf_int *out) {
-    int bits;
-    char rest[48];
+    kv_format f;
     memset(out, 0, sizeof *out);
-    if (sscanf(name, "int%d_g%47s", &bits, rest) != 2 || bits < 2 || bits > 8) return 0;
-    char *p = rest;
-    if (*p == 't') return 0;
-    char *end;
-    long g = strtol(p, &end, 10);
-    if (end == p || (g != 0 && g != 32 && g != 64 && g != 128 && g != 256)) return 0;
-    p = end;
-    if (!strncmp(p, "_sym", 4)) p += 4;
-    else if (!strncmp(p, "_asym", 5)) { out->asym = 1; p += 5; }
-    else return 0;
-    if (!strncmp(p, "_f32", 4)) { out->f32 = 1; p += 4; }
-    if (!strncmp(p, "_mse", 4)) p += 4;
-    if (out->asym) {
-        if (strncmp(p, "_zp", 3)) return 0;
-        out->zp = 1;
-        p += 3;
-    } else if (!strncmp(p, "_ct", 3)) {
-        p += 3;
-    }
-    if (*p) return 0;
+    if (kv_format_get(name, &f, NULL) != KV_OK || f.family != KV_FAM_INT) return 0;
+    const int bits = f.code_bits, group = f.group;
+    if (bits < 2 || bits > 8 || group < 0) return 0; /* per-tensor groups (_gt_) have no HF layout */
+    out->asym = (f.traits & KV_FMT_ASYM) != 0;
+    out->f32 = (f.traits & KV_FMT_F32_SCALE) != 0;
+    out->zp = (f.traits & KV_FMT_INT_ZP) != 0;
+    if (out->asym && !out->zp) return 0; /* asymmetric without integer zero points */
     out->bits = bits;
-    out->group = (int)g;
+    out->group = group;
     return 1;
 }
 
@@ -151,7 +137,8 @@ static kv_status choose_scheme(const kv_hf_tensor *t, int64_t n, const kv_hf_wri
         s->k = K_CT_NVFP4;
         return KV_OK;
     }
-    if (!strncmp(s->fmt, "int", 3))
+    kv_format sf;
+    if (kv_format_get(s->fmt, &sf, NULL) == KV_OK && sf.family == KV_FAM_INT)
         return kv_fail(err, KV_EUNSUPPORTED, "format %s has no HF layout: asymmetric formats need integer zero points "
                        "(the _zp variant, e.g. int4_g128_asym_zp) and per-tensor groups (_gt_) are not stored", s->fmt);
     return kv_fail(err, KV_EUNSUPPORTED, "format %s has no HF layout kvant writes (integer int{n}_g*_sym / _asym_zp, "

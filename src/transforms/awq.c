@@ -342,9 +342,7 @@ static void fold_group(awq_block *b, int g, const float *s) {
 /* The input group of the clipping search: the format's scale group (kvant's INTn: g; g0 and gt scale whole
  * rows or the tensor), else its block when it holds a scale (>= 16), else the row. */
 int64_t kv_awq_clip_group(const kv_format *f, int64_t cols) {
-    int bits = 0, g = 0;
-    if (sscanf(f->name, "int%d_g%d", &bits, &g) == 2) return g > 0 && cols % g == 0 ? g : cols;
-    if (!strncmp(f->name, "int", 3)) return cols;
+    if (f->family == KV_FAM_INT) return f->group > 0 && cols % f->group == 0 ? f->group : cols;
     return f->block >= 16 && cols % f->block == 0 ? f->block : cols;
 }
 

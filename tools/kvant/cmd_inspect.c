@@ -1,7 +1,9 @@
 /* cmd_inspect.c — `kvant inspect PATH [--json]`: what a model file holds (format, architecture,
  * hyper-parameters, tokenizer, every tensor) and its size in parameters, bytes and bits/weight. */
 #include "cli.h"
+#include "io/json.h"
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char k_usage[] =
@@ -13,7 +15,8 @@ static const char k_usage[] =
     "\n"
     "options:\n"
     "  --json        one JSON object: format, path, architecture, hparams, tokenizer, params, bytes,\n"
-    "                bits_per_weight, tensors [{name, source_name, shape, dtype, bytes, offset}]\n"
+    "                bits_per_weight, recipe (what `kvant quantize` recorded, or null), tensors [{name,\n"
+    "                source_name, shape, dtype, bytes, offset}]\n"
     "  -h, --help    this help\n"
     "\n"
     "Exit status: 0 on success, 1 when the file cannot be read or is malformed, 2 on bad arguments.\n";
@@ -56,6 +59,26 @@ static void shape_str(const kv_tensor *t, char *buf, size_t n) {
     for (int d = 0; d < t->n_dims && used < n; d++)
         used += (size_t)snprintf(buf + used, n - used, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
     if (used < n) snprintf(buf + used, n - used, "]");
+}
+
+/* The recipe `kvant quantize` stored (a JSON object as text): GGUF kvant.quantize.recipe, an HF directory's
+ * quantization_config.kvant_recipe. malloc'd, NULL when there is none. */
+static char *stored_recipe(const kv_model_file *mf) {
+    const char *v = kv_model_meta_string(mf, "kvant.quantize.recipe");
+    if (v) return strdup(v);
+    if (kv_model_format(mf) != KV_FILE_HF) return NULL;
+    char cfg[1200];
+    snprintf(cfg, sizeof cfg, "%s/config.json", kv_model_path(mf));
+    kv_json_doc *doc = NULL;
+    kv_error err;
+    kv_error_clear(&err);
+    char *out = NULL;
+    if (kv_json_parse_file(cfg, 0, &doc, &err) == KV_OK) {
+        const char *r = NULL;
+        if (kv_json_get_str(kv_json_get(kv_json_root(doc), "quantization_config"), "kvant_recipe", &r) == 1) out = strdup(r);
+    }
+    kv_json_free(doc);
+    return out;
 }
 
 static double bits_per_weight(const kv_model_file *mf) {
@@ -132,6 +155,11 @@ static void print_json(const kv_model_file *mf) {
     kv_jw_int(&w, (int64_t)kv_model_n_bytes(mf));
     kv_jw_key(&w, "bits_per_weight");
     kv_jw_num(&w, bits_per_weight(mf));
+    char *recipe = stored_recipe(mf);
+    kv_jw_key(&w, "recipe");
+    if (recipe) kv_jw_str(&w, recipe);
+    else kv_jw_null(&w);
+    free(recipe);
     kv_jw_key(&w, "tensors");
     kv_jw_arr_begin(&w);
     char buf[32];
@@ -198,6 +226,9 @@ static void print_text(const kv_model_file *mf) {
     printf("params:        %lld\n", (long long)kv_model_n_params(mf));
     printf("bytes:         %llu\n", (unsigned long long)kv_model_n_bytes(mf));
     printf("bits/weight:   %.4f\n", bits_per_weight(mf));
+    char *recipe = stored_recipe(mf);
+    if (recipe) printf("recipe:        %s\n", recipe);
+    free(recipe);
 }
 
 int kv_cmd_inspect(int argc, char **argv) {

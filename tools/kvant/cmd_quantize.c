@@ -2,8 +2,9 @@
  * print the summary line (tensors, bytes, bits/weight, time) or JSON, and with --eval compare the base and
  * the quantized model on a text: size, bits/weight, PPL, ΔPPL, KLD, top-1 agreement. docs/quantize.md. */
 #include "cli.h"
-#include <sys/stat.h>
 #include "io/json.h"
+#include <stddef.h>
+#include <strings.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,17 +13,123 @@
 
 #define MAX_OVERRIDES 4096
 
+typedef struct qargs {
+    const char *model, *out, *format, *method, *transform, *act, *calib, *imatrix, *recipe, *out_format, *eval;
+    const char *eval_base, *label, *allocate, *alphas, *alloc_formats, *scheme;
+    double bits;
+    const char *overrides[MAX_OVERRIDES];
+    int n_overrides;
+    long long calib_tokens, ctx, chunks, seed, threads, max_shard_mb;
+    int pure, no_imatrix, quiet, json, transform_only, ppl_only, entropy_code, allow_requantize, verbose;
+    int leave_output;
+    unsigned char set[64];    /* per option of k_opts: given on the command line (or, after apply_recipe, either) */
+    char arena[16384];        /* strings built here (alias overrides, a recipe's list of formats) */
+    size_t arena_used;
+} qargs;
+
+/* One table for the command line and the recipe keys (the long name without "--", '-' -> '_'). */
+typedef enum qkind {
+    Q_FLAG, Q_STR, Q_INT, Q_NUM,
+    Q_OVERRIDE,               /* "REGEX=FORMAT", repeatable */
+    Q_TYPE_OF                 /* TYPE for the tensors of pattern (an --override of them) */
+} qkind;
+
+typedef enum qscope {
+    Q_RECIPE,                 /* a recipe key, recorded in the output's kvant.quantize.recipe */
+    Q_RECIPE_UNRECORDED,      /* a recipe key that does not shape the output (threads, quiet, ...) */
+    Q_CLI                     /* this run's paths: command line only */
+} qscope;
+
+typedef struct qopt {
+    const char *lng, *shrt;
+    qkind kind;
+    size_t off;
+    long long lo, hi;
+    qscope scope;
+    const char *pattern;      /* Q_TYPE_OF */
+    const char *rkey;         /* recipe key when not derived from lng */
+} qopt;
+
+#define F(x) offsetof(qargs, x)
+static const qopt k_opts[] = {
+    {"--output", "-o", Q_STR, F(out), 0, 0, Q_CLI, NULL, NULL},
+    {"--model", "-m", Q_STR, F(model), 0, 0, Q_CLI, NULL, NULL},
+    {"--recipe", NULL, Q_STR, F(recipe), 0, 0, Q_CLI, NULL, NULL},
+    {"--scheme", NULL, Q_STR, F(scheme), 0, 0, Q_RECIPE, NULL, NULL},
+    {"--format", NULL, Q_STR, F(format), 0, 0, Q_RECIPE, NULL, NULL},
+    {"--method", NULL, Q_STR, F(method), 0, 0, Q_RECIPE, NULL, NULL},
+    {"--transform", NULL, Q_STR, F(transform), 0, 0, Q_RECIPE, NULL, NULL},
+    {"--act", NULL, Q_STR, F(act), 0, 0, Q_RECIPE, NULL, NULL},
+    {"--calib", NULL, Q_STR, F(calib), 0, 0, Q_RECIPE, NULL, NULL},
+    {"--calib-tokens", NULL, Q_INT, F(calib_tokens), 1, 1LL << 32, Q_RECIPE, NULL, NULL},
+    {"--no-imatrix", NULL, Q_FLAG, F(no_imatrix), 0, 0, Q_RECIPE, NULL, NULL},
+    {"--imatrix", NULL, Q_STR, F(imatrix), 0, 0, Q_RECIPE, NULL, NULL},
+    {"--pure", NULL, Q_FLAG, F(pure), 0, 0, Q_RECIPE, NULL, NULL},
+    {"--override", NULL, Q_OVERRIDE, 0, 0, 0, Q_RECIPE, NULL, "overrides"},
+    {"--tensor-type", NULL, Q_OVERRIDE, 0, 0, 0, Q_RECIPE, NULL, NULL},
+    {"--output-tensor-type", NULL, Q_TYPE_OF, 0, 0, 0, Q_RECIPE, "^output\\.weight$", NULL},
+    {"--token-embedding-type", NULL, Q_TYPE_OF, 0, 0, 0, Q_RECIPE, "^token_embd\\.weight$", NULL},
+    {"--leave-output-tensor", NULL, Q_FLAG, F(leave_output), 0, 0, Q_RECIPE, NULL, NULL},
+    {"--allow-requantize", NULL, Q_FLAG, F(allow_requantize), 0, 0, Q_RECIPE, NULL, NULL},
+    {"--bits", NULL, Q_NUM, F(bits), 0, 64, Q_RECIPE, NULL, NULL},
+    {"--allocate", NULL, Q_STR, F(allocate), 0, 0, Q_RECIPE, NULL, NULL},
+    {"--alphas", NULL, Q_STR, F(alphas), 0, 0, Q_RECIPE, NULL, NULL},
+    {"--formats", NULL, Q_STR, F(alloc_formats), 0, 0, Q_RECIPE, NULL, NULL},
+    {"--transform-only", NULL, Q_FLAG, F(transform_only), 0, 0, Q_RECIPE, NULL, NULL},
+    {"--entropy-code", NULL, Q_FLAG, F(entropy_code), 0, 0, Q_RECIPE, NULL, NULL},
+    {"--out-format", NULL, Q_STR, F(out_format), 0, 0, Q_RECIPE, NULL, NULL},
+    {"--max-shard-size", NULL, Q_INT, F(max_shard_mb), 1, 1LL << 24, Q_RECIPE, NULL, NULL},
+    {"--seed", NULL, Q_INT, F(seed), 0, 1LL << 62, Q_RECIPE, NULL, NULL},
+    {"--eval", NULL, Q_STR, F(eval), 0, 0, Q_RECIPE, NULL, NULL},
+    {"--ctx", NULL, Q_INT, F(ctx), 8, 1 << 20, Q_RECIPE, NULL, NULL},
+    {"--chunks", NULL, Q_INT, F(chunks), 0, 1LL << 32, Q_RECIPE, NULL, NULL},
+    {"--eval-base-logits", NULL, Q_STR, F(eval_base), 0, 0, Q_RECIPE, NULL, NULL},
+    {"--eval-ppl-only", NULL, Q_FLAG, F(ppl_only), 0, 0, Q_RECIPE, NULL, NULL},
+    {"--label", NULL, Q_STR, F(label), 0, 0, Q_RECIPE, NULL, NULL},
+    {"--threads", "-t", Q_INT, F(threads), 1, 1024, Q_RECIPE_UNRECORDED, NULL, NULL},
+    {"--quiet", "-q", Q_FLAG, F(quiet), 0, 0, Q_RECIPE_UNRECORDED, NULL, NULL},
+    {"--verbose", "-v", Q_FLAG, F(verbose), 0, 0, Q_RECIPE_UNRECORDED, NULL, NULL},
+    {"--json", NULL, Q_FLAG, F(json), 0, 0, Q_RECIPE_UNRECORDED, NULL, NULL},
+};
+#undef F
+#define N_OPTS ((int)(sizeof k_opts / sizeof k_opts[0]))
+_Static_assert(N_OPTS <= 64, "qargs.set holds one flag per option");
+
+/* --scheme: the names of llm-compressor / compressed-tensors presets mapped onto kvant's format and activation
+ * settings (docs/quantize.md "Schemes"). */
+static const struct { const char *name, *format, *act, *note; } k_schemes[] = {
+    {"W4A16", "int4_g128_sym", NULL, "int4 weights, symmetric, group 128; activations 16-bit"},
+    {"W8A16", "int8_g0_sym", NULL, "int8 weights, symmetric, one scale per output channel"},
+    {"W8A8", "int8_g0_sym", "int8", "int8 per-channel weights, dynamic per-token int8 activations"},
+    {"FP8_DYNAMIC", "fp8_e4m3", "fp8", "fp8 e4m3 weights, dynamic per-token fp8 activations"},
+    {"NVFP4", "nvfp4_ts", NULL, "NVFP4 weights (E2M1, E4M3 scale per 16, global scale); activations 16-bit (NVFP4A16)"},
+    {"MXFP4", "mxfp4_ocp", "mxfp4", "OCP MXFP4 weights and activations (E2M1, E8M0 scale per 32)"},
+};
+
 static void usage(FILE *out) {
     fprintf(out,
             "usage: kvant quantize MODEL -o OUT.gguf [options]\n"
-            "  MODEL                 a Hugging Face directory, a .gguf, or a llama2.c checkpoint\n"
+            "  MODEL (or -m MODEL)   a Hugging Face directory, a .gguf, or a llama2.c checkpoint\n"
             "  -o, --output PATH     output file (written atomically: nothing is left on failure)\n"
             "  --format F            a format (q4_0, q4_k, int4_g128_asym, mxfp4_ocp, nvfp4_ts, nf4, higgs_p2_b4, ...)\n"
             "                        or a llama.cpp mix (q2_k q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m q6_k\n"
             "                        q4_0 q4_1 q5_0 q5_1 q8_0 iq4_nl iq4_xs); default q4_k_m (llm-int8: int8_g0_sym_f32).\n"
             "                        `kvant formats` lists formats\n"
+            "  --scheme S            a preset by its llm-compressor name (format + --act):\n");
+    for (size_t i = 0; i < sizeof k_schemes / sizeof k_schemes[0]; i++)
+        fprintf(out, "                          %-12s = --format %s%s%s: %s\n", k_schemes[i].name, k_schemes[i].format,
+                k_schemes[i].act ? " --act " : "", k_schemes[i].act ? k_schemes[i].act : "", k_schemes[i].note);
+    fprintf(out,
             "  --pure                every quantizable tensor gets F (no llama.cpp mix rules)\n"
-            "  --method M[:OPTS]     rtn (default), gptq, mr-gptq, watersic, llm-int8[:threshold=F,head] (docs/methods.md)\n"
+            "  --method M[:OPTS]     rtn (default), gptq, mr-gptq, watersic, llm-int8; OPTS comma-separated:\n");
+    for (int i = 0; i < kv_quant_method_count(); i++) {
+        const kv_quant_method *m = kv_quant_method_at(i);
+        if (!m->n_opts) continue;
+        char buf[2048];
+        kv_method_help(m, "                            ", buf, sizeof buf);
+        fprintf(out, "                          %s%s:\n%s", m->name, m->needs_one_of ? " (needs bits= or step=)" : "", buf);
+    }
+    fprintf(out,
             "  --transform T[,T...]  rht[:BLOCK] (default block 512), quarot, fold-norms, smoothquant[:ALPHA], awq,\n"
             "                        prescale\n"
             "  --transform-only      write the transformed model unquantized (f32), e.g. to check a rotation\n"
@@ -33,7 +140,13 @@ static void usage(FILE *out) {
             "  --calib-tokens N      calibration tokens (default 65536 = 128 windows of 512)\n"
             "  --no-imatrix          do not compute importance from --calib\n"
             "  --imatrix FILE        importance from a llama.cpp imatrix file (.dat or .gguf)\n"
-            "  --override 'RE=F'     tensors whose name matches the POSIX regex RE get format F (repeatable)\n"
+            "  --override 'RE=F'     tensors whose name matches the POSIX regex RE get format F (repeatable;\n"
+            "                        the last match wins). llama-quantize's spellings are aliases of it:\n"
+            "  --tensor-type RE=F    = --override RE=F\n"
+            "  --output-tensor-type F    = --override '^output\\.weight$=F'\n"
+            "  --token-embedding-type F  = --override '^token_embd\\.weight$=F'\n"
+            "  --leave-output-tensor     = --override '^output\\.weight$=<its source type>' (f16 for a quantized one)\n"
+            "  --allow-requantize    accept a source that is already quantized (refused otherwise, like llama-quantize)\n"
             "  --bits B              bit allocation: choose one of --formats per linear layer so that the decoder\n"
             "                        linears average at most B bits/weight (exact, scales included); the embedding\n"
             "                        and head follow --format's rules. docs/sensitivity.md\n"
@@ -41,7 +154,10 @@ static void usage(FILE *out) {
             "                        uniform\n"
             "  --alphas FILE         layer sensitivities from `kvant sensitivity` (linearity, waterfill)\n"
             "  --formats LIST        comma-separated candidate formats for --bits (e.g. q2_k,q3_k,q4_k,q5_k,q6_k)\n"
-            "  --recipe FILE.json    options from a JSON object (keys as the long options; command line wins)\n"
+            "  --recipe FILE.json    options from a JSON object: every long option above is a key (without \"--\",\n"
+            "                        '-' as '_': \"calib_tokens\": 512, \"pure\": true, \"overrides\": [\"RE=F\"], ...);\n"
+            "                        the command line wins. The recipe used is stored in the output\n"
+            "                        (kvant.quantize.recipe; `kvant inspect` shows it)\n"
             "  --out-format F        gguf (default), safetensors (kvant's packed rows), hf = compressed-tensors (a model\n"
             "                        directory transformers/vLLM load: W4A16, W8A16, W8A8 with --act int8, FP8 with\n"
             "                        --act fp8, NVFP4), gptq (GPTQ qweight/qzeros/scales). -o DIR/ implies hf,\n"
@@ -56,20 +172,10 @@ static void usage(FILE *out) {
             "  --label TEXT          name of the quantized row of the --eval table (default: the format)\n"
             "  --seed S              seed of the random rotations and calibration windows (default 0)\n"
             "  -t, --threads N       threads (default: all cores)\n"
+            "  -v, --verbose         one line per written tensor: name, type, shape, size (as llama-quantize)\n"
             "  --quiet               no progress lines\n"
             "  --json                print the report as JSON\n");
 }
-
-typedef struct qargs {
-    const char *model, *out, *format, *method, *transform, *act, *calib, *imatrix, *recipe, *out_format, *eval;
-    const char *eval_base, *label, *allocate, *alphas, *alloc_formats;
-    double bits;
-    const char *overrides[MAX_OVERRIDES];
-    int n_overrides;
-    long long calib_tokens, ctx, chunks, seed, threads, max_shard_mb;
-    int pure, no_imatrix, quiet, json, transform_only, ppl_only, entropy_code;
-    int set_calib_tokens, set_seed;
-} qargs;
 
 static void log_note(void *user, const char *msg) {
     (void)user;
@@ -77,48 +183,176 @@ static void log_note(void *user, const char *msg) {
     else fprintf(stderr, "kvant quantize: note: %s\n", msg);
 }
 
+static void recipe_key(const qopt *o, char *buf, size_t n) {
+    snprintf(buf, n, "%s", o->rkey ? o->rkey : o->lng + 2);
+    if (o->rkey) return;
+    for (char *p = buf; *p; p++)
+        if (*p == '-') *p = '_';
+}
+
+/* n bytes of a->arena (NULL when it is full). */
+static char *arena_alloc(qargs *a, size_t n) {
+    if (n > sizeof a->arena - a->arena_used) return NULL;
+    char *p = a->arena + a->arena_used;
+    a->arena_used += n;
+    memset(p, 0, n);
+    return p;
+}
+
+/* Adds one override spec (NULL spec: out of memory). */
+static int add_override(qargs *a, const char *spec, int at_front) {
+    if (!spec) return kv_cli_usage("quantize", "too many type options");
+    if (a->n_overrides == MAX_OVERRIDES) return kv_cli_usage("quantize", "too many overrides (max %d)", MAX_OVERRIDES);
+    if (at_front >= 0) {
+        memmove(a->overrides + at_front + 1, a->overrides + at_front, (size_t)(a->n_overrides - at_front) * sizeof a->overrides[0]);
+        a->overrides[at_front] = spec;
+    } else
+        a->overrides[a->n_overrides] = spec;
+    a->n_overrides++;
+    return 0;
+}
+
+static int type_override(qargs *a, const qopt *o, const char *type, int at_front) {
+    if (!*type) return kv_cli_usage("quantize", "%s needs a type", o->lng);
+    size_t n = strlen(o->pattern) + strlen(type) + 2;
+    char *spec = arena_alloc(a, n);
+    if (spec) snprintf(spec, n, "%s=%s", o->pattern, type);
+    return add_override(a, spec, at_front);
+}
+
+/* Sets option o from text v (command line) */
+static int set_value(qargs *a, int idx, const char *v) {
+    const qopt *o = &k_opts[idx];
+    char *base = (char *)a;
+    switch (o->kind) {
+    case Q_FLAG: *(int *)(base + o->off) = 1; break;
+    case Q_STR:
+        if (!v) return kv_cli_usage("quantize", "%s needs a value", o->lng);
+        *(const char **)(base + o->off) = v;
+        break;
+    case Q_INT:
+        if (!v || kv_cli_parse_int(v, o->lo, o->hi, (long long *)(base + o->off)))
+            return kv_cli_usage("quantize", "%s needs an integer in [%lld, %lld]", o->lng, o->lo, o->hi);
+        break;
+    case Q_NUM: {
+        double *d = (double *)(base + o->off);
+        if (!v || kv_cli_parse_double(v, d) || !(*d > o->lo && *d <= o->hi))
+            return kv_cli_usage("quantize", "%s needs a number in (%lld, %lld]", o->lng, o->lo, o->hi);
+        break;
+    }
+    case Q_OVERRIDE:
+        if (!v) return kv_cli_usage("quantize", "%s needs 'REGEX=FORMAT'", o->lng);
+        if (add_override(a, v, -1)) return 2;
+        break;
+    case Q_TYPE_OF:
+        if (!v) return kv_cli_usage("quantize", "%s needs a type", o->lng);
+        if (type_override(a, o, v, -1)) return 2;
+        break;
+    }
+    a->set[idx] = 1;
+    return 0;
+}
+
+static void valid_keys(char *buf, size_t n) {
+    size_t len = 0;
+    buf[0] = 0;
+    for (int i = 0; i < N_OPTS && len < n; i++) {
+        if (k_opts[i].scope == Q_CLI) continue;
+        char k[48];
+        recipe_key(&k_opts[i], k, sizeof k);
+        len += (size_t)snprintf(buf + len, n - len, "%s%s", len ? " " : "", k);
+    }
+}
+
+/* One recipe member into the option it names, unless the command line set it. Recipe lists of overrides
+ * come first so that command-line ones win (the last match wins); *front counts them. */
+static int apply_member(qargs *a, int idx, const kv_json *v, int *front) {
+    const qopt *o = &k_opts[idx];
+    char key[48];
+    recipe_key(o, key, sizeof key);
+    char *base = (char *)a;
+    if (o->kind == Q_OVERRIDE || o->kind == Q_TYPE_OF) {
+        if (v->type == KV_JSON_STRING) {
+            int rc = o->kind == Q_OVERRIDE ? add_override(a, v->u.str, (*front)++) : type_override(a, o, v->u.str, (*front)++);
+            if (!rc) a->set[idx] = 1;
+            return rc;
+        }
+        if (v->type != KV_JSON_ARRAY || o->kind == Q_TYPE_OF)
+            return kv_cli_usage("quantize", "recipe: '%s' must be %s", key,
+                                o->kind == Q_TYPE_OF ? "a type name string" : "an array of \"REGEX=FORMAT\" strings");
+        for (uint64_t i = 0; i < v->len; i++) {
+            if (v->u.items[i].type != KV_JSON_STRING)
+                return kv_cli_usage("quantize", "recipe: %s[%llu] is not a string", key, (unsigned long long)i);
+            if (add_override(a, v->u.items[i].u.str, (*front)++)) return 2;
+        }
+        a->set[idx] = 1;
+        return 0;
+    }
+    if (a->set[idx]) return 0; /* the command line wins */
+    switch (o->kind) {
+    case Q_FLAG:
+        if (v->type != KV_JSON_BOOL) return kv_cli_usage("quantize", "recipe: '%s' must be true or false", key);
+        *(int *)(base + o->off) = v->boolean;
+        break;
+    case Q_STR:
+        if (o->off == offsetof(qargs, alloc_formats) && v->type == KV_JSON_ARRAY) { /* ["q3_k", "q4_k"] */
+            size_t n = 1;
+            for (uint64_t i = 0; i < v->len; i++) {
+                if (v->u.items[i].type != KV_JSON_STRING)
+                    return kv_cli_usage("quantize", "recipe: %s[%llu] is not a string", key, (unsigned long long)i);
+                n += strlen(v->u.items[i].u.str) + 1;
+            }
+            char *joined = arena_alloc(a, n);
+            if (!joined) return kv_cli_usage("quantize", "recipe: '%s' is too long", key);
+            for (uint64_t i = 0; i < v->len; i++) {
+                if (i) strcat(joined, ",");
+                strcat(joined, v->u.items[i].u.str);
+            }
+            a->alloc_formats = joined;
+            break;
+        }
+        if (v->type != KV_JSON_STRING) return kv_cli_usage("quantize", "recipe: '%s' must be a string", key);
+        *(const char **)(base + o->off) = v->u.str;
+        break;
+    case Q_INT:
+        if (v->type != KV_JSON_NUMBER || !v->is_int || v->ival < o->lo || v->ival > o->hi)
+            return kv_cli_usage("quantize", "recipe: '%s' must be an integer in [%lld, %lld]", key, o->lo, o->hi);
+        *(long long *)(base + o->off) = v->ival;
+        break;
+    case Q_NUM:
+        if (v->type != KV_JSON_NUMBER || !(v->num > o->lo && v->num <= o->hi))
+            return kv_cli_usage("quantize", "recipe: '%s' must be a number in (%lld, %lld]", key, o->lo, o->hi);
+        *(double *)(base + o->off) = v->num;
+        break;
+    default: break;
+    }
+    a->set[idx] = 1;
+    return 0;
+}
+
 /* Recipe values fill what the command line left unset. Strings point into doc (kept alive by the caller). */
 static int apply_recipe(qargs *a, const kv_json_doc *doc) {
     const kv_json *r = kv_json_root(doc);
     if (!r || r->type != KV_JSON_OBJECT) return kv_cli_usage("quantize", "recipe: the top level must be a JSON object");
-    static const char *const known[] = {"format", "method", "transform", "act", "calib", "calib_tokens", "imatrix",
-                                        "overrides", "pure", "seed", "out_format", "no_imatrix"};
+    const kv_json *dup = kv_json_find_duplicate_key(r);
+    if (dup) return kv_cli_usage("quantize", "recipe: key '%s' appears twice", dup->key);
+    int front = 0;
     for (uint64_t i = 0; i < r->len; i++) {
-        int ok = 0;
-        for (size_t k = 0; k < sizeof known / sizeof known[0]; k++) ok |= !strcmp(r->u.items[i].key, known[k]);
-        if (!ok) return kv_cli_usage("quantize", "recipe: unknown key '%s'", r->u.items[i].key);
-    }
-    struct { const char *key; const char **dst; } strs[] = {
-        {"format", &a->format}, {"method", &a->method}, {"transform", &a->transform}, {"act", &a->act},
-        {"calib", &a->calib}, {"imatrix", &a->imatrix}, {"out_format", &a->out_format},
-    };
-    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
-        const char *v;
-        int rc = kv_json_get_str(r, strs[i].key, &v);
-        if (rc < 0) return kv_cli_usage("quantize", "recipe: '%s' must be a string", strs[i].key);
-        if (rc == 1 && !*strs[i].dst) *strs[i].dst = v;
-    }
-    int64_t iv;
-    int b, rc;
-    if ((rc = kv_json_get_int(r, "calib_tokens", &iv)) < 0 || (rc == 1 && iv <= 0)) return kv_cli_usage("quantize", "recipe: bad calib_tokens");
-    if (rc == 1 && !a->set_calib_tokens) a->calib_tokens = iv;
-    if ((rc = kv_json_get_int(r, "seed", &iv)) < 0 || (rc == 1 && iv < 0)) return kv_cli_usage("quantize", "recipe: bad seed");
-    if (rc == 1 && !a->set_seed) a->seed = iv;
-    if ((rc = kv_json_get_bool(r, "pure", &b)) < 0) return kv_cli_usage("quantize", "recipe: 'pure' must be true or false");
-    if (rc == 1 && b) a->pure = 1;
-    if ((rc = kv_json_get_bool(r, "no_imatrix", &b)) < 0) return kv_cli_usage("quantize", "recipe: 'no_imatrix' must be true or false");
-    if (rc == 1 && b) a->no_imatrix = 1;
-    const kv_json *ov = kv_json_get(r, "overrides");
-    if (ov && ov->type != KV_JSON_ARRAY) return kv_cli_usage("quantize", "recipe: 'overrides' must be an array of \"REGEX=FORMAT\" strings");
-    /* recipe overrides come first so that command-line ones win (the last match wins) */
-    if (ov) {
-        if (a->n_overrides + (int)ov->len > MAX_OVERRIDES) return kv_cli_usage("quantize", "too many overrides");
-        memmove(a->overrides + ov->len, a->overrides, (size_t)a->n_overrides * sizeof a->overrides[0]);
-        for (uint64_t i = 0; i < ov->len; i++) {
-            if (ov->u.items[i].type != KV_JSON_STRING) return kv_cli_usage("quantize", "recipe: overrides[%llu] is not a string", (unsigned long long)i);
-            a->overrides[i] = ov->u.items[i].u.str;
+        const kv_json *v = &r->u.items[i];
+        int idx = -1;
+        for (int k = 0; k < N_OPTS && idx < 0; k++) {
+            char key[48];
+            recipe_key(&k_opts[k], key, sizeof key);
+            if (k_opts[k].scope != Q_CLI && !strcmp(v->key, key)) idx = k;
         }
-        a->n_overrides += (int)ov->len;
+        if (idx < 0) {
+            char keys[1200];
+            valid_keys(keys, sizeof keys);
+            return kv_cli_usage("quantize", "recipe: unknown key '%s' (valid keys: %s)", v->key, keys);
+        }
+        if (v->type == KV_JSON_NULL) continue;
+        int rc = apply_member(a, idx, v, &front);
+        if (rc) return rc;
     }
     return 0;
 }
@@ -128,61 +362,131 @@ static int parse_args(int argc, char **argv, qargs *a) {
     a->ctx = 512;
     a->chunks = 40;
     for (int i = 1; i < argc; i++) {
+        int idx = -1;
         const char *v = NULL;
-        if (kv_cli_flag(argv, i, "--pure", NULL)) a->pure = 1;
-        else if (kv_cli_flag(argv, i, "--no-imatrix", NULL)) a->no_imatrix = 1;
-        else if (kv_cli_flag(argv, i, "--transform-only", NULL)) a->transform_only = 1;
-        else if (kv_cli_flag(argv, i, "--entropy-code", NULL)) a->entropy_code = 1;
-        else if (kv_cli_flag(argv, i, "--eval-ppl-only", NULL)) a->ppl_only = 1;
-        else if (kv_cli_flag(argv, i, "--quiet", "-q")) a->quiet = 1;
-        else if (kv_cli_flag(argv, i, "--json", NULL)) a->json = 1;
-#define STR_OPT(l, s, dst) else if (kv_cli_opt(argc, argv, &i, l, s, &v)) { if (!v) return kv_cli_usage("quantize", "%s needs a value", l); dst = v; }
-#define INT_OPT(l, s, dst, lo, hi, flag) else if (kv_cli_opt(argc, argv, &i, l, s, &v)) { \
-            if (!v || kv_cli_parse_int(v, lo, hi, &dst)) { \
-                return kv_cli_usage("quantize", "%s needs an integer in [%lld, %lld]", l, (long long)(lo), (long long)(hi)); \
-            } \
-            flag; }
-        STR_OPT("--output", "-o", a->out)
-        STR_OPT("--format", NULL, a->format)
-        STR_OPT("--method", NULL, a->method)
-        STR_OPT("--transform", NULL, a->transform)
-        STR_OPT("--act", NULL, a->act)
-        STR_OPT("--calib", NULL, a->calib)
-        STR_OPT("--imatrix", NULL, a->imatrix)
-        STR_OPT("--recipe", NULL, a->recipe)
-        STR_OPT("--out-format", NULL, a->out_format)
-        STR_OPT("--eval", NULL, a->eval)
-        STR_OPT("--eval-base-logits", NULL, a->eval_base)
-        STR_OPT("--label", NULL, a->label)
-        STR_OPT("--allocate", NULL, a->allocate)
-        STR_OPT("--alphas", NULL, a->alphas)
-        STR_OPT("--formats", NULL, a->alloc_formats)
-        else if (kv_cli_opt(argc, argv, &i, "--bits", NULL, &v)) {
-            if (!v || kv_cli_parse_double(v, &a->bits) || !(a->bits > 0 && a->bits <= 64))
-                return kv_cli_usage("quantize", "--bits needs a number of bits per weight in (0, 64]");
+        for (int k = 0; k < N_OPTS && idx < 0; k++) {
+            const qopt *o = &k_opts[k];
+            if (o->kind == Q_FLAG) {
+                if (kv_cli_flag(argv, i, o->lng, o->shrt)) idx = k;
+            } else if (kv_cli_opt(argc, argv, &i, o->lng, o->shrt, &v))
+                idx = k;
         }
-        INT_OPT("--calib-tokens", NULL, a->calib_tokens, 1, 1LL << 32, a->set_calib_tokens = 1)
-        INT_OPT("--ctx", NULL, a->ctx, 8, 1 << 20, (void)0)
-        INT_OPT("--chunks", NULL, a->chunks, 0, 1LL << 32, (void)0)
-        INT_OPT("--seed", NULL, a->seed, 0, 1LL << 62, a->set_seed = 1)
-        INT_OPT("--threads", "-t", a->threads, 1, 1024, (void)0)
-        INT_OPT("--max-shard-size", NULL, a->max_shard_mb, 1, 1LL << 24, (void)0)
-        else if (kv_cli_opt(argc, argv, &i, "--override", NULL, &v)) {
-            if (!v) return kv_cli_usage("quantize", "--override needs 'REGEX=FORMAT'");
-            if (a->n_overrides == MAX_OVERRIDES) return kv_cli_usage("quantize", "too many overrides (max %d)", MAX_OVERRIDES);
-            a->overrides[a->n_overrides++] = v;
-        } else if (argv[i][0] == '-' && argv[i][1]) return kv_cli_usage("quantize", "unknown option '%s'", argv[i]);
+        if (idx >= 0) {
+            if (k_opts[idx].kind != Q_OVERRIDE && k_opts[idx].kind != Q_TYPE_OF && a->set[idx] &&
+                k_opts[idx].kind != Q_FLAG)
+                return kv_cli_usage("quantize", "%s given twice", k_opts[idx].lng);
+            int rc = set_value(a, idx, v);
+            if (rc) return rc;
+        } else if (argv[i][0] == '-' && argv[i][1])
+            return kv_cli_usage("quantize", "unknown option '%s'", argv[i]);
         else if (!a->model) a->model = argv[i];
         else return kv_cli_usage("quantize", "unexpected argument '%s'", argv[i]);
-#undef STR_OPT
-#undef INT_OPT
     }
     if (!a->model) return kv_cli_usage("quantize", "missing MODEL");
     if (!a->out) return kv_cli_usage("quantize", "missing -o OUT");
+    return 0;
+}
+
+static int opt_set(const qargs *a, const char *lng) {
+    for (int k = 0; k < N_OPTS; k++)
+        if (!strcmp(k_opts[k].lng, lng)) return a->set[k];
+    return 0;
+}
+
+/* After the recipe: --scheme into format and act, the checks across options. */
+static int resolve_args(qargs *a) {
+    if (a->scheme) {
+        size_t i = 0, n = sizeof k_schemes / sizeof k_schemes[0];
+        while (i < n && strcasecmp(a->scheme, k_schemes[i].name)) i++;
+        if (i == n) {
+            char names[200] = "";
+            for (size_t k = 0; k < n; k++)
+                snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", k ? ", " : "", k_schemes[k].name);
+            return kv_cli_usage("quantize", "unknown scheme '%s' (valid: %s)", a->scheme, names);
+        }
+        const char *want_act = k_schemes[i].act ? k_schemes[i].act : "none";
+        if (a->format && strcasecmp(a->format, k_schemes[i].format))
+            return kv_cli_usage("quantize", "--scheme %s means --format %s: it conflicts with --format %s", k_schemes[i].name,
+                                k_schemes[i].format, a->format);
+        if (a->act && strcasecmp(a->act, want_act))
+            return kv_cli_usage("quantize", "--scheme %s means --act %s: it conflicts with --act %s", k_schemes[i].name,
+                                want_act, a->act);
+        a->format = k_schemes[i].format;
+        if (k_schemes[i].act) a->act = k_schemes[i].act;
+    }
     if ((a->allocate || a->alphas || a->alloc_formats) && a->bits <= 0)
         return kv_cli_usage("quantize", "--allocate, --alphas and --formats go with --bits B");
     if (a->bits > 0 && !a->alloc_formats) return kv_cli_usage("quantize", "--bits needs --formats LIST (the candidates)");
+    if (!a->eval && (a->eval_base || a->ppl_only || a->label || opt_set(a, "--ctx") || opt_set(a, "--chunks")))
+        return kv_cli_usage("quantize", "--ctx, --chunks, --eval-base-logits, --eval-ppl-only and --label go with --eval TEXT");
+    if (a->ppl_only && a->eval_base)
+        return kv_cli_usage("quantize", "--eval-ppl-only runs no base model: --eval-base-logits has nothing to do");
     return 0;
+}
+
+/* --leave-output-tensor: output.weight keeps the source's type (llama-quantize), f16 when that is quantized;
+ * nothing for a tied head (llama-quantize's flag names output.weight only). */
+static int leave_output_override(qargs *a) {
+    if (!a->leave_output) return 0;
+    kv_model_file *mf = NULL;
+    kv_error err;
+    kv_error_clear(&err);
+    if (kv_model_open(a->model, &mf, &err) != KV_OK) return kv_cli_fail("quantize", &err);
+    const kv_tensor *t = kv_model_find(mf, "output.weight");
+    const char *type = !t ? NULL : t->type == KV_TYPE_F32 ? "f32" : t->type == KV_TYPE_BF16 ? "bf16" : "f16";
+    kv_model_close(mf);
+    if (!type) {
+        fprintf(stderr, "kvant quantize: note: --leave-output-tensor: the model has no output.weight (its head is the "
+                "token embedding)\n");
+        return 0;
+    }
+    static const qopt lo = {"--leave-output-tensor", NULL, Q_TYPE_OF, 0, 0, 0, Q_RECIPE, "^output\\.weight$", NULL};
+    return type_override(a, &lo, type, -1);
+}
+
+/* The recipe this run used, as the JSON object --recipe reads (stored in the output). */
+static char *recipe_json(const qargs *a) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return NULL;
+    kv_jw w;
+    kv_jw_init(&w, f, 0);
+    kv_jw_obj_begin(&w);
+    const char *format = a->format;
+    if (!format) {
+        const kv_quant_method *m = NULL;
+        kv_method_values v;
+        format = kv_method_parse(a->method, &m, &v, NULL) == KV_OK && m->own_format ? m->own_format : "q4_k_m";
+    }
+    kv_jw_key(&w, "format"), kv_jw_str(&w, format);
+    kv_jw_key(&w, "method"), kv_jw_str(&w, a->method ? a->method : "rtn");
+    const char *base = (const char *)a;
+    for (int k = 0; k < N_OPTS; k++) {
+        const qopt *o = &k_opts[k];
+        if (o->scope != Q_RECIPE || !a->set[k] || o->off == offsetof(qargs, format) || o->off == offsetof(qargs, method))
+            continue;
+        if (o->kind == Q_OVERRIDE || o->kind == Q_TYPE_OF || o->off == offsetof(qargs, leave_output)) continue;
+        char key[48];
+        recipe_key(o, key, sizeof key);
+        kv_jw_key(&w, key);
+        switch (o->kind) {
+        case Q_FLAG: kv_jw_bool(&w, *(const int *)(base + o->off)); break;
+        case Q_STR: kv_jw_str(&w, *(const char *const *)(base + o->off)); break;
+        case Q_INT: kv_jw_int(&w, *(const long long *)(base + o->off)); break;
+        case Q_NUM: kv_jw_num(&w, *(const double *)(base + o->off)); break;
+        default: break;
+        }
+    }
+    if (a->n_overrides) { /* aliases included, in the order they apply */
+        kv_jw_key(&w, "overrides");
+        kv_jw_arr_begin(&w);
+        for (int i = 0; i < a->n_overrides; i++) kv_jw_str(&w, a->overrides[i]);
+        kv_jw_arr_end(&w);
+    }
+    kv_jw_obj_end(&w);
+    fclose(f);
+    return buf;
 }
 
 /* --out-format, or what -o implies: a path ending in '/' (or an existing directory) is a Hugging Face directory,
@@ -423,6 +727,16 @@ static int allocate(const qargs *a, kv_pool *pool, char ***specs, int *n_specs) 
     return 0;
 }
 
+/* --verbose: llama-quantize's per-tensor line. */
+static void print_tensor(void *user, const char *name, const char *type, int n_dims, const int64_t *shape,
+                         uint64_t bytes) {
+    (void)user;
+    char sh[96] = "";
+    for (int d = 0; d < n_dims; d++)
+        snprintf(sh + strlen(sh), sizeof sh - strlen(sh), "%s%lld", d ? ", " : "", (long long)shape[d]);
+    fprintf(stderr, "%-40s - [%s], type = %14s, size = %10.3f MiB\n", name, sh, type, (double)bytes / 1048576.0);
+}
+
 int kv_cmd_quantize(int argc, char **argv) {
     if (kv_cli_wants_help(argc, argv)) {
         usage(stdout);
@@ -446,6 +760,10 @@ int kv_cmd_quantize(int argc, char **argv) {
             return rc;
         }
     }
+    if ((rc = resolve_args(&a)) != 0 || (rc = leave_output_override(&a)) != 0) {
+        kv_json_free(recipe);
+        return rc;
+    }
     kv_quantize_opts o;
     memset(&o, 0, sizeof o);
     o.format = a.format;
@@ -464,6 +782,8 @@ int kv_cmd_quantize(int argc, char **argv) {
     o.seed = (uint64_t)a.seed;
     o.quiet = a.quiet;
     o.log = log_note;
+    o.allow_requantize = a.allow_requantize;
+    if (a.verbose) o.on_tensor = print_tensor;
     if ((rc = resolve_out_format(&a, &o.out_format)) != 0) {
         kv_json_free(recipe);
         return rc;
@@ -473,8 +793,13 @@ int kv_cmd_quantize(int argc, char **argv) {
         kv_json_free(recipe);
         return kv_cli_usage("quantize", "--eval needs GGUF or HF output (kvant cannot run its packed safetensors file)");
     }
-    /* outputs writable before the work (a read-only directory used to be reported after all of it) */
-    if ((rc = kv_cli_prepare_output("quantize", a.out)) ||
+    /* everything the library refuses, and the outputs writable, before any work (the allocation included) */
+    if (kv_quantize_check(a.model, a.out, &o, &err) != KV_OK) {
+        kv_json_free(recipe);
+        return kv_cli_fail("quantize", &err);
+    }
+    const int hf_out = o.out_format == KV_OUT_HF_CT || o.out_format == KV_OUT_HF_GPTQ; /* a directory, checked above */
+    if ((!hf_out && (rc = kv_cli_prepare_output("quantize", a.out))) ||
         (a.eval && a.eval_base && !base_logits_exist(a.eval_base) && (rc = kv_cli_prepare_output("quantize", a.eval_base)))) {
         kv_json_free(recipe);
         return rc;
@@ -502,8 +827,11 @@ int kv_cmd_quantize(int argc, char **argv) {
         o.overrides = all_overrides;
         o.n_overrides = n_alloc + a.n_overrides;
     }
+    char *rjson = recipe_json(&a);
+    o.recipe_json = rjson;
     kv_quantize_report rep;
     kv_status st = kv_quantize_model(a.model, a.out, &o, &rep, &err);
+    free(rjson);
     for (int i = 0; i < n_alloc; i++) free(alloc_specs[i]);
     free(alloc_specs);
     free(all_overrides);
@@ -516,7 +844,10 @@ int kv_cmd_quantize(int argc, char **argv) {
     /* llm-int8: the outlier columns per tensor, as the written file records them */
     kv_llmint8_summary i8 = {0};
     int have_i8 = 0;
-    if (st == KV_OK && a.method && !strncmp(a.method, "llm-int8", 8) && o.out_format == KV_OUT_GGUF) {
+    const kv_quant_method *meth = NULL;
+    kv_method_values mv;
+    if (kv_method_parse(a.method, &meth, &mv, NULL) != KV_OK) meth = NULL; /* checked above */
+    if (st == KV_OK && meth && meth->outlier_columns && o.out_format == KV_OUT_GGUF) {
         kv_model_file *qf = NULL;
         if ((st = kv_model_open(a.out, &qf, &err)) == KV_OK) st = kv_llmint8_summary_read(qf, &i8, &err);
         kv_model_close(qf);
