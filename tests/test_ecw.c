@@ -386,7 +386,7 @@ KV_TEST(ecw_watersic_gguf_is_the_model) {
     snprintf(args, sizeof args, "eval %s --text %s --ctx 128 --chunks 1 -t 2 --quiet", out, text);
     CHECK_EQ_INT(kv_test_run_cli(args, &log), 0);
     free(log);
-    snprintf(args, sizeof args, "quantize %s -o %s/re.gguf --format f16 --pure -t 2 --quiet", out, kv_test_tmpdir());
+    snprintf(args, sizeof args, "quantize %s -o %s/re.gguf --format f16 --pure --allow-requantize -t 2 --quiet", out, kv_test_tmpdir());
     CHECK_EQ_INT(kv_test_run_cli(args, &log), 0);
     free(log);
     snprintf(args, sizeof args, "convert %s -o %s/cv.gguf --quiet", out, kv_test_tmpdir());
