@@ -1,9 +1,9 @@
-/* w8a8.cu — W8A8 GEMM for prefill: int8 (IMMA, mma.sync m16n8k32 s8 -> s32) or FP8 E4M3 (mma.sync m16n8k32
- * e4m3 -> f32) weights with one fp32 scale per output row, activations quantized per token on the fly
+/* w8a8.cu — W8A8 GEMM for prefill: int8 (wgmma m64n128k32 s8 -> s32) or FP8 E4M3 (mma.sync m16n8k32 e4m3 -> f32)
+ * weights with one fp32 scale per output row, activations quantized per token on the fly
  * (SmoothQuant's / LLM.int8()'s vector-wise scheme: s_token = amax / 127 or / 448), the scales applied in the
  * GEMM epilogue: y = s_token * s_row * sum q_x q_w, stored bf16.
- * Tiles: 128 x 128 per block (8 warps of 64 x 32), k slabs of 128 bytes, three cp.async stages, XOR-swizzled
- * shared memory so that every ldmatrix is conflict-free. */
+ * Tiles: 128 x 128 per block (int8: two warpgroups of 64 x 128), k slabs of 128 bytes, three cp.async stages written
+ * in the 128-byte swizzle that wgmma's shared-memory descriptors read. */
 #include "kernels/cuda/cuda_util.h"
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -85,22 +85,16 @@ __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_grou
 template <int N>
 __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
 
+template <int FP8> struct acc_t;
+template <> struct acc_t<0> { typedef int T; };
+template <> struct acc_t<1> { typedef float T; };
+
 __device__ __forceinline__ void ldsm4(uint32_t addr, uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
                  : "r"(addr));
 }
 
-template <int FP8> struct acc_t;
-template <> struct acc_t<0> { typedef int T; };
-template <> struct acc_t<1> { typedef float T; };
-
-__device__ __forceinline__ void mma_k32(int *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};"
-                 : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 __device__ __forceinline__ void mma_k32(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
     asm volatile("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                  "{%0,%1,%2,%3};"
@@ -120,11 +114,97 @@ __device__ __forceinline__ void load_tile(uint32_t dst, const int8_t *src, int64
     }
 }
 
+/* wgmma (sm_90a): one warpgroup's 64 x 128 x 32 product, A (tokens) and B (weight rows) both K-major in shared
+ * memory, int32 / fp32 accumulators in 64 registers per thread. */
+__device__ __forceinline__ void wgmma_k32(int *d, uint64_t da, uint64_t db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+                 "}, %64, %65, p;\n}\n"
+                 :
+                   "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
+                   "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
+                   "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
+                   "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
+                   "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]),
+                   "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]),
+                   "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]),
+                   "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
+                 : "l"(da), "l"(db));
+}
+/* Shared-memory matrix descriptor of a K-major tile with 128-byte rows in the 128-byte swizzle (the XOR pattern
+ * load_tile writes): start address, leading offset 16 (unused by this layout), stride 1024 bytes between 8-row
+ * groups, swizzle mode 1. The tile base must be 1024-byte aligned. */
+__device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
+    return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+
+/* Y[M][N] (bf16) = sx[m] sw[n] sum_k X[m][k] W[n][k]: block tile 128 tokens x 128 weight rows, two warpgroups of
+ * 64 tokens each; k slabs of 128 bytes (four wgmma k-steps) through STAGES cp.async stages. */
 template <int FP8>
 __global__ void __launch_bounds__(256) w8_gemm(const int8_t *X, const float *sx, const int8_t *W, const float *sw,
                                                 __nv_bfloat16 *Y, int M, int N, int K) {
-    extern __shared__ __align__(128) uint8_t sh[];
+    extern __shared__ __align__(1024) uint8_t sh[];
     typedef typename acc_t<FP8>::T T;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wg = warp >> 2, w4 = warp & 3;
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    const uint32_t base = smem_u32(sh), sA = (base + 1023) & ~1023u, sB = sA + STAGES * TILE_BYTES;
+    T acc[64];
+#pragma unroll
+    for (int i = 0; i < 64; i++) acc[i] = 0;
+    const int KT = K / BK;
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; s++) {
+        if (s < KT) {
+            load_tile(sA + s * TILE_BYTES, X, K, m0, M, s * BK);
+            load_tile(sB + s * TILE_BYTES, W, K, n0, N, s * BK);
+        }
+        cp_commit();
+    }
+    for (int kt = 0; kt < KT; kt++) {
+        cp_wait<STAGES - 2>();
+        /* cp.async wrote through the generic proxy; wgmma reads through the async proxy */
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        __syncthreads();
+        const int pf = kt + STAGES - 1;
+        if (pf < KT) {
+            load_tile(sA + (pf % STAGES) * TILE_BYTES, X, K, m0, M, pf * BK);
+            load_tile(sB + (pf % STAGES) * TILE_BYTES, W, K, n0, N, pf * BK);
+        }
+        cp_commit();
+        const uint32_t a_st = sA + (kt % STAGES) * TILE_BYTES + wg * 64 * BK, b_st = sB + (kt % STAGES) * TILE_BYTES;
+        asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+#pragma unroll
+        for (int ks = 0; ks < BK / 32; ks++) wgmma_k32(acc, sw128_desc(a_st + ks * 32), sw128_desc(b_st + ks * 32));
+        asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+        asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+    }
+    cp_wait<0>();
+    const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+        const int col = n0 + j * 8 + 2 * t;
+        const float w0 = __ldg(sw + col), w1 = __ldg(sw + col + 1);
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int row = m0 + wg * 64 + w4 * 16 + g + 8 * h;
+            if (row >= M) continue;
+            const float s = __ldg(sx + row);
+            __nv_bfloat162 v = __floats2bfloat162_rn((float)acc[4 * j + 2 * h] * s * w0, (float)acc[4 * j + 2 * h + 1] * s * w1);
+            *reinterpret_cast<__nv_bfloat162 *>(Y + (int64_t)row * N + col) = v;
+        }
+    }
+}
+
+/* FP8 through mma.sync m16n8k32 (8 warps of 64 x 32, ldmatrix from the same swizzled tiles): the wgmma form of
+ * the kernel above gave wrong sums for e4m3 on the H100 (docs/RESULTS.md) while its int8 form matched. */
+__global__ void __launch_bounds__(256) fp8_gemm_sync(const int8_t *X, const float *sx, const int8_t *W, const float *sw,
+                                                __nv_bfloat16 *Y, int M, int N, int K) {
+    extern __shared__ __align__(1024) uint8_t sh[];
+    typedef float T;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wm = warp >> 2, wn = warp & 3;
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     const uint32_t sA = smem_u32(sh), sB = sA + STAGES * TILE_BYTES;
@@ -218,9 +298,9 @@ static kv_status w8_alloc(int fp8, int64_t rows, int64_t cols, kv_cuda_w8 **out,
         return kv_fail(err, KV_ENOMEM, "CUDA: allocating W8A8 weights: %s", cudaGetErrorString(e));
     }
     /* the GEMM's shared-memory limit, raised once here rather than at each launch (launches may be captured) */
-    const int smem = 2 * STAGES * TILE_BYTES;
+    const int smem = 2 * STAGES * TILE_BYTES + 1024; /* + alignment of the tiles to 1024 bytes */
     if (e == cudaSuccess) e = cudaFuncSetAttribute(w8_gemm<0>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(w8_gemm<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(fp8_gemm_sync, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (e != cudaSuccess) {
         kv_cuda_w8_free(w);
         return kv_fail(err, KV_EIO, "CUDA: W8A8 GEMM shared memory (%d bytes): %s", smem, cudaGetErrorString(e));
@@ -275,12 +355,12 @@ extern "C" kv_status kv_cuda_w8_matmul(const kv_cuda_w8 *w, const void *x_dev, i
     int8_t *xq = (int8_t *)ws_dev;
     float *sx = (float *)((uint8_t *)ws_dev + (((size_t)(m * w->cols) + 255) / 256) * 256);
     const int K = (int)w->cols, N = (int)w->rows;
-    const size_t smem = 2 * STAGES * TILE_BYTES;
+    const size_t smem = 2 * STAGES * TILE_BYTES + 1024;
     dim3 grid((unsigned)(N / BN), (unsigned)((m + BM - 1) / BM));
     if (w->fp8) {
         quant_rows<1><<<(unsigned)m, 256, 0, st>>>((const __half *)x_dev, K, xq, sx);
         KV_CU_LAUNCH("quant_rows", err);
-        w8_gemm<1><<<grid, 256, smem, st>>>(xq, sx, w->q, w->scale, (__nv_bfloat16 *)y_dev, (int)m, N, K);
+        fp8_gemm_sync<<<grid, 256, smem, st>>>(xq, sx, w->q, w->scale, (__nv_bfloat16 *)y_dev, (int)m, N, K);
     } else {
         quant_rows<0><<<(unsigned)m, 256, 0, st>>>((const __half *)x_dev, K, xq, sx);
         KV_CU_LAUNCH("quant_rows", err);

@@ -54,47 +54,29 @@ __device__ __forceinline__ float e4m3_value(unsigned b) {
     return (b & 0x80) ? -v : v;
 }
 
-/* A group's scale and offset are loaded as raw words when the codes are (so that the load's latency is hidden
- * behind the chunks before it) and turned into numbers when the chunk is used. Raw scale word: the fp16 or fp32
- * bits, the E8M0 / E4M3 byte, or q4_k's 6-bit byte | super_d bits << 16; raw offset word likewise (q4_k: the
- * 6-bit m | super_m bits << 16). */
-__device__ __forceinline__ void group_raw(const wq_args &a, int grp, int row, uint32_t &sr, uint32_t &orw) {
+/* Scale and offset of (group, row) in fp32, as kv_gpu_pack_group_params computes them. */
+__device__ __forceinline__ void group_params(const wq_args &a, int grp, int row, float &s, float &o) {
     const size_t i = (size_t)grp * a.rows_pad + row;
     switch (a.sk) {
-    case KV_GS_F16: sr = __half_as_ushort(__ldg((const __half *)a.scale + i)); break;
-    case KV_GS_F32: sr = __float_as_uint(__ldg((const float *)a.scale + i)); break;
-    case KV_GS_E8M0:
-    case KV_GS_UE4M3: sr = __ldg((const uint8_t *)a.scale + i); break;
-    default:
-        sr = __ldg((const uint8_t *)a.scale + i) |
-             ((uint32_t)__half_as_ushort(__ldg(a.sd + (size_t)(grp >> 3) * a.rows_pad + row)) << 16);
+    case KV_GS_F16: s = __half2float(__ldg((const __half *)a.scale + i)); break;
+    case KV_GS_F32: s = __ldg((const float *)a.scale + i); break;
+    case KV_GS_E8M0: {
+        const unsigned e = __ldg((const uint8_t *)a.scale + i);
+        s = __uint_as_float(e ? e << 23 : 0x00400000u);
         break;
     }
-    switch (a.ok) {
-    case KV_GO_NONE: orw = 0; break;
-    case KV_GO_F16: orw = __half_as_ushort(__ldg((const __half *)a.off + i)); break;
-    case KV_GO_F32: orw = __float_as_uint(__ldg((const float *)a.off + i)); break;
+    case KV_GS_UE4M3: s = e4m3_value(__ldg((const uint8_t *)a.scale + i)) * __ldg(a.rowmul + row); break;
     default:
-        orw = __ldg((const uint8_t *)a.off + i) |
-              ((uint32_t)__half_as_ushort(__ldg(a.sm + (size_t)(grp >> 3) * a.rows_pad + row)) << 16);
+        s = __half2float(__ldg(a.sd + (size_t)(grp >> 3) * a.rows_pad + row)) * (float)__ldg((const uint8_t *)a.scale + i);
         break;
-    }
-}
-
-/* Scale and offset in fp32 from the raw words, as kv_gpu_pack_group_params computes them. */
-__device__ __forceinline__ void group_params(const wq_args &a, int row, uint32_t sr, uint32_t orw, float &s, float &o) {
-    switch (a.sk) {
-    case KV_GS_F16: s = __half2float(__ushort_as_half((unsigned short)sr)); break;
-    case KV_GS_F32: s = __uint_as_float(sr); break;
-    case KV_GS_E8M0: s = __uint_as_float(sr ? sr << 23 : 0x00400000u); break;
-    case KV_GS_UE4M3: s = e4m3_value(sr) * __ldg(a.rowmul + row); break;
-    default: s = __half2float(__ushort_as_half((unsigned short)(sr >> 16))) * (float)(sr & 0xFFu); break;
     }
     switch (a.ok) {
     case KV_GO_NONE: o = 0.0f; break;
-    case KV_GO_F16: o = __half2float(__ushort_as_half((unsigned short)orw)); break;
-    case KV_GO_F32: o = __uint_as_float(orw); break;
-    default: o = -(__half2float(__ushort_as_half((unsigned short)(orw >> 16))) * (float)(orw & 0xFFu)); break;
+    case KV_GO_F16: o = __half2float(__ldg((const __half *)a.off + i)); break;
+    case KV_GO_F32: o = __ldg((const float *)a.off + i); break;
+    default:
+        o = -(__half2float(__ldg(a.sm + (size_t)(grp >> 3) * a.rows_pad + row)) * (float)__ldg((const uint8_t *)a.off + i));
+        break;
     }
 }
 
@@ -107,18 +89,15 @@ __device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-/* The codes of one lane for one chunk and one tile, plus the raw scale/offset words of its rows g, g+8 in the
- * lane's group ([0], [1]) and, for groups of 16, the next group ([2], [3]). */
+/* The codes of one lane for one chunk and one tile, plus the four half2 scale/offset pairs it needs. */
 template <int PB>
 struct lane_chunk {
     uint4 p0;
     uint4 p1; /* PB 6 uses .x, .y */
-    uint32_t sr[4], orw[4];
+    __half2 s[4], o[4]; /* [0], [1]: rows g, g+8 of the first group; [2], [3]: the second group (group 16) */
 };
 
-/* F = 1: fp16 scales, no or fp16 offsets, groups of 32 or more (int*, q4_0, iq4_nl, HIGGS): sr[0] / orw[0] hold
- * the half2 of rows g and g+8 as they are, used without conversion. */
-template <int PB, int F>
+template <int PB>
 __device__ __forceinline__ void load_chunk(const wq_args &a, int tile, int c, int lane, lane_chunk<PB> &L) {
     const size_t li = ((size_t)tile * a.nchunks + c) * 32 + lane;
     L.p0 = ld_stream4(a.plane0 + li);
@@ -130,81 +109,36 @@ __device__ __forceinline__ void load_chunk(const wq_args &a, int tile, int c, in
     }
     const int row0 = tile * 16 + (lane >> 2), kb = c * KV_GPU_CHUNK + 32 * (lane & 3);
     const int grp = kb / a.group;
-    if (F) {
-        const size_t i = (size_t)grp * a.rows_pad + row0;
-        const unsigned short *sc = (const unsigned short *)a.scale;
-        L.sr[0] = (uint32_t)__ldg(sc + i) | ((uint32_t)__ldg(sc + i + 8) << 16);
-        if (a.ok == KV_GO_F16) {
-            const unsigned short *of = (const unsigned short *)a.off;
-            L.orw[0] = (uint32_t)__ldg(of + i) | ((uint32_t)__ldg(of + i + 8) << 16);
-        } else {
-            L.orw[0] = 0u;
-        }
-        return;
-    }
-    group_raw(a, grp, row0, L.sr[0], L.orw[0]);
-    group_raw(a, grp, row0 + 8, L.sr[1], L.orw[1]);
+    float s, o;
+    group_params(a, grp, row0, s, o);
+    L.s[0] = __float2half2_rn(s), L.o[0] = __float2half2_rn(o);
+    group_params(a, grp, row0 + 8, s, o);
+    L.s[1] = __float2half2_rn(s), L.o[1] = __float2half2_rn(o);
     if (a.group == 16) {
-        group_raw(a, grp + 1, row0, L.sr[2], L.orw[2]);
-        group_raw(a, grp + 1, row0 + 8, L.sr[3], L.orw[3]);
+        group_params(a, grp + 1, row0, s, o);
+        L.s[2] = __float2half2_rn(s), L.o[2] = __float2half2_rn(o);
+        group_params(a, grp + 1, row0 + 8, s, o);
+        L.s[3] = __float2half2_rn(s), L.o[3] = __float2half2_rn(o);
+    } else {
+        L.s[2] = L.s[0], L.o[2] = L.o[0], L.s[3] = L.s[1], L.o[3] = L.o[1];
     }
 }
 
-/* x >> k for k >= 0, x << -k otherwise (k a compile-time constant after unrolling). */
-__device__ __forceinline__ uint32_t shift_r(uint32_t x, int k) { return k >= 0 ? x >> k : x << -k; }
-
-/* Each slot's table entry is read at byte offset (index << 7) | (lane << 2) of the replicated table: the
- * shifts and masks below place the index bits there directly. For PB = 8 the two nibble planes are first merged
- * into bytes (4 slots per word, two logic operations per 8 slots). */
-template <int PB, int NT, int F>
-__device__ __forceinline__ void compute_chunk(const lane_chunk<PB> &L, const char *lutb, uint32_t laneoff,
-                                              const uint32_t (*bx)[16], float (*acc)[4], const wq_args &a, int row0,
-                                              int group) {
-    __half2 S[4], O[4]; /* [0], [1]: rows g, g+8 of the first group; [2], [3]: the second group (group 16) */
-    if (F) {
-        const __half2 s01 = *reinterpret_cast<const __half2 *>(&L.sr[0]), o01 = *reinterpret_cast<const __half2 *>(&L.orw[0]);
-        S[0] = S[2] = __low2half2(s01), S[1] = S[3] = __high2half2(s01);
-        O[0] = O[2] = __low2half2(o01), O[1] = O[3] = __high2half2(o01);
-    } else {
-#pragma unroll
-        for (int q = 0; q < 2; q++) {
-            float sv, ov;
-            group_params(a, row0 + 8 * q, L.sr[q], L.orw[q], sv, ov);
-            S[q] = __float2half2_rn(sv), O[q] = __float2half2_rn(ov);
-        }
-        if (group == 16) {
-#pragma unroll
-            for (int q = 2; q < 4; q++) {
-                float sv, ov;
-                group_params(a, row0 + 8 * (q - 2), L.sr[q], L.orw[q], sv, ov);
-                S[q] = __float2half2_rn(sv), O[q] = __float2half2_rn(ov);
-            }
-        } else {
-            S[2] = S[0], O[2] = O[0], S[3] = S[1], O[3] = O[1];
-        }
-    }
+template <int PB, int NT>
+__device__ __forceinline__ void compute_chunk(const lane_chunk<PB> &L, const uint32_t *lutl, const uint32_t (*bx)[16],
+                                              float (*acc)[4]) {
 #pragma unroll
     for (int s = 0; s < 8; s++) {
         uint32_t A[4];
-        uint32_t ev = 0, od = 0; /* PB 8: index bytes of the word's even / odd slots */
-        if (PB == 8) {
-            const uint32_t lo = w4(L.p0, s >> 1), hi = w4(L.p1, s >> 1);
-            ev = (lo & 0x0F0F0F0Fu) | ((hi << 4) & 0xF0F0F0F0u);
-            od = ((lo >> 4) & 0x0F0F0F0Fu) | (hi & 0xF0F0F0F0u);
-        }
 #pragma unroll
         for (int j = 0; j < 4; j++) {
-            const int slot = 4 * s + j, n = slot & 7;
-            uint32_t off;
-            if (PB == 8) {
-                off = shift_r((n & 1) ? od : ev, 8 * (n >> 1) - 7) & 0x7F80u;
-            } else {
-                off = shift_r(w4(L.p0, slot >> 3), 4 * n - 7) & 0x780u;
-                if (PB == 6) off |= shift_r(w4(L.p1, slot >> 4), 2 * (slot & 15) - 11) & 0x1800u;
-            }
-            const uint32_t u = *reinterpret_cast<const uint32_t *>(lutb + (off | laneoff));
+            const int slot = 4 * s + j;
+            uint32_t idx = (w4(L.p0, slot >> 3) >> (4 * (slot & 7))) & 15u;
+            if (PB == 6) idx |= ((w4(L.p1, slot >> 4) >> (2 * (slot & 15))) & 3u) << 4;
+            if (PB == 8) idx |= ((w4(L.p1, slot >> 3) >> (4 * (slot & 7))) & 15u) << 4;
+            const uint32_t u = lutl[idx << 5];
             const int q = (s >= 4 ? 2 : 0) + (j & 1);
-            __half2 h = __hfma2(*reinterpret_cast<const __half2 *>(&u), S[q], O[q]);
+            __half2 h = __hfma2(*reinterpret_cast<const __half2 *>(&u), L.s[q], L.o[q]);
             A[j] = *reinterpret_cast<uint32_t *>(&h);
         }
 #pragma unroll
@@ -212,108 +146,74 @@ __device__ __forceinline__ void compute_chunk(const lane_chunk<PB> &L, const cha
     }
 }
 
-/* Prefetch depth (chunks in flight per warp and tile) for R tiles per warp; the loop body is unrolled D times,
- * and a deeper unroll costs more in instruction-cache misses than it gains (ncu, docs/RESULTS.md). */
-template <int R> struct wq_depth { static constexpr int D = R == 1 ? 2 : 1; };
-
-/* The activations of one chunk (B operands of the 8 k-steps for NT n-tiles); zero for tokens >= m. */
-template <int NT>
-__device__ __forceinline__ void load_x(const wq_args &a, int c, int g, int t, uint32_t (*bx)[16]) {
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++) {
-        const int n = nt * 8 + g;
-        if (n < a.m) {
-            const uint4 *xp = reinterpret_cast<const uint4 *>(a.x + (size_t)n * a.k + (size_t)c * KV_GPU_CHUNK + 32 * t);
-#pragma unroll
-            for (int q = 0; q < 4; q++) {
-                const uint4 v = __ldg(xp + q);
-                bx[nt][4 * q] = v.x, bx[nt][4 * q + 1] = v.y, bx[nt][4 * q + 2] = v.z, bx[nt][4 * q + 3] = v.w;
-            }
-        } else {
-#pragma unroll
-            for (int q = 0; q < 16; q++) bx[nt][q] = 0u;
-        }
-    }
-}
-
-/* Block b owns the row groups (R tiles of 16 rows) b, b + grid, ...; its 8 warps split each row group's chunks
- * (warp w: chunks w, w + 8, ...). A warp walks the flat sequence of its (row group, chunk) items with D items'
- * weights in flight, across row-group boundaries, so that memory latency is paid once per block, not once per
- * row group. At the end of a row group the 8 partial sums meet in shared memory (two buffers alternate, one
- * barrier per row group) and are added in warp order. */
-template <int PB, int NT, int R, int F>
-__global__ void __launch_bounds__(256, R == 1 ? 2 : 1) wq_kernel(wq_args a) {
+template <int PB, int NT, int R>
+__global__ void __launch_bounds__(256) wq_kernel(wq_args a) {
     extern __shared__ uint32_t smem[];
-    constexpr int NP = 1 << PB, E = R * NT * 4, D = wq_depth<R>::D;
+    constexpr int NP = 1 << PB, E = R * NT * 4;
     uint32_t *lut = smem;
     float *red = reinterpret_cast<float *>(smem + NP * 32);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int row_groups = (a.ntiles + R - 1) / R;
-    const int my_groups = blockIdx.x < row_groups ? (row_groups - blockIdx.x + gridDim.x - 1) / gridDim.x : 0;
-    const int cpw = (a.nchunks + 7) >> 3; /* items per row group and warp */
-    const int total = my_groups * cpw;
-    lane_chunk<PB> buf[D][R];
-    auto load_item = [&](int j, lane_chunk<PB> *L) {
-        const int rg = blockIdx.x + (j / cpw) * gridDim.x, c = warp + 8 * (j % cpw);
-        if (c >= a.nchunks) return;
-#pragma unroll
-        for (int r = 0; r < R; r++)
-            if (rg * R + r < a.ntiles) load_chunk<PB, F>(a, rg * R + r, c, lane, L[r]);
-    };
-    /* the first loads go out before the table is built, so the two overlap */
-#pragma unroll
-    for (int d = 0; d < D; d++)
-        if (d < total) load_item(d, buf[d]);
     for (int i = threadIdx.x; i < NP * 32; i += 256) lut[i] = __ldg(a.lut + (i >> 5));
     __syncthreads();
-    const char *lutb = reinterpret_cast<const char *>(lut);
-    const uint32_t laneoff = (uint32_t)lane << 2;
-    float acc[R][NT][4];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const uint32_t *lutl = lut + lane;
+    const int row_groups = (a.ntiles + R - 1) / R;
+    for (int rg = blockIdx.x; rg < row_groups; rg += gridDim.x) {
+        float acc[R][NT][4];
 #pragma unroll
-    for (int r = 0; r < R; r++)
+        for (int r = 0; r < R; r++)
 #pragma unroll
-        for (int nt = 0; nt < NT; nt++) acc[r][nt][0] = acc[r][nt][1] = acc[r][nt][2] = acc[r][nt][3] = 0.0f;
-    int par = 0;
-    for (int j0 = 0; j0 < total; j0 += D) {
+            for (int nt = 0; nt < NT; nt++) acc[r][nt][0] = acc[r][nt][1] = acc[r][nt][2] = acc[r][nt][3] = 0.0f;
+        lane_chunk<PB> cur[R], nxt[R];
+        int c = warp;
+        if (c < a.nchunks) {
 #pragma unroll
-        for (int d = 0; d < D; d++) {
-            const int j = j0 + d;
-            if (j >= total) break;
-            const int rgi = j / cpw, ci = j - rgi * cpw, rg = blockIdx.x + rgi * gridDim.x, c = warp + 8 * ci;
-            if (c < a.nchunks) {
-                uint32_t bx[NT][16];
-                load_x<NT>(a, c, g, t, bx);
-#pragma unroll
-                for (int r = 0; r < R; r++)
-                    if (rg * R + r < a.ntiles)
-                        compute_chunk<PB, NT, F>(buf[d][r], lutb, laneoff, bx, acc[r], a, (rg * R + r) * 16 + g, a.group);
-                if (j + D < total) load_item(j + D, buf[d]);
-            } else if (j + D < total) {
-                load_item(j + D, buf[d]);
-            }
-            if (ci == cpw - 1) { /* the row group is complete: reduce over the warps, store, start the next */
-                float *rb = red + par * (8 * E * 32);
-#pragma unroll
-                for (int r = 0; r < R; r++)
-#pragma unroll
-                    for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                        for (int e = 0; e < 4; e++) {
-                            rb[(warp * E + (r * NT + nt) * 4 + e) * 32 + lane] = acc[r][nt][e];
-                            acc[r][nt][e] = 0.0f;
-                        }
-                __syncthreads();
-                for (int i = threadIdx.x; i < E * 32; i += 256) {
-                    float sum = 0.0f;
-#pragma unroll
-                    for (int w = 0; w < 8; w++) sum += rb[w * E * 32 + i];
-                    const int ln = i & 31, e = (i >> 5) & 3, rn = i >> 7, nt = rn % NT, r = rn / NT;
-                    const int tile = rg * R + r, row = tile * 16 + (ln >> 2) + 8 * (e >> 1), n = nt * 8 + 2 * (ln & 3) + (e & 1);
-                    if (tile < a.ntiles && row < a.rows && n < a.m) a.y[(size_t)n * a.rows + row] = sum;
-                }
-                par ^= 1;
-            }
+            for (int r = 0; r < R; r++)
+                if (rg * R + r < a.ntiles) load_chunk<PB>(a, rg * R + r, c, lane, nxt[r]);
         }
+        for (; c < a.nchunks; c += 8) {
+#pragma unroll
+            for (int r = 0; r < R; r++) cur[r] = nxt[r];
+            if (c + 8 < a.nchunks) {
+#pragma unroll
+                for (int r = 0; r < R; r++)
+                    if (rg * R + r < a.ntiles) load_chunk<PB>(a, rg * R + r, c + 8, lane, nxt[r]);
+            }
+            uint32_t bx[NT][16];
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                const int n = nt * 8 + g;
+                if (n < a.m) {
+                    const uint4 *xp = reinterpret_cast<const uint4 *>(a.x + (size_t)n * a.k + (size_t)c * KV_GPU_CHUNK + 32 * t);
+#pragma unroll
+                    for (int q = 0; q < 4; q++) {
+                        const uint4 v = __ldg(xp + q);
+                        bx[nt][4 * q] = v.x, bx[nt][4 * q + 1] = v.y, bx[nt][4 * q + 2] = v.z, bx[nt][4 * q + 3] = v.w;
+                    }
+                } else {
+#pragma unroll
+                    for (int q = 0; q < 16; q++) bx[nt][q] = 0u;
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                if (rg * R + r < a.ntiles) compute_chunk<PB, NT>(cur[r], lutl, bx, acc[r]);
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) red[(warp * E + (r * NT + nt) * 4 + e) * 32 + lane] = acc[r][nt][e];
+        __syncthreads();
+        for (int i = threadIdx.x; i < E * 32; i += 256) {
+            float sum = 0.0f;
+#pragma unroll
+            for (int w = 0; w < 8; w++) sum += red[w * E * 32 + i];
+            const int ln = i & 31, e = (i >> 5) & 3, rn = i >> 7, nt = rn % NT, r = rn / NT;
+            const int tile = rg * R + r, row = tile * 16 + (ln >> 2) + 8 * (e >> 1), n = nt * 8 + 2 * (ln & 3) + (e & 1);
+            if (tile < a.ntiles && row < a.rows && n < a.m) a.y[(size_t)n * a.rows + row] = sum;
+        }
+        __syncthreads();
     }
 }
 
@@ -323,40 +223,37 @@ __global__ void __launch_bounds__(256, R == 1 ? 2 : 1) wq_kernel(wq_args a) {
 typedef void (*wq_kernel_fn)(wq_args);
 
 template <int PB, int NT, int R>
-static size_t wq_smem() { return (size_t)(1 << PB) * 32 * 4 + (size_t)2 * 8 * R * NT * 4 * 32 * 4; }
+static size_t wq_smem() { return (size_t)(1 << PB) * 32 * 4 + (size_t)8 * R * NT * 4 * 32 * 4; }
 
-template <int PB, int NT, int R, int F>
+template <int PB, int NT, int R>
 static kv_status launch_t(const wq_args &a, cudaStream_t st, kv_error *err) {
     static int occ = -1, sms = 0; /* per-variant launch facts, computed once per process */
     const size_t sh = wq_smem<PB, NT, R>();
     if (occ < 0) {
-        KV_CU(cudaFuncSetAttribute(wq_kernel<PB, NT, R, F>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sh), err);
+        KV_CU(cudaFuncSetAttribute(wq_kernel<PB, NT, R>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sh), err);
         int dev = 0, o = 0;
         KV_CU(cudaGetDevice(&dev), err);
         KV_CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), err);
-        KV_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o, wq_kernel<PB, NT, R, F>, 256, sh), err);
+        KV_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o, wq_kernel<PB, NT, R>, 256, sh), err);
         occ = o > 0 ? o : 1;
     }
     const int row_groups = (a.ntiles + R - 1) / R;
-    /* as many blocks as fit at once, but with the row groups spread evenly over them */
-    const int slots = sms * occ, rounds = (row_groups + slots - 1) / slots;
-    const int grid = (row_groups + rounds - 1) / rounds;
-    wq_kernel<PB, NT, R, F><<<grid, 256, sh, st>>>(a);
+    const int grid = row_groups < sms * occ ? row_groups : sms * occ;
+    wq_kernel<PB, NT, R><<<grid, 256, sh, st>>>(a);
     KV_CU_LAUNCH("wq_kernel", err);
     return KV_OK;
 }
 
 template <int PB>
 static kv_status launch_pb(const wq_args &a, int rt, cudaStream_t st, kv_error *err) {
-    const bool fast = a.sk == KV_GS_F16 && (a.ok == KV_GO_NONE || a.ok == KV_GO_F16) && a.group >= 32;
     if (a.m <= 8) {
-        if (rt == 1) return fast ? launch_t<PB, 1, 1, 1>(a, st, err) : launch_t<PB, 1, 1, 0>(a, st, err);
-        if (rt == 2) return launch_t<PB, 1, 2, 0>(a, st, err);
-        return launch_t<PB, 1, 4, 0>(a, st, err);
+        if (rt == 1) return launch_t<PB, 1, 1>(a, st, err);
+        if (rt == 2) return launch_t<PB, 1, 2>(a, st, err);
+        return launch_t<PB, 1, 4>(a, st, err);
     }
-    if (rt == 1) return fast ? launch_t<PB, 2, 1, 1>(a, st, err) : launch_t<PB, 2, 1, 0>(a, st, err);
-    if (rt == 2) return launch_t<PB, 2, 2, 0>(a, st, err);
-    return launch_t<PB, 2, 4, 0>(a, st, err);
+    if (rt == 1) return launch_t<PB, 2, 1>(a, st, err);
+    if (rt == 2) return launch_t<PB, 2, 2>(a, st, err);
+    return launch_t<PB, 2, 4>(a, st, err);
 }
 
 extern "C" kv_status kv_cuda_wq_matmul(const kv_cuda_wq *w, const void *x_dev, int m, float *y_dev, int rtiles,
