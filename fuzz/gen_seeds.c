@@ -10,7 +10,7 @@
  *   DIR/alphas/            sensitivity files written by kv_sens_save;
  *   DIR/hf_config/         config.json texts (Llama, Mistral, Qwen2, rope scaling variants);
  *   DIR/tokenizer_json/    small byte-level BPE tokenizer.json files (GPT-2 and Llama-3 pre-tokenizers);
- *   DIR/ecw/               entropy-coded containers of versions 2 and 3;
+ *   DIR/ecw/               entropy-coded containers of versions 4 and 5;
  *   DIR/recipe/            quantize recipes (JSON) using every key;
  *   DIR/formats_dequant/, DIR/formats_roundtrip/  one valid input per format (and format names).
  * usage: gen_seeds DIR */
@@ -100,7 +100,7 @@ static const char *const k_json[] = {
     "{\"dup\":1,\"dup\":2}",
 };
 
-/* A GGUF with an entropy-coded tensor (type 1031, docs/FORMAT.md "kvant ECW"): version 2 codes of a small
+/* A GGUF with an entropy-coded tensor (type 1031, docs/FORMAT.md "kvant ECW"): version 4 codes of a small
  * matrix, so the fuzzer reaches the container checks and, through fuzz_gguf's decode, the rANS streams. */
 static int ecw_seed(const char *dir, const char *name) {
     enum { R = 8, C = 16 };
@@ -367,9 +367,9 @@ static int ecw_seeds(const char *dir) {
         size_t size = 0;
         kv_status st = kv_ecw_encode(z, R, C, cs, rs, &blob, &size, &err);
         char name[32];
-        snprintf(name, sizeof name, "v2-%dx%d.kvec", R, C);
+        snprintf(name, sizeof name, "v4-%dx%d.kvec", R, C);
         if (!st) bad |= write_file(dir, name, blob, size);
-        bad |= report(st, &err, "ecw v2");
+        bad |= report(st, &err, "ecw v4");
         free(blob), free(z), free(cs), free(rs);
     }
     /* version 3: the packed rows of integer formats */
@@ -387,9 +387,9 @@ static int ecw_seeds(const char *dir) {
         if (!st) st = f.quantize(&f, w, packed, R, C, NULL, &err);
         if (!st) st = kv_ecw_encode_packed(&f, packed, R, C, &blob, &size, &err);
         char name[48];
-        snprintf(name, sizeof name, "v3-%s.kvec", fmts[k]);
+        snprintf(name, sizeof name, "v5-%s.kvec", fmts[k]);
         if (!st) bad |= write_file(dir, name, blob, size);
-        bad |= report(st, &err, "ecw v3");
+        bad |= report(st, &err, "ecw v5");
         free(packed), free(blob);
     }
     return bad;

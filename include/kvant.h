@@ -1194,7 +1194,7 @@ typedef struct kv_quantize_opts {
     const char *act;          /* activation format recorded as kvant.act (none|int8|fp8|mxfp8|mxfp4) */
     int transform_only;       /* write the transformed model unquantized (f32 tensors; AWQ still searches
                                * with the formats the policy picks) */
-    int entropy_code;         /* store the codes of integer-format tensors entropy-coded (KV_TYPE_ECW version 3,
+    int entropy_code;         /* store the codes of integer-format tensors entropy-coded (KV_TYPE_ECW version 5,
                                * `--entropy-code`; kv_ecw_packed_formats() lists the formats); GGUF only */
     kv_out_format out_format;
     uint64_t max_shard_bytes; /* HF output: safetensors shard limit (0: 5 GB) */
@@ -1352,7 +1352,7 @@ kv_status kv_ecw_decode(const uint8_t *data, size_t size, int64_t *rows, int64_t
 #define KV_TYPE_ECW 1031u
 #define KV_ECW_FORMAT_NAME "ecw"
 #define KV_META_ECW_BYTES_FMT "kvant.tensor.%s.bytes"
-/* Version 3 containers ("Huffman-GPTQ" baseline, `kvant quantize --entropy-code`): the integer codes of a
+/* Version 5 containers ("Huffman-GPTQ" baseline, `kvant quantize --entropy-code`): the integer codes of a
  * fixed-size format's packed rows (rows × kv_format_row_bytes) rANS-coded per column group, the format's row
  * headers and block parameters (scales, minima) kept raw; decoding rebuilds the packed rows exactly and applies
  * the format's dequantize. KV_EUNSUPPORTED naming the supported formats for others. */
@@ -1365,8 +1365,9 @@ kv_status kv_ecw_encode_packed(const kv_format *fmt, const void *packed, int64_t
  * are relative to data. */
 kv_status kv_ecw_decode_f32(const uint8_t *data, size_t size, int64_t rows, int64_t cols, float *w, kv_pool *pool,
                             kv_error *err);
-/* Checks the container header (magic, version, sizes, tables' placement; not the streams) and returns its
- * dimensions and version; cheap (O(cols)). */
+/* Checks the container header (magic, version 4 or 5, sizes, frequency tables, finite side information, stream
+ * sizes, header CRC-32; not the streams' contents) and returns its dimensions and version; O(header bytes).
+ * kv_ecw_decode with z and w both NULL verifies everything (streams' CRC-32, rANS states, exact ends). */
 kv_status kv_ecw_check(const uint8_t *data, size_t size, int64_t *rows, int64_t *cols, int *version, kv_error *err);
 /* A model file tensor of type KV_TYPE_ECW decoded to fp32 (kv_tensor_nelements floats); errors name the file,
  * the absolute byte offset and the tensor. */

@@ -1,6 +1,6 @@
 /* test_ecw.c — entropy-coded weights as a GGUF tensor type (KV_TYPE_ECW, docs/FORMAT.md "kvant ECW"): the
  * container round-trips through the GGUF writer and reader bit for bit, bad sizes and corrupt containers are
- * refused with the file, offset and tensor named; version 3 containers (`--entropy-code`) decode to exactly what
+ * refused with the file, offset and tensor named; version 5 containers (`--entropy-code`) decode to exactly what
  * the integer formats' dequantize gives; WaterSIC's GGUF on proxy-27m stores the containers, its size tracks the
  * entropy, and the model kvant runs is exactly the decoded weights. */
 #include "test.h"
@@ -180,14 +180,15 @@ KV_TEST(ecw_gguf_bad_size_and_corrupt_container) {
     /* a header that describes another shape */
     uint64_t rows2 = rows * 2;
     CHECK(open_patched(file, n, data_at + 8, &rows2, 8, &err, dst) == KV_EFORMAT);
-    /* a corrupt frequency table: the header passes, decoding refuses */
+    /* a corrupt frequency table: refused at open (the header is checked whole) */
     uint8_t flip = blob[32 + 8 + 1] ^ 0x40;
     CHECK(open_patched(file, n, data_at + 32 + 8 + 1, &flip, 1, &err, dst) == KV_EFORMAT);
-    CHECK(strstr(err.message, "frequenc") != NULL);
-    /* the same through the model file names the file, the absolute offset and the tensor */
+    CHECK_MSG(strstr(err.message, "frequenc") != NULL, "%s", err.message);
+    /* a flipped byte in the last stream: the header passes, decoding refuses; through the model file the error
+     * names the file, the absolute offset and the tensor */
     uint8_t *copy = malloc(n);
     memcpy(copy, file, n);
-    copy[data_at + 32 + 8 + 1] ^= 0x40;
+    copy[data_at + size - 3] ^= 0x40;
     char bad[1024];
     snprintf(bad, sizeof bad, "%s/bad.gguf", kv_test_tmpdir());
     REQUIRE(kv_test_write_file(bad, copy, n) == 0);
@@ -195,8 +196,9 @@ KV_TEST(ecw_gguf_bad_size_and_corrupt_container) {
     REQUIRE_OK(kv_model_open(bad, &mf, &err), &err);
     kv_error_clear(&err);
     CHECK(kv_ecw_tensor_to_f32(mf, kv_model_find(mf, "blk.0.attn_q.weight"), dst, NULL, &err) == KV_EFORMAT);
-    CHECK_MSG(strstr(err.file, "bad.gguf") && err.offset > (int64_t)data_at && !strcmp(err.tensor, "blk.0.attn_q.weight"),
-              "%s %lld %s", err.file, (long long)err.offset, err.tensor);
+    CHECK_MSG(strstr(err.file, "bad.gguf") && err.offset > (int64_t)data_at && !strcmp(err.tensor, "blk.0.attn_q.weight")
+              && strstr(err.message, "checksum"), "%s %lld %s: %s", err.file, (long long)err.offset, err.tensor,
+              err.message);
     kv_model_close(mf);
     free(copy);
     free(dst);
@@ -204,7 +206,289 @@ KV_TEST(ecw_gguf_bad_size_and_corrupt_container) {
     free(blob);
 }
 
-KV_TEST(ecw_v3_integer_codes_equal_dequantize) {
+/* ---- integrity (issue 15): each corruption is refused naming the tensor and the byte offset ---- */
+
+/* CRC-32/ISO-HDLC bit by bit (the documented algorithm, independent of the codec's table-driven one). */
+static uint32_t crc32_bitwise(const uint8_t *p, size_t n) {
+    uint32_t r = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        r ^= p[i];
+        for (int k = 0; k < 8; k++) r = (r >> 1) ^ (0xEDB88320u & (0u - (r & 1)));
+    }
+    return r ^ 0xFFFFFFFFu;
+}
+
+/* Where the fields of a container are, read from its bytes as docs/FORMAT.md lays them out. */
+typedef struct ecw_layout {
+    size_t tables, groups, side, sizes, crcs, hcrc, streams;
+    int64_t rows, cols, nstreams;
+} ecw_layout;
+
+static ecw_layout layout_of(const uint8_t *b) {
+    ecw_layout L = {0};
+    uint32_t version = kv_rd_u32(b + 4), ng = kv_rd_u32(b + 24), rps = kv_rd_u32(b + 28);
+    L.rows = (int64_t)kv_rd_u64(b + 8);
+    L.cols = (int64_t)kv_rd_u64(b + 16);
+    L.nstreams = (L.rows + rps - 1) / rps;
+    size_t off = 32;
+    uint64_t rowp = 0;
+    if (version == 5) {
+        uint32_t g = kv_rd_u32(b + 32 + 52), H = kv_rd_u32(b + 32 + 56), P = kv_rd_u32(b + 32 + 60);
+        rowp = H + (uint64_t)(L.cols / g) * P;
+        off += 64;
+    }
+    L.tables = off;
+    for (uint32_t k = 0; k < ng; k++) off += 8 + 4 * (size_t)kv_rd_u32(b + off + 4);
+    L.groups = off;
+    L.side = off + (size_t)L.cols;
+    L.sizes = L.side + (size_t)(version == 5 ? rowp * (uint64_t)L.rows : 2 * (uint64_t)(L.cols + L.rows));
+    L.crcs = L.sizes + 4 * (size_t)L.nstreams;
+    L.hcrc = L.crcs + 4 * (size_t)L.nstreams;
+    L.streams = L.hcrc + 4;
+    return L;
+}
+
+static size_t stream_at(const uint8_t *b, const ecw_layout *L, int64_t s) {
+    size_t off = L->streams;
+    for (int64_t k = 0; k < s; k++) off += kv_rd_u32(b + L->sizes + 4 * k);
+    return off;
+}
+
+/* Recomputes every checksum after a patch: the container is then corrupt only in what the patch changed. */
+static void reseal(uint8_t *b) {
+    ecw_layout L = layout_of(b);
+    for (int64_t s = 0; s < L.nstreams; s++)
+        kv_wr_u32(b + L.crcs + 4 * s, crc32_bitwise(b + stream_at(b, &L, s), kv_rd_u32(b + L.sizes + 4 * s)));
+    kv_wr_u32(b + L.hcrc, crc32_bitwise(b, L.hcrc));
+}
+
+KV_TEST(ecw_checksums_are_crc32_of_the_documented_bytes) {
+    static const uint8_t check[] = "123456789";
+    CHECK_EQ_INT(crc32_bitwise(check, 9), 0xCBF43926u); /* the CRC-32/ISO-HDLC check value */
+    uint8_t *blob;
+    size_t size;
+    if (!make_container(T, 130, 96, &blob, &size, NULL)) return;
+    ecw_layout L = layout_of(blob);
+    CHECK_EQ_INT(kv_rd_u32(blob + 4), 4);
+    CHECK_EQ_INT(L.nstreams, 3);
+    CHECK_EQ_INT(stream_at(blob, &L, 3), size); /* the streams end the container */
+    uint8_t *copy = malloc(size);
+    memcpy(copy, blob, size);
+    reseal(copy);
+    CHECK(memcmp(copy, blob, size) == 0); /* the writer's checksums are the documented ones */
+    for (int64_t s = 0; s < L.nstreams; s++) /* every stream starts with a state in [2^23, 2^31) */
+        CHECK(kv_rd_u32(blob + stream_at(blob, &L, s)) >= (1u << 23) && kv_rd_u32(blob + stream_at(blob, &L, s)) < (1u << 31));
+    free(copy);
+    free(blob);
+}
+
+/* The container of the GGUF at file[data_at..] replaced by a patched, resealed (or not) copy; the file is
+ * opened and the tensor decoded through the model file. Returns the status; err says what and where. */
+typedef void (*ecw_patch_fn)(uint8_t *b, size_t size, const void *arg);
+
+static kv_status open_corrupt(kv_test_ctx *T, const uint8_t *file, size_t n, size_t data_at, const uint8_t *blob,
+                              size_t size, ecw_patch_fn patch, const void *arg, int do_reseal, kv_error *err) {
+    uint8_t *copy = malloc(n);
+    memcpy(copy, file, n);
+    memcpy(copy + data_at, blob, size);
+    patch(copy + data_at, size, arg);
+    if (do_reseal) reseal(copy + data_at);
+    char bad[1024];
+    snprintf(bad, sizeof bad, "%s/corrupt.gguf", kv_test_tmpdir());
+    kv_status st = kv_test_write_file(bad, copy, n) == 0 ? KV_OK : KV_EIO;
+    free(copy);
+    CHECK_MSG(st == KV_OK, "write %s", bad);
+    if (st != KV_OK) return st;
+    kv_model_file *mf = NULL;
+    kv_error_clear(err);
+    st = kv_model_open(bad, &mf, err);
+    if (st == KV_OK) {
+        const kv_tensor *t = kv_model_find(mf, "blk.0.attn_q.weight");
+        float *dst = malloc(sizeof(float) * (size_t)(t->shape[0] * t->shape[1]));
+        kv_pool *pool = kv_pool_create(2);
+        st = kv_ecw_tensor_to_f32(mf, t, dst, pool, err);
+        kv_pool_destroy(pool);
+        free(dst);
+        kv_model_close(mf);
+    }
+    return st;
+}
+
+typedef struct patch_at {
+    size_t off;
+    size_t n;
+    uint8_t bytes[8];
+} patch_at;
+
+static void patch_bytes(uint8_t *b, size_t size, const void *arg) {
+    const patch_at *p = arg;
+    (void)size;
+    memcpy(b + p->off, p->bytes, p->n);
+}
+
+static void patch_xor(uint8_t *b, size_t size, const void *arg) {
+    const patch_at *p = arg;
+    (void)size;
+    b[p->off] ^= p->bytes[0];
+}
+
+/* Group 0's most frequent symbol takes all of 2^16, the others none. */
+static void patch_one_symbol_takes_all(uint8_t *b, size_t size, const void *arg) {
+    const ecw_layout *L = arg;
+    (void)size;
+    uint32_t nsym = kv_rd_u32(b + L->tables + 4), best = 0;
+    uint8_t *f = b + L->tables + 8;
+    for (uint32_t s = 0; s < nsym; s++)
+        if (kv_rd_u32(f + 4 * s) > kv_rd_u32(f + 4 * best)) best = s;
+    for (uint32_t s = 0; s < nsym; s++) kv_wr_u32(f + 4 * s, s == best ? 1u << 16 : 0);
+}
+
+static patch_at u32_at(size_t off, uint32_t v) {
+    patch_at p = {off, 4, {0}};
+    kv_wr_u32(p.bytes, v);
+    return p;
+}
+
+static patch_at u16_at(size_t off, uint16_t v) {
+    patch_at p = {off, 2, {0}};
+    kv_wr_u16(p.bytes, v);
+    return p;
+}
+
+#define EXPECT_CORRUPT(what, want_off, patch, arg, resealed)                                                          \
+    do {                                                                                                               \
+        kv_error e_;                                                                                                   \
+        kv_status s_ = open_corrupt(T, file, n, data_at, blob, size, patch, arg, resealed, &e_);                       \
+        CHECK_MSG(s_ == KV_EFORMAT && strstr(e_.message, what) && !strcmp(e_.tensor, "blk.0.attn_q.weight") &&        \
+                      strstr(e_.file, "corrupt.gguf") && e_.offset == (int64_t)(data_at + (want_off)),                 \
+                  "%s: status %d, '%s' at %lld (want %lld), tensor '%s'", what, s_, e_.message, (long long)e_.offset,  \
+                  (long long)(data_at + (want_off)), e_.tensor);                                                       \
+    } while (0)
+
+/* A GGUF holding one ECW container: its bytes and where the container starts. */
+static uint8_t *gguf_with(kv_test_ctx *T, const uint8_t *blob, size_t size, int64_t rows, int64_t cols, size_t *n,
+                          size_t *data_at) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/good.gguf", kv_test_tmpdir());
+    if (!write_gguf(T, path, blob, size, rows, cols)) return NULL;
+    uint8_t *file = kv_test_read_file(path, n);
+    kv_gguf *g;
+    kv_error err;
+    if (!file || kv_gguf_open_memory(file, *n, "good.gguf", &g, &err) != KV_OK) {
+        kv_test_fail(T, __FILE__, __LINE__, "reopen: %s", err.message);
+        free(file);
+        return NULL;
+    }
+    const kv_gguf_tensor *t = kv_gguf_find_tensor(g, "blk.0.attn_q.weight");
+    *data_at = (size_t)(kv_gguf_data_offset(g) + t->offset);
+    kv_gguf_close(g);
+    return file;
+}
+
+KV_TEST(ecw_corruption_refused_naming_tensor_and_offset) {
+    const int64_t rows = 130, cols = 96;
+    uint8_t *blob;
+    size_t size, n, data_at;
+    if (!make_container(T, rows, cols, &blob, &size, NULL)) return;
+    uint8_t *file = gguf_with(T, blob, size, rows, cols, &n, &data_at);
+    if (!file) { free(blob); return; }
+    ecw_layout L = layout_of(blob);
+    size_t s1 = stream_at(blob, &L, 1), s2 = stream_at(blob, &L, 2), len1 = s2 - s1;
+    REQUIRE(len1 > 16);
+
+    /* a flipped byte in a stream: its checksum says so, at the stream's start */
+    patch_at p = {s1 + len1 / 2, 1, {0x10}};
+    EXPECT_CORRUPT("stream 1 (rows 64..127): checksum", s1, patch_xor, &p, 0);
+    /* ... and with the checksum forged, decoding itself refuses every flip (final state, bytes left, early end) */
+    for (size_t at = s1 + 4; at < s2; at += 3) {
+        patch_at q = {at, 1, {(uint8_t)(1u << (at % 8))}};
+        kv_error e;
+        kv_status st = open_corrupt(T, file, n, data_at, blob, size, patch_xor, &q, 1, &e);
+        CHECK_MSG(st == KV_EFORMAT && strstr(e.message, "stream 1") && !strcmp(e.tensor, "blk.0.attn_q.weight") &&
+                  e.offset >= (int64_t)(data_at + s1) && e.offset <= (int64_t)(data_at + s2),
+                  "flip at %zu: %d '%s' at %lld", at, st, e.message, (long long)e.offset);
+    }
+    /* initial states outside the coder's range [2^23, 2^31) */
+    patch_at z0 = u32_at(s1, 0), zf = u32_at(s1, 0xFFFFFFFFu);
+    EXPECT_CORRUPT("initial rANS state 0x00000000", s1, patch_bytes, &z0, 1);
+    EXPECT_CORRUPT("initial rANS state 0xffffffff", s1, patch_bytes, &zf, 1);
+    /* a table where one symbol takes everything */
+    uint8_t *tmp = malloc(size);
+    memcpy(tmp, blob, size);
+    patch_one_symbol_takes_all(tmp, size, &L);
+    uint32_t nsym0 = kv_rd_u32(tmp + L.tables + 4);
+    size_t zero_at = L.tables + 8 + (kv_rd_u32(tmp + L.tables + 8) == 0 ? 0 : 4 * (size_t)(nsym0 - 1));
+    free(tmp);
+    CHECK(nsym0 > 1);
+    EXPECT_CORRUPT("group 0: degenerate frequency table", zero_at, patch_one_symbol_takes_all, &L, 1);
+    /* zmin = INT32_MIN */
+    patch_at zm = u32_at(L.tables, 0x80000000u);
+    EXPECT_CORRUPT("group 0: codes -2147483648", L.tables, patch_bytes, &zm, 1);
+    /* NaN / Inf fp16 side information */
+    patch_at nan_step = u16_at(L.side + 2 * 5, 0x7E00), inf_scale = u16_at(L.side + 2 * (size_t)cols + 2 * 7, 0xFC00);
+    EXPECT_CORRUPT("column 5's step is not finite", L.side + 10, patch_bytes, &nan_step, 1);
+    EXPECT_CORRUPT("row 7's scale is not finite", L.side + 2 * (size_t)cols + 14, patch_bytes, &inf_scale, 1);
+    /* any other header byte: its checksum (a column moved to another group) */
+    patch_at grp = {L.groups + 3, 1, {(uint8_t)(blob[L.groups + 3] == 0 ? 1 : 0)}};
+    EXPECT_CORRUPT("header checksum", L.hcrc, patch_bytes, &grp, 0);
+    /* stream sizes that do not add up to the container */
+    patch_at sz = u32_at(L.sizes + 4, (uint32_t)len1 - 1);
+    EXPECT_CORRUPT("1 bytes after the last stream", size - 1, patch_bytes, &sz, 1);
+    /* the pre-release layouts without checksums are refused with the reason */
+    patch_at v2 = u32_at(4, 2);
+    EXPECT_CORRUPT("pre-release layout without checksums", 4, patch_bytes, &v2, 1);
+    free(file);
+    free(blob);
+}
+
+/* Version 5 (`--entropy-code`): non-finite block scales are refused at open, finite fp32 scales whose products
+ * overflow at decode; both name the block's parameters. */
+KV_TEST(ecw_v5_nonfinite_scales_refused) {
+    static const char *const fmts[] = {"int4_g128_asym", "int4_g64_sym_f32", "int8_g0_sym"};
+    const int64_t rows = 70, cols = 256;
+    float *w = gauss(rows * cols, 3);
+    for (size_t k = 0; k < sizeof fmts / sizeof *fmts; k++) {
+        kv_format f;
+        kv_error err;
+        REQUIRE_OK(kv_format_get(fmts[k], &f, &err), &err);
+        size_t rb = kv_format_row_bytes(&f, cols);
+        uint8_t *packed = malloc(rb * (size_t)rows), *blob;
+        size_t size, n, data_at;
+        REQUIRE_OK(f.quantize(&f, w, packed, rows, cols, NULL, &err), &err);
+        REQUIRE_OK(kv_ecw_encode_packed(&f, packed, rows, cols, &blob, &size, &err), &err);
+        uint8_t *file = gguf_with(T, blob, size, rows, cols, &n, &data_at);
+        REQUIRE(file != NULL);
+        ecw_layout L = layout_of(blob);
+        int f32 = strstr(fmts[k], "_f32") != NULL;
+        size_t rowp = (L.sizes - L.side) / (size_t)rows, H = (size_t)f.row_header_bytes;
+        /* row 9's second block (or its row header, for per-row scales) gets a NaN scale */
+        size_t at = L.side + 9 * rowp + (H ? 0 : rowp / (size_t)(cols / f.block));
+        size_t packed_at = 9 * rb + (H ? 0 : (size_t)f.block_bytes);
+        patch_at nan = f32 ? u32_at(at, 0x7FC00000u) : u16_at(at, 0x7E00);
+        EXPECT_CORRUPT(H ? "row 9: a non-finite scale in its row header" : "row 9: a non-finite scale in its block",
+                       at, patch_bytes, &nan, 1);
+        /* the same NaN in the packed rows: the encoder refuses to write it */
+        memcpy(packed + packed_at, nan.bytes, nan.n);
+        uint8_t *b2 = NULL;
+        size_t s2;
+        kv_error_clear(&err);
+        CHECK(kv_ecw_encode_packed(&f, packed, rows, cols, &b2, &s2, &err) == KV_ERANGE);
+        CHECK_MSG(strstr(err.message, "row 9") && strstr(err.message, "non-finite"), "%s", err.message);
+        CHECK(b2 == NULL);
+        if (f32) { /* a finite fp32 scale of 3e38 overflows in the products */
+            patch_at big = u32_at(at, 0);
+            float v = 3e38f;
+            memcpy(big.bytes, &v, 4);
+            EXPECT_CORRUPT("dequantizes to a non-finite value", at, patch_bytes, &big, 1);
+        }
+        free(file);
+        free(blob);
+        free(packed);
+    }
+    free(w);
+}
+
+KV_TEST(ecw_v5_integer_codes_equal_dequantize) {
     static const char *const fmts[] = {"int4_g128_asym", "int3_g32_sym", "int2_g64_asym_f32", "int8_g0_sym",
                                        "int4_gt_asym", "int5_g256_sym_mse"};
     const int64_t rows = 200, cols = 512;
@@ -231,7 +515,7 @@ KV_TEST(ecw_v3_integer_codes_equal_dequantize) {
         /* the codes are what the format stored; low-entropy Gaussian codes cost less than their width */
         int version = 0;
         CHECK_OK(kv_ecw_check(blob, size, NULL, NULL, &version, &err), &err);
-        CHECK_EQ_INT(version, 3);
+        CHECK_EQ_INT(version, 5);
         if (f.bits_per_weight <= 4.5) /* wider codes pay more for their tables on a matrix this small */
             CHECK_MSG(size < rb * (size_t)rows, "%s: %zu coded vs %zu packed", fmts[k], size, rb * (size_t)rows);
         /* a wrong shape is refused */

@@ -24,7 +24,7 @@ static void take_var_outputs(kv_qtensor *ot, int64_t n, kv_quant_job *jobs, int6
     }
 }
 
-/* `--entropy-code`: the codes of every integer-format tensor go into an ECW version 3 container (the
+/* `--entropy-code`: the codes of every integer-format tensor go into an ECW version 5 container (the
  * "Huffman-GPTQ" baseline); plain f32/f16/bf16 tensors stay as they are, other formats are refused. */
 kv_status kv_qentropy_code(kv_qtensor *ot, int64_t n, const kv_quantize_opts *o, kv_error *err) {
     uint64_t before = 0, after = 0;
