@@ -295,6 +295,20 @@ kv_status kv_tensor_row_f32(const kv_tensor *t, int64_t row, float *dst, kv_erro
 kv_status kv_tensor_to_f32(const kv_tensor *t, float *dst, kv_error *err);
 kv_status kv_model_tensor_row_f32(const kv_model_file *mf, const kv_tensor *t, int64_t row, float *dst, kv_error *err);
 
+/* Verification (`kvant inspect --verify`, src/io/verify.c): every value of tensor t decoded as the model loader
+ * would (entropy-coded containers with their checksums and stream checks) and checked finite. KV_OK when all
+ * are; otherwise err names the file, the byte offset (the corrupt bytes, or the row holding the first
+ * non-finite value) and the tensor, and r (filled either way) counts what was found. Memory: an entropy-coded
+ * tensor is decoded whole, others one row per task; pool may be NULL; results do not depend on the threads. */
+typedef struct kv_tensor_check {
+    int64_t values;               /* decoded (0 when decoding failed) */
+    int64_t nonfinite;            /* NaN or Inf among them */
+    int64_t first_row, first_col; /* the first non-finite value, -1 when none */
+    double max_abs;               /* largest finite |value| */
+} kv_tensor_check;
+kv_status kv_tensor_verify(const kv_model_file *mf, const kv_tensor *t, kv_pool *pool, kv_tensor_check *r,
+                           kv_error *err);
+
 /* Hugging Face <-> canonical tensor names ("model.layers.3.self_attn.q_proj.weight" <-> "blk.3.attn_q.weight").
  * Return 1 and fill out when the name is mapped, 0 otherwise. */
 int kv_name_from_hf(const char *hf_name, char *out, size_t n);

@@ -1,5 +1,6 @@
 /* cmd_inspect.c — `kvant inspect PATH [--json]`: what a model file holds (format, architecture,
- * hyper-parameters, tokenizer, every tensor) and its size in parameters, bytes and bits/weight. */
+ * hyper-parameters, tokenizer, every tensor) and its size in parameters, bytes and bits/weight;
+ * `--verify`: every tensor decoded and checked (kv_tensor_verify), one verdict per tensor. */
 #include "cli.h"
 #include "io/json.h"
 #include <stdio.h>
@@ -8,6 +9,7 @@
 
 static const char k_usage[] =
     "usage: kvant inspect PATH [--json]\n"
+    "       kvant inspect --verify PATH [--json] [-t N] [--quiet]\n"
     "\n"
     "Show a model: a Hugging Face directory (config.json + safetensors), a .gguf file, a .safetensors file or\n"
     "a llama2.c checkpoint. Prints the format, architecture, hyper-parameters, tokenizer, every tensor (name,\n"
@@ -17,9 +19,16 @@ static const char k_usage[] =
     "  --json        one JSON object: format, path, architecture, hparams, tokenizer, params, bytes,\n"
     "                bits_per_weight, recipe (what `kvant quantize` recorded, or null), tensors [{name,\n"
     "                source_name, shape, dtype, bytes, offset}]\n"
+    "  --verify      decode every tensor (every format, entropy-coded ones with their checksums) and check\n"
+    "                that its values are finite; one line per tensor, ok or the error with its byte offset\n"
+    "                (--json: path, format, tensors [{name, dtype, status, values, nonfinite, max_abs,\n"
+    "                first_row, first_col, error, offset}], ok, errors)\n"
+    "  -t, --threads N  threads for --verify (default: all cores)\n"
+    "  --quiet       no progress line (--verify)\n"
     "  -h, --help    this help\n"
     "\n"
-    "Exit status: 0 on success, 1 when the file cannot be read or is malformed, 2 on bad arguments.\n";
+    "Exit status: 0 on success, 1 when the file cannot be read or is malformed (with --verify: when any tensor\n"
+    "fails), 2 on bad arguments.\n";
 
 static const char *tokenizer_kind(kv_tokenizer_source s) {
     switch (s) {
@@ -231,26 +240,135 @@ static void print_text(const kv_model_file *mf) {
     free(recipe);
 }
 
+/* ---- --verify ---------------------------------------------------------------------------------- */
+
+typedef struct verdict {
+    kv_status st;
+    kv_tensor_check c;
+    kv_error err;
+} verdict;
+
+static void verdict_json(kv_jw *w, const kv_model_file *mf, const kv_tensor *t, const verdict *v) {
+    char buf[32];
+    kv_jw_obj_begin(w);
+    kv_jw_key(w, "name");
+    kv_jw_str(w, display_name(t));
+    kv_jw_key(w, "dtype");
+    kv_jw_str(w, dtype_name(mf, t, buf, sizeof buf));
+    kv_jw_key(w, "status");
+    kv_jw_str(w, v->st ? "error" : "ok");
+    kv_jw_key(w, "values");
+    kv_jw_int(w, v->c.values);
+    kv_jw_key(w, "nonfinite");
+    kv_jw_int(w, v->c.nonfinite);
+    kv_jw_key(w, "max_abs");
+    kv_jw_num(w, v->c.max_abs);
+    kv_jw_key(w, "first_row");
+    kv_jw_int(w, v->c.first_row);
+    kv_jw_key(w, "first_col");
+    kv_jw_int(w, v->c.first_col);
+    kv_jw_key(w, "error");
+    if (v->st) kv_jw_str(w, v->err.message);
+    else kv_jw_null(w);
+    kv_jw_key(w, "offset");
+    if (v->st && v->err.offset >= 0) kv_jw_int(w, v->err.offset);
+    else kv_jw_null(w);
+    kv_jw_obj_end(w);
+}
+
+static int verify_model(const kv_model_file *mf, int json, int threads, int quiet) {
+    int64_t n = kv_model_n_tensors(mf), bad = 0;
+    kv_pool *pool = kv_pool_create(threads);
+    kv_progress prog;
+    kv_progress_begin(&prog, "verify", n, quiet);
+    kv_jw w;
+    if (json) {
+        kv_jw_init(&w, stdout, 1);
+        kv_jw_obj_begin(&w);
+        kv_jw_key(&w, "path");
+        kv_jw_str(&w, kv_model_path(mf));
+        kv_jw_key(&w, "format");
+        kv_jw_str(&w, kv_file_format_name(kv_model_format(mf)));
+        kv_jw_key(&w, "tensors");
+        kv_jw_arr_begin(&w);
+    } else {
+        printf("verify:        %s (%s, %lld tensors)\n", kv_model_path(mf), kv_file_format_name(kv_model_format(mf)),
+               (long long)n);
+    }
+    int width = 4;
+    for (int64_t i = 0; i < n; i++) { int l = (int)strlen(display_name(kv_model_tensor(mf, i))); if (l > width) width = l; }
+    for (int64_t i = 0; i < n; i++) {
+        const kv_tensor *t = kv_model_tensor(mf, i);
+        verdict v;
+        v.st = kv_tensor_verify(mf, t, pool, &v.c, &v.err);
+        bad += v.st != KV_OK;
+        kv_progress_update(&prog, i + 1);
+        if (json) {
+            verdict_json(&w, mf, t, &v);
+            continue;
+        }
+        char buf[32];
+        if (v.st == KV_OK) {
+            printf("  ok     %-*s  %-8s  %12lld values, max |x| %g\n", width, display_name(t),
+                   dtype_name(mf, t, buf, sizeof buf), (long long)v.c.values, v.c.max_abs);
+        } else {
+            char msg[1400];
+            kv_error e = v.err;
+            e.tensor[0] = 0; /* the line names it */
+            e.file[0] = 0;
+            printf("  ERROR  %-*s  %-8s  %s\n", width, display_name(t), dtype_name(mf, t, buf, sizeof buf),
+                   kv_error_format(&e, msg, sizeof msg));
+        }
+        fflush(stdout);
+    }
+    kv_progress_end(&prog);
+    if (json) {
+        kv_jw_arr_end(&w);
+        kv_jw_key(&w, "ok");
+        kv_jw_int(&w, n - bad);
+        kv_jw_key(&w, "errors");
+        kv_jw_int(&w, bad);
+        kv_jw_obj_end(&w);
+        kv_jw_end(&w);
+    } else {
+        printf("%lld tensors: %lld ok, %lld with errors\n", (long long)n, (long long)(n - bad), (long long)bad);
+    }
+    if (bad) fprintf(stderr, "kvant inspect: error: %s: %lld of %lld tensors failed verification\n",
+                     kv_model_path(mf), (long long)bad, (long long)n);
+    kv_pool_destroy(pool);
+    return bad ? 1 : 0;
+}
+
 int kv_cmd_inspect(int argc, char **argv) {
     if (kv_cli_wants_help(argc, argv)) {
         fputs(k_usage, stdout);
         return 0;
     }
-    const char *path = NULL;
-    int json = 0;
+    const char *path = NULL, *v = NULL;
+    int json = 0, verify = 0, quiet = 0, threads_given = 0;
+    long long threads = 0;
     for (int i = 1; i < argc; i++) {
         if (kv_cli_flag(argv, i, "--json", NULL)) json = 1;
-        else if (argv[i][0] == '-' && argv[i][1]) return kv_cli_usage("inspect", "unknown option '%s'", argv[i]);
+        else if (kv_cli_flag(argv, i, "--verify", NULL)) verify = 1;
+        else if (kv_cli_flag(argv, i, "--quiet", "-q")) quiet = 1;
+        else if (kv_cli_opt(argc, argv, &i, "--threads", "-t", &v)) {
+            if (kv_cli_parse_int(v, 1, 256, &threads)) return kv_cli_usage("inspect", "--threads needs 1..256");
+            threads_given = 1;
+        } else if (argv[i][0] == '-' && argv[i][1]) return kv_cli_usage("inspect", "unknown option '%s'", argv[i]);
         else if (path) return kv_cli_usage("inspect", "more than one PATH ('%s')", argv[i]);
         else path = argv[i];
     }
     if (!path) return kv_cli_usage("inspect", "missing PATH");
+    if (!verify && (threads_given || quiet))
+        return kv_cli_usage("inspect", "%s is an option of --verify", threads_given ? "--threads" : "--quiet");
     kv_error err;
     kv_error_clear(&err);
     kv_model_file *mf;
     if (kv_model_open(path, &mf, &err) != KV_OK) return kv_cli_fail("inspect", &err);
-    if (json) print_json(mf);
+    int rc = 0;
+    if (verify) rc = verify_model(mf, json, (int)threads, quiet);
+    else if (json) print_json(mf);
     else print_text(mf);
     kv_model_close(mf);
-    return 0;
+    return rc;
 }
