@@ -7,7 +7,8 @@
  *     double-quantized absmax, HIGGS/E8 scaled by the block's RMS, which the codes change; nvfp4 and nvfp4_ts
  *     round amax/6 to an E4M3 block scale: rounded up, the block's largest code falls below 6 and the
  *     re-quantized block gets a smaller scale): no fixed point is
- *     promised, so only that both passes give finite values no farther from their input than zero would be.
+ *     promised, so only that both passes give finite values no farther from their input than zero would be
+ *     (HIGGS/E8: than 5x the input's norm, see error_factor).
  * With importance weights only finiteness is checked (see check_bound).
  * Input: byte 0 the format, byte 1 the row length and rows, byte 2 the magnitude (up to 2^1 .. 2^15), byte 3 bit 0
  * importance weights; then int16 values (repeated as needed). */
@@ -54,7 +55,16 @@ static void check_range(const float *x, const float *y, int64_t rows, int64_t n)
     }
 }
 
-static void check_bound(const float *x, const float *y, int64_t rows, int64_t n, const float *w) {
+/* HIGGS and E8 scale their grid by the block's RMS, not to minimise the error: a 1-bit HIGGS row of -0.5s with a
+ * few large values puts every small value at ±0.8·RMS, farther than zero (error 1.1 x the energy, the fuzzer's
+ * counterexample higgs_p1_b1, kept in fuzz/regress/formats_roundtrip/). What holds is ||y|| <= g·||x|| with g the
+ * grid's outermost point in RMS units (N(0,1)-optimal grids: below 4; ||y||/||x|| measured at most 0.8 over outlier
+ * rows), so the bound asserted is ||y - x||^2 <= (1 + 4)^2 ||x||^2. */
+static double error_factor(const kv_format *f) {
+    return !strncmp(f->name, "higgs_", 6) || !strncmp(f->name, "e8_", 3) ? 25.0 : 1.0;
+}
+
+static void check_bound(const float *x, const float *y, int64_t rows, int64_t n, const float *w, double factor) {
     for (int64_t r = 0; r < rows; r++) {
         double e = 0, s = 0;
         for (int64_t i = 0; i < n; i++) {
@@ -64,10 +74,10 @@ static void check_bound(const float *x, const float *y, int64_t rows, int64_t n,
             s += (double)x[r * n + i] * x[r * n + i];
         }
         if (w) continue;
-        if (!(e <= s * (1 + 1e-6) + 1e-30)) {
+        if (!(e <= factor * s * (1 + 1e-6) + 1e-30)) {
             fprintf(stderr, "row %lld: error %g > energy %g; x[0..3] = %g %g %g %g, y = %g %g %g %g\n", (long long)r, e, s,
                     x[r * n], x[r * n + 1], x[r * n + 2], x[r * n + 3], y[r * n], y[r * n + 1], y[r * n + 2], y[r * n + 3]);
-            FUZZ_ASSERT(e <= s * (1 + 1e-6) + 1e-30);
+            FUZZ_ASSERT(e <= factor * s * (1 + 1e-6) + 1e-30);
         }
     }
 }
@@ -112,8 +122,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         check_range(x, y1, rows, n);
         check_range(y1, y2, rows, n);
     } else {
-        check_bound(x, y1, rows, n, w);
-        check_bound(y1, y2, rows, n, w);
+        check_bound(x, y1, rows, n, w, error_factor(&f));
+        check_bound(y1, y2, rows, n, w, error_factor(&f));
     }
     if (!w) {
         promise p = promise_of(&f);
