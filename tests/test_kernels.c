@@ -301,3 +301,19 @@ KV_TEST(bench_kernels_refuses_bad_arguments) {
     CHECK(rc != 0 && out && strstr(out, "--act-dot"));
     free(out);
 }
+
+KV_TEST(bench_run_refuses_bad_arguments) {
+    char *out = NULL;
+    int rc = kv_test_run_cli("bench run", &out);
+    CHECK(rc == 2 && out && strstr(out, "MODEL"));
+    free(out);
+    rc = kv_test_run_cli("bench run model.gguf --gen 0", &out);
+    CHECK(rc == 2 && out && strstr(out, "--gen"));
+    free(out);
+    rc = kv_test_run_cli("bench run model.gguf --threads 1,x", &out);
+    CHECK(rc == 2 && out && strstr(out, "--threads"));
+    free(out);
+    rc = kv_test_run_cli("bench run /nonexistent/model.gguf --reps 1", &out);
+    CHECK(rc == 1 && out && strstr(out, "nonexistent"));
+    free(out);
+}

@@ -27,6 +27,7 @@ int kv_cli_flag(char **argv, int i, const char *long_name, const char *short_nam
 int kv_cli_wants_help(int argc, char **argv);
 /* `kvant bench kernels` (cmd_bench_kernels.c); argv[0] = "kernels". */
 int kv_bench_kernels(int argc, char **argv);
+int kv_bench_run(int argc, char **argv); /* cmd_bench_run.c */
 /* Splits "a,b,c" into malloc'd strings (empty items dropped); returns the count (-1 out of memory).
  * Free with kv_cli_free_list. */
 int kv_cli_split_list(const char *list, char ***out);

@@ -15,6 +15,7 @@ static const char k_usage[] =
     "usage: kvant bench matmul [--tokens M] [--threads LIST] [--reps R] [--json]\n"
     "       kvant bench kernels [--format F,...] [--threads N] [--json]   (kvant bench kernels --help)\n"
     "       kvant bench kernels --gpu [--json] ... (CUDA build: see kvant bench kernels --gpu --help)\n"
+    "       kvant bench run MODEL [--prompt P] [--gen G] [--threads LIST] [--json]   (kvant bench run --help)\n"
     "       kvant bench prefill MODEL [--ctx N] [--threads LIST] [--reps R] [--bf16-dot] [--json]\n"
     "\n"
     "matmul   GFLOP/s of C[M x N] = A[M x K] * W[N x K]^T on proxy-27m's linear shapes (M = tokens, default 512):\n"
@@ -249,8 +250,9 @@ int kv_cmd_bench(int argc, char **argv) {
     for (int i = 2; i < argc; i++) /* the GPU kernels (cmd_bench_gpu.c) */
         if (!strcmp(argv[1], "kernels") && !strcmp(argv[i], "--gpu")) return kv_cmd_bench_gpu(argc - 1, argv + 1);
     if (!strcmp(argv[1], "kernels")) return kv_bench_kernels(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "run")) return kv_bench_run(argc - 1, argv + 1);
     if (kv_cli_wants_help(argc, argv)) { fputs(k_usage, stdout); return 0; }
     if (!strcmp(argv[1], "matmul")) return bench_matmul(argc - 1, argv + 1);
     if (!strcmp(argv[1], "prefill")) return bench_prefill(argc - 1, argv + 1);
-    return kv_cli_usage("bench", "unknown benchmark '%s' (matmul, prefill, kernels)", argv[1]);
+    return kv_cli_usage("bench", "unknown benchmark '%s' (matmul, prefill, kernels, run)", argv[1]);
 }
