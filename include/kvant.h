@@ -463,8 +463,14 @@ int kv_gguf_qk_heads(const kv_hparams *hp, const char *name);
 uint32_t kv_gguf_plain_type_for(const kv_tensor *t, uint32_t outtype);
 /* Writes general.* (architecture, type, name, basename, size_label, file_type, quantization_version), the
  * <arch>.* hyper-parameters and tokenizer.ggml.* (from tokenizer.model / tokenizer.json, or copied from a GGUF
- * source) in llama.cpp's order. file_type: llama_ftype (0 all f32, 1 f16, 32 bf16, 15 q4_k_m ...). */
+ * source) in llama.cpp's order. file_type: llama_ftype (0 all f32, 1 f16, 32 bf16, 15 q4_k_m ...), or
+ * KV_GGUF_NO_FILE_TYPE to leave the key out (no llama_ftype describes the file). The one writer of this metadata:
+ * `convert` and `quantize` (sources that are not GGUF) both call it. */
+#define KV_GGUF_NO_FILE_TYPE UINT32_MAX
 kv_status kv_gguf_add_model_metadata(kv_gguf_writer *w, const kv_model_file *mf, uint32_t file_type, kv_error *err);
+/* llama3 rope scaling: adds rope_freqs.weight (head_dim/2 f32 factors, as llama.cpp's converter) computed into
+ * store, which must outlive the writer's write; nothing for other models. */
+kv_status kv_gguf_add_rope_freqs(kv_gguf_writer *w, const kv_hparams *hp, float store[512], kv_error *err);
 typedef struct kv_convert_result {
     int64_t n_tensors;   /* written (rope_freqs.weight of llama3 models not counted) */
     int64_t n_skipped;   /* source tensors without a canonical name */

@@ -6,7 +6,12 @@
 #include "../src/model/tokenizer.h"
 #include <errno.h>
 #include <stdarg.h>
+#include <dirent.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <math.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* ---- helpers ------------------------------------------------------------------------------------ */
 
@@ -1160,4 +1165,233 @@ KV_TEST(gguf_overlap_hidden_behind_empty_tensor) {
     CHECK_STR(err.tensor, "C");
     CHECK(strstr(err.message, "overlaps tensor 'A'") != NULL);
     free(bytes);
+}
+
+/* ---- one metadata writer for convert and quantize (issue 12) ----------------------------------------- */
+
+/* Every key/value of a (convert's output) appears in b (quantize's output) in the same order with the same
+ * type and bytes; b's other keys are kvant.* ones. */
+static void check_same_metadata(kv_test_ctx *T, const char *what, const kv_gguf *a, const kv_gguf *b) {
+    size_t na, nb;
+    const uint8_t *ba = kv_gguf_bytes(a, &na), *bb = kv_gguf_bytes(b, &nb);
+    int64_t j = 0;
+    for (int64_t i = 0; i < kv_gguf_n_kv(a); i++) {
+        const char *key = kv_gguf_kv_key(a, i);
+        while (j < kv_gguf_n_kv(b) && strcmp(kv_gguf_kv_key(b, j), key)) {
+            CHECK_MSG(!strncmp(kv_gguf_kv_key(b, j), "kvant.", 6), "%s: quantize writes '%s', convert does not", what,
+                      kv_gguf_kv_key(b, j));
+            j++;
+        }
+        if (j == kv_gguf_n_kv(b)) {
+            kv_test_fail(T, __FILE__, __LINE__, "%s: key '%s' of convert's output missing or out of order", what, key);
+            return;
+        }
+        const kv_gguf_value *va = kv_gguf_kv_value(a, i), *vb = kv_gguf_kv_value(b, j);
+        CHECK_MSG(va->type == vb->type && va->raw_size == vb->raw_size &&
+                      !memcmp(ba + va->offset, bb + vb->offset, (size_t)va->raw_size),
+                  "%s: key '%s' differs between convert and quantize", what, key);
+        j++;
+    }
+    for (; j < kv_gguf_n_kv(b); j++)
+        CHECK_MSG(!strncmp(kv_gguf_kv_key(b, j), "kvant.", 6), "%s: quantize writes '%s', convert does not", what,
+                  kv_gguf_kv_key(b, j));
+}
+
+/* quantize --format f16 of a Llama 3 / Mistral / Qwen2 directory writes convert's f16 output: the same keys
+ * and values in the same order (plus kvant.*), the same architecture (Mistral as llama), the same tensors with
+ * q/k rows permuted for llama only, and rope_freqs.weight for llama3 rope scaling. */
+KV_TEST(quantize_tiny_llama3_mistral_qwen2_metadata_is_converts) {
+    static const struct { const char *dir, *config; int biases; } cases[] = {
+        {"ql3", "{\"model_type\":\"llama\"," TINY_CONFIG_COMMON ",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0,"
+                "\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,\"original_max_position_embeddings\":64}}", 0},
+        {"qmistral", "{\"architectures\":[\"MistralForCausalLM\"],\"model_type\":\"mistral\"," TINY_CONFIG_COMMON "}", 0},
+        {"qqwen2", "{\"model_type\":\"qwen2\"," TINY_CONFIG_COMMON "}", 1},
+    };
+    for (size_t c = 0; c < KV_ARRAY_LEN(cases); c++) {
+        char dir[700], conv[800], quant[800];
+        snprintf(dir, sizeof dir, "%s/%s", kv_test_tmpdir(), cases[c].dir);
+        REQUIRE(mkdir_p(dir) == 0);
+        REQUIRE(write_tiny_hf(dir, cases[c].config, cases[c].biases) == 0);
+        /* its 259 tokens against a vocab of 16: llama.cpp would take 259 for a qwen2 file (no vocab_size key) */
+        if (strcmp(cases[c].dir, "qqwen2")) REQUIRE(write_tiny_tokenizer_json(dir) == 0);
+        snprintf(conv, sizeof conv, "%s/%s_conv.gguf", kv_test_tmpdir(), cases[c].dir);
+        snprintf(quant, sizeof quant, "%s/%s_quant.gguf", kv_test_tmpdir(), cases[c].dir);
+        kv_error err;
+        REQUIRE_OK(kv_gguf_convert(dir, conv, KV_TYPE_F16, 1, NULL, &err), &err);
+        kv_quantize_opts o = {0};
+        o.format = "f16";
+        o.quiet = 1;
+        REQUIRE_OK(kv_quantize_model(dir, quant, &o, NULL, &err), &err);
+        kv_gguf *a, *b;
+        REQUIRE_OK(kv_gguf_open(conv, &a, &err), &err);
+        REQUIRE_OK(kv_gguf_open(quant, &b, &err), &err);
+        check_same_metadata(T, cases[c].dir, a, b);
+        CHECK_EQ_INT(kv_gguf_n_tensors(a), kv_gguf_n_tensors(b));
+        for (int64_t i = 0; i < kv_gguf_n_tensors(a); i++) {
+            const kv_gguf_tensor *ta = kv_gguf_tensor_at(a, i), *tb = kv_gguf_find_tensor(b, ta->name);
+            CHECK_MSG(tb != NULL, "%s: quantize leaves out %s", cases[c].dir, ta->name);
+            if (!tb) continue;
+            CHECK_MSG(ta->type == tb->type && ta->nbytes == tb->nbytes && !memcmp(ta->data, tb->data, ta->nbytes),
+                      "%s: %s differs between convert and quantize", cases[c].dir, ta->name);
+        }
+        kv_gguf_close(a);
+        kv_gguf_close(b);
+        check_same_tensors(T, dir, quant, 1); /* and kvant reads the quantized file back as the source */
+    }
+}
+
+/* proxy-27m's files under DIR with config.json saying Mistral (model_type, architectures). */
+static int make_mistral_proxy(const char *rel_src, const char *dir) {
+    char src[PATH_MAX];
+    if (mkdir_p(dir) || !realpath(rel_src, src)) return -1; /* the links must not be relative */
+    DIR *d = opendir(src);
+    if (!d) return -1;
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d)) && !rc) {
+        if (e->d_name[0] == '.' || !strcmp(e->d_name, "config.json") || !strcmp(e->d_name, "ref")) continue;
+        char a[PATH_MAX + 300], b[1200];
+        snprintf(a, sizeof a, "%s/%s", src, e->d_name);
+        snprintf(b, sizeof b, "%s/%s", dir, e->d_name);
+        rc = symlink(a, b);
+    }
+    closedir(d);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/config.json", src);
+    size_t n = 0;
+    char *cfg = kv_test_read_file(path, &n);
+    if (rc || !cfg) { free(cfg); return -1; }
+    char *out = malloc(n + 64), *p = out;
+    for (const char *s = cfg; *s;) {
+        if (!strncmp(s, "\"llama\"", 7)) p += sprintf(p, "\"mistral\""), s += 7;
+        else if (!strncmp(s, "LlamaForCausalLM", 16)) p += sprintf(p, "MistralForCausalLM"), s += 16;
+        else *p++ = *s++;
+    }
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    rc = kv_test_write_file(path, out, (size_t)(p - out));
+    free(cfg);
+    free(out);
+    return rc;
+}
+
+#define MISTRAL_N_IDS 64
+static float *proxy_logits(kv_test_ctx *T, const char *path, const int32_t *ids, int64_t *vocab) {
+    static const kv_model_load_opts lo = {.rope_freq = KV_ROPE_FREQ_BF16}; /* the HF source's frequencies */
+    kv_error err = {0};
+    kv_model_file *mf = NULL;
+    kv_model *m = NULL;
+    kv_context *c = NULL;
+    float *lg = NULL;
+    kv_status st = kv_model_open(path, &mf, &err);
+    if (!st) st = kv_model_load(mf, &lo, &m, &err);
+    if (!st) st = kv_context_create(m, MISTRAL_N_IDS, &c, &err);
+    if (!st) {
+        *vocab = kv_model_get_hparams(m)->n_vocab;
+        lg = malloc((size_t)(MISTRAL_N_IDS * *vocab) * sizeof(float));
+        st = lg ? kv_forward(c, ids, MISTRAL_N_IDS, 0, lg, 0, NULL, &err) : KV_ENOMEM;
+    }
+    if (st) {
+        char b[1200];
+        kv_test_fail(T, __FILE__, __LINE__, "logits of %s: %s", path, kv_error_format(&err, b, sizeof b));
+        free(lg);
+        lg = NULL;
+    }
+    kv_context_free(c);
+    kv_model_free(m);
+    kv_model_close(mf);
+    return lg;
+}
+
+/* llama-perplexity's "Final estimate: PPL = X" on the first 4 windows of 128 tokens; <0 when it failed. */
+static double llama_cpp_ppl(const char *bin_dir, const char *model, const char *text, char *log, size_t n) {
+    char cmd[3000];
+    snprintf(cmd, sizeof cmd, "'%s/llama-perplexity' -m '%s' -f '%s' -c 128 --chunks 4 -t 2 2>&1", bin_dir, model, text);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t len = 0;
+    double ppl = -1;
+    char line[4096];
+    log[0] = 0;
+    while (fgets(line, sizeof line, p)) {
+        const char *f = strstr(line, "Final estimate: PPL = ");
+        if (f) ppl = atof(f + 22);
+        size_t l = strlen(line);
+        if (len + l + 1 < n) memcpy(log + len, line, l + 1), len += l; /* the head of the log, for a failure */
+    }
+    return pclose(p) == 0 ? ppl : -1;
+}
+
+/* A Mistral-config directory is quantized as llama.cpp converts it (arch llama, q/k permuted): the same tensors
+ * as the Llama-config directory's, the same logits in kvant as the source (bf16 output: equal; q8_0: close), and
+ * when LLAMA_CPP_DIR is set, llama-perplexity runs it with the PPL of llama.cpp's own bf16 conversion. */
+KV_TEST(quantize_mistral_config_runs_as_llama) {
+    char src[512], gsrc[512], wiki[512], dir[700], m8[800], l8[800], mb[800];
+    kv_test_shared(src, sizeof src, "models/proxy-27m");
+    kv_test_shared(gsrc, sizeof gsrc, "models/proxy-27m-gguf/proxy-27m-bf16.gguf");
+    kv_test_shared(wiki, sizeof wiki, "data/wikitext2-test.txt");
+    if (!kv_test_exists(src)) SKIP("proxy-27m absent");
+    snprintf(dir, sizeof dir, "%s/mistral", kv_test_tmpdir());
+    REQUIRE(make_mistral_proxy(src, dir) == 0);
+    snprintf(m8, sizeof m8, "%s/m8.gguf", kv_test_tmpdir());
+    snprintf(l8, sizeof l8, "%s/l8.gguf", kv_test_tmpdir());
+    snprintf(mb, sizeof mb, "%s/mb.gguf", kv_test_tmpdir());
+    kv_error err = {0};
+    kv_quantize_opts o = {0};
+    o.quiet = 1;
+    o.format = "q8_0";
+    REQUIRE_OK(kv_quantize_model(dir, m8, &o, NULL, &err), &err);
+    REQUIRE_OK(kv_quantize_model(src, l8, &o, NULL, &err), &err);
+    o.format = "bf16";
+    REQUIRE_OK(kv_quantize_model(dir, mb, &o, NULL, &err), &err);
+    kv_gguf *a, *b;
+    REQUIRE_OK(kv_gguf_open(m8, &a, &err), &err);
+    REQUIRE_OK(kv_gguf_open(l8, &b, &err), &err);
+    const char *arch;
+    CHECK_OK(kv_gguf_get_str(a, "general.architecture", &arch, &err), &err);
+    CHECK_STR(arch, "llama");
+    CHECK_EQ_INT(kv_gguf_n_tensors(a), kv_gguf_n_tensors(b));
+    for (int64_t i = 0; i < kv_gguf_n_tensors(a); i++) {
+        const kv_gguf_tensor *ta = kv_gguf_tensor_at(a, i), *tb = kv_gguf_find_tensor(b, ta->name);
+        CHECK_MSG(tb && ta->type == tb->type && ta->nbytes == tb->nbytes && !memcmp(ta->data, tb->data, ta->nbytes),
+                  "%s: Mistral-config and Llama-config outputs differ", ta->name);
+    }
+    kv_gguf_close(a);
+    kv_gguf_close(b);
+
+    int32_t ids[MISTRAL_N_IDS];
+    REQUIRE(kv_test_proxy_ref_ids(ids, MISTRAL_N_IDS) == MISTRAL_N_IDS);
+    int64_t V = 0;
+    float *ref = proxy_logits(T, dir, ids, &V), *lb = proxy_logits(T, mb, ids, &V), *l8q = proxy_logits(T, m8, ids, &V);
+    if (ref && lb && l8q) {
+        double db = 0, d8 = 0;
+        int agree = 0;
+        for (int64_t t = 0; t < MISTRAL_N_IDS; t++) {
+            int64_t ar = 0, a8 = 0;
+            for (int64_t v = 0; v < V; v++) {
+                int64_t k = t * V + v;
+                db = fmax(db, fabs((double)ref[k] - lb[k]));
+                d8 = fmax(d8, fabs((double)ref[k] - l8q[k]));
+                if (ref[k] > ref[t * V + ar]) ar = v;
+                if (l8q[k] > l8q[t * V + a8]) a8 = v;
+            }
+            agree += ar == a8;
+        }
+        CHECK_MSG(db <= 1e-4, "bf16 output vs the Mistral source: max abs logit difference %g", db);
+        CHECK_MSG(d8 <= 0.5 && agree >= MISTRAL_N_IDS - 4, "q8_0 output vs the source: max abs logit difference %g, "
+                  "argmax agrees %d/%d", d8, agree, MISTRAL_N_IDS);
+    }
+    free(ref);
+    free(lb);
+    free(l8q);
+
+    const char *bin = getenv("LLAMA_CPP_DIR");
+    if (!bin || !*bin) return; /* the llama.cpp half is optional */
+    if (!kv_test_exists(gsrc) || !kv_test_exists(wiki)) SKIP("proxy-27m-gguf or wikitext absent");
+    char log[4096];
+    double p8 = llama_cpp_ppl(bin, m8, wiki, log, sizeof log);
+    CHECK_MSG(p8 > 0, "llama-perplexity on the Mistral-config q8_0 file failed:\n%s", log);
+    double pref = llama_cpp_ppl(bin, gsrc, wiki, log, sizeof log);
+    CHECK_MSG(pref > 0, "llama-perplexity on llama.cpp's bf16 conversion failed:\n%s", log);
+    if (p8 > 0 && pref > 0)
+        CHECK_MSG(fabs(p8 - pref) <= 0.02 * pref, "llama-perplexity: q8_0 of the Mistral config %.4f vs bf16 %.4f", p8, pref);
 }

@@ -1,8 +1,9 @@
 /* quantize_write.c — the pipeline's output: GGUF (the source's KV pairs or llama.cpp's metadata, kvant's
  * keys, a method's side outputs, tensors in llama-quantize's order with q/k rows permuted for arch llama) or
  * safetensors. Sources: llama.cpp src/llama-quant.cpp llama_model_quantize_impl (copy the source's KV
- * pairs, set general.quantization_version = 2 and general.file_type), convert_hf_to_gguf.py (the llama.*
- * and tokenizer.ggml.* keys for sources that are not GGUF), docs/FORMAT.md. */
+ * pairs, set general.quantization_version = 2 and general.file_type), and for sources that are not GGUF the
+ * general.* / <arch>.* / tokenizer.ggml.* keys `convert` writes (kv_gguf_add_model_metadata, io/gguf_convert.c,
+ * after convert_hf_to_gguf.py), docs/FORMAT.md. */
 #include "algos/pipeline.h"
 #include "io/gguf.h"
 #include "io/model_file.h"
@@ -11,114 +12,22 @@
 
 #define GGML_QNT_VERSION 2
 
-static int is_llama_arch(const kv_hparams *hp) { return !strcmp(hp->arch, "llama"); }
-
-/* llama.cpp's converter writes attn_q/attn_k rows permuted for its interleaved RoPE (arch llama). */
-static int qk_heads(const kv_hparams *hp, const char *name) {
-    if (!is_llama_arch(hp) || strncmp(name, "blk.", 4)) return 0;
-    const char *rest = strchr(name + 4, '.');
-    if (!rest) return 0;
-    rest++;
-    if (!strcmp(rest, "attn_q.weight") || !strcmp(rest, "attn_q.bias")) return hp->n_head;
-    if (!strcmp(rest, "attn_k.weight") || !strcmp(rest, "attn_k.bias")) return hp->n_head_kv;
-    return 0;
+/* llama.cpp's converter writes attn_q/attn_k rows permuted for its interleaved RoPE, arch "llama" only: the
+ * architecture the output declares (a GGUF source's own; otherwise kv_gguf_arch_of, Mistral as llama). */
+static int qk_heads(const kv_model_file *mf, const kv_hparams *hp, const char *name) {
+    const char *out_arch = mf->gguf ? hp->arch : kv_gguf_arch_of(hp);
+    return strcmp(out_arch, "llama") ? 0 : kv_gguf_qk_heads(hp, name);
 }
 
-static kv_status meta_tokenizer(kv_gguf_writer *w, const kv_model_file *mf, kv_error *err) {
-    kv_tokenizer *tok = NULL;
-    if (kv_model_tokenizer(mf, NULL) == KV_TOKSRC_NONE) return KV_OK;
-    kv_status st = kv_tokenizer_load_for_model(mf, &tok, err);
-    if (st != KV_OK) return st;
-    int32_t nv = kv_tokenizer_n_vocab(tok);
-    const char **pieces = kv_malloc((size_t)nv * sizeof(char *), err);
-    size_t *lens = kv_malloc((size_t)nv * sizeof(size_t), err);
-    float *scores = kv_malloc((size_t)nv * sizeof(float), err);
-    int32_t *types = kv_malloc((size_t)nv * sizeof(int32_t), err);
-    if (!pieces || !lens || !scores || !types) st = KV_ENOMEM;
-    for (int32_t i = 0; st == KV_OK && i < nv; i++) {
-        pieces[i] = kv_tokenizer_piece(tok, i, &lens[i]);
-        scores[i] = kv_tokenizer_score(tok, i);
-        types[i] = (int32_t)kv_tokenizer_token_type(tok, i);
-    }
-    int spm = kv_tokenizer_get_kind(tok) == KV_TOKENIZER_SPM;
-    if (st == KV_OK) st = kv_gguf_writer_add_str(w, "tokenizer.ggml.model", spm ? "llama" : "gpt2", err);
-    if (st == KV_OK && !spm)
-        st = kv_gguf_writer_add_str(w, "tokenizer.ggml.pre", kv_pretokenizer_name(kv_tokenizer_pretokenizer(tok)), err);
-    if (st == KV_OK) st = kv_gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", pieces, lens, (uint64_t)nv, err);
-    if (st == KV_OK && spm) st = kv_gguf_writer_add_arr(w, "tokenizer.ggml.scores", KV_GGUF_F32, scores, (uint64_t)nv, err);
-    if (st == KV_OK) st = kv_gguf_writer_add_arr(w, "tokenizer.ggml.token_type", KV_GGUF_I32, types, (uint64_t)nv, err);
-    if (st == KV_OK && !spm && kv_tokenizer_n_merges(tok) > 0) {
-        int64_t nm = kv_tokenizer_n_merges(tok);
-        char **merges = kv_calloc((size_t)nm, sizeof(char *), err);
-        if (!merges) st = KV_ENOMEM;
-        for (int64_t i = 0; st == KV_OK && i < nm; i++) {
-            int32_t l, r;
-            size_t ll, rl;
-            if ((st = kv_tokenizer_merge(tok, i, &l, &r, err)) != KV_OK) break;
-            const char *lp = kv_tokenizer_piece(tok, l, &ll), *rp = kv_tokenizer_piece(tok, r, &rl);
-            merges[i] = kv_malloc(ll + rl + 2, err);
-            if (!merges[i]) { st = KV_ENOMEM; break; }
-            memcpy(merges[i], lp, ll);
-            merges[i][ll] = ' ';
-            memcpy(merges[i] + ll + 1, rp, rl);
-            merges[i][ll + rl + 1] = 0;
-        }
-        if (st == KV_OK) st = kv_gguf_writer_add_arr_str(w, "tokenizer.ggml.merges", (const char *const *)merges, NULL, (uint64_t)nm, err);
-        for (int64_t i = 0; merges && i < nm; i++) free(merges[i]);
-        free(merges);
-    }
-    static const struct { const char *key; int32_t (*get)(const kv_tokenizer *); } k_ids[] = {
-        {"tokenizer.ggml.bos_token_id", kv_tokenizer_bos}, {"tokenizer.ggml.eos_token_id", kv_tokenizer_eos},
-        {"tokenizer.ggml.unknown_token_id", kv_tokenizer_unk}, {"tokenizer.ggml.padding_token_id", kv_tokenizer_pad},
-    };
-    for (size_t i = 0; st == KV_OK && i < KV_ARRAY_LEN(k_ids); i++) {
-        int32_t id = k_ids[i].get(tok);
-        if (id >= 0) st = kv_gguf_writer_add_u32(w, k_ids[i].key, (uint32_t)id, err);
-    }
-    if (st == KV_OK) st = kv_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", kv_tokenizer_add_bos_default(tok), err);
-    if (st == KV_OK && spm) st = kv_gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", kv_tokenizer_add_space_prefix(tok), err);
-    free(pieces);
-    free(lens);
-    free(scores);
-    free(types);
-    kv_tokenizer_free(tok);
-    return st;
-}
-
-/* llama.* keys as convert_hf_to_gguf.py writes them for a Llama-family source that is not GGUF. */
-static kv_status meta_hparams(kv_gguf_writer *w, const kv_model_file *mf, kv_error *err) {
-    const kv_hparams *hp = kv_model_hparams(mf);
-    char key[128];
-    const char *a = hp->arch[0] ? hp->arch : "llama";
-    const char *path = kv_model_path(mf), *base = strrchr(path, '/');
-    char name[256];
-    kv_strlcpy(name, base && base[1] ? base + 1 : path, sizeof name);
-    kv_status st = kv_gguf_writer_add_str(w, "general.architecture", a, err);
-    if (st == KV_OK) st = kv_gguf_writer_add_str(w, "general.name", name, err);
-#define U32(k, v) if (st == KV_OK) { snprintf(key, sizeof key, "%s." k, a); st = kv_gguf_writer_add_u32(w, key, (uint32_t)(v), err); }
-#define F32(k, v) if (st == KV_OK) { snprintf(key, sizeof key, "%s." k, a); st = kv_gguf_writer_add_f32(w, key, (float)(v), err); }
-    U32("block_count", hp->n_layer);
-    U32("context_length", hp->n_ctx_train);
-    U32("embedding_length", hp->n_embd);
-    U32("feed_forward_length", hp->n_ff);
-    U32("attention.head_count", hp->n_head);
-    U32("attention.head_count_kv", hp->n_head_kv);
-    F32("rope.freq_base", hp->rope_theta);
-    F32("attention.layer_norm_rms_epsilon", hp->norm_eps);
-    if (hp->head_dim != hp->n_embd / KV_MAX(hp->n_head, 1)) {
-        U32("attention.key_length", hp->head_dim);
-        U32("attention.value_length", hp->head_dim);
-    }
-    U32("vocab_size", hp->n_vocab);
-    U32("rope.dimension_count", hp->head_dim);
-    if (hp->rope_scaling == KV_ROPE_SCALING_LINEAR) {
-        if (st == KV_OK) { snprintf(key, sizeof key, "%s.rope.scaling.type", a); st = kv_gguf_writer_add_str(w, key, "linear", err); }
-        F32("rope.scaling.factor", hp->rope_factor);
-    }
-#undef U32
-#undef F32
-    if (st == KV_OK) st = meta_tokenizer(w, mf, err);
-    return st;
+/* general.file_type: the llama_ftype of a llama.cpp mix or plain float format (llama-quantize's F32 / F16 /
+ * BF16); none for kvant formats and --pure. */
+static uint32_t file_type_of(const kv_policy *p) {
+    if (p->pure) return KV_GGUF_NO_FILE_TYPE;
+    if (p->ftype >= 0) return (uint32_t)p->ftype;
+    if (!strcmp(p->format, "f32")) return 0;  /* LLAMA_FTYPE_ALL_F32 */
+    if (!strcmp(p->format, "f16")) return 1;  /* LLAMA_FTYPE_MOSTLY_F16 */
+    if (!strcmp(p->format, "bf16")) return 32; /* LLAMA_FTYPE_MOSTLY_BF16 */
+    return KV_GGUF_NO_FILE_TYPE;
 }
 
 /* Copies a GGUF source's KV pairs except the ones this run rewrites. */
@@ -234,12 +143,18 @@ kv_status kv_qwrite_gguf(const kv_model_file *mf, const kv_wmodel *wm, kv_qtenso
     kv_gguf_writer *w = NULL;
     kv_status st = kv_gguf_writer_create(&w, err);
     if (st != KV_OK) return st;
-    st = mf->gguf ? meta_copy_gguf(w, mf->gguf, err) : meta_hparams(w, mf, err);
-    int any_quant = 0;
-    for (int64_t i = 0; i < n; i++) any_quant |= ot[i].type != KV_TYPE_F32 && ot[i].type != KV_TYPE_F16 && ot[i].type != KV_TYPE_BF16;
-    if (st == KV_OK && any_quant) st = kv_gguf_writer_add_u32(w, "general.quantization_version", GGML_QNT_VERSION, err);
-    if (st == KV_OK && ri->policy->ftype >= 0 && !ri->policy->pure)
-        st = kv_gguf_writer_add_u32(w, "general.file_type", (uint32_t)ri->policy->ftype, err);
+    uint32_t ftype = file_type_of(ri->policy);
+    float rope_freqs[512];
+    if (mf->gguf) { /* llama-quantize: the source's pairs, then the quantization version and file type */
+        st = meta_copy_gguf(w, mf->gguf, err);
+        int any_quant = 0;
+        for (int64_t i = 0; i < n; i++) any_quant |= ot[i].type != KV_TYPE_F32 && ot[i].type != KV_TYPE_F16 && ot[i].type != KV_TYPE_BF16;
+        if (st == KV_OK && any_quant) st = kv_gguf_writer_add_u32(w, "general.quantization_version", GGML_QNT_VERSION, err);
+        if (st == KV_OK && ftype != KV_GGUF_NO_FILE_TYPE) st = kv_gguf_writer_add_u32(w, "general.file_type", ftype, err);
+    } else { /* the keys convert writes (convert_hf_to_gguf.py), then what llama-quantize sets */
+        st = kv_gguf_add_model_metadata(w, mf, ftype, err);
+        if (st == KV_OK) st = kv_gguf_add_rope_freqs(w, &wm->hp, rope_freqs, err);
+    }
     if (st == KV_OK) st = kv_gguf_writer_add_str(w, "kvant.quantize.format", ri->policy->format, err);
     if (st == KV_OK) st = kv_gguf_writer_add_str(w, "kvant.quantize.method", ri->method, err);
     if (st == KV_OK) st = kv_gguf_writer_add_str(w, "kvant.transform.list", ri->transforms, err);
@@ -272,7 +187,7 @@ kv_status kv_qwrite_gguf(const kv_model_file *mf, const kv_wmodel *wm, kv_qtenso
             st = kv_gguf_writer_add_tensor_ecw(w, t->name, t->shape[0], kv_wtensor_nelem(t) / t->shape[0], data, ot[i].nbytes, err);
             continue;
         }
-        int heads = qk_heads(&wm->hp, t->name);
+        int heads = qk_heads(mf, &wm->hp, t->name);
         if (heads > 0) {
             perm[i] = kv_malloc(ot[i].nbytes, err);
             if (!perm[i]) { st = KV_ENOMEM; break; }

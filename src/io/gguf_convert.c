@@ -170,8 +170,9 @@ static kv_status add_tokenizer_config(kv_gguf_writer *w, const kv_model_file *mf
 static kv_status add_vocab(kv_gguf_writer *w, const kv_tokenizer *tok, int32_t n_vocab, kv_error *err) {
     int spm = kv_tokenizer_get_kind(tok) == KV_TOKENIZER_SPM;
     int32_t n_tok = kv_tokenizer_n_vocab(tok);
-    /* llama.cpp pads an SPM vocabulary to the model's vocab_size with [PADi] pieces */
-    int32_t n = spm && n_vocab > n_tok ? n_vocab : n_tok;
+    /* llama.cpp pads a vocabulary to the model's vocab_size with [PADi] pieces (_set_vocab_sentencepiece, and
+     * get_vocab_base for BPE: Qwen2's embedding has more rows than its tokenizer has tokens) */
+    int32_t n = n_vocab > n_tok ? n_vocab : n_tok;
     kv_status st = kv_gguf_writer_add_str(w, "tokenizer.ggml.model", spm ? "llama" : "gpt2", err);
     /* llama.cpp names the SentencePiece pre-tokenizer "default" */
     const char *pre = spm ? "default" : kv_pretokenizer_name(kv_tokenizer_pretokenizer(tok));
@@ -282,7 +283,7 @@ kv_status kv_gguf_add_model_metadata(kv_gguf_writer *w, const kv_model_file *mf,
     if (!st) st = add_f32(w, arch, "attention.layer_norm_rms_epsilon", hp->norm_eps, err);
     if (!st && hp->head_dim > 0) st = add_u32(w, arch, "attention.key_length", hp->head_dim, err);
     if (!st && hp->head_dim > 0) st = add_u32(w, arch, "attention.value_length", hp->head_dim, err);
-    if (!st) st = kv_gguf_writer_add_u32(w, "general.file_type", file_type, err);
+    if (!st && file_type != KV_GGUF_NO_FILE_TYPE) st = kv_gguf_writer_add_u32(w, "general.file_type", file_type, err);
     /* LlamaModel.set_gguf_parameters */
     if (!st && !strcmp(arch, "llama")) {
         st = add_u32(w, arch, "vocab_size", hp->n_vocab, err);
@@ -357,6 +358,15 @@ static void llama3_rope_factors(const kv_hparams *hp, float *out) {
     }
 }
 
+kv_status kv_gguf_add_rope_freqs(kv_gguf_writer *w, const kv_hparams *hp, float store[512], kv_error *err) {
+    if (hp->rope_scaling != KV_ROPE_SCALING_LLAMA3 || strcmp(kv_gguf_arch_of(hp), "llama")) return KV_OK;
+    if (hp->head_dim <= 0 || hp->head_dim > 1024)
+        return kv_fail(err, KV_ERANGE, "head_dim %d out of range for the llama3 rope factors", hp->head_dim);
+    llama3_rope_factors(hp, store);
+    int64_t shape[1] = {hp->head_dim / 2};
+    return kv_gguf_writer_add_tensor(w, "rope_freqs.weight", 1, shape, KV_TYPE_F32, store, err);
+}
+
 kv_status kv_gguf_convert(const char *src, const char *dst, uint32_t outtype, int quiet, kv_convert_result *res,
                           kv_error *err) {
     kv_error_clear(err);
@@ -375,12 +385,7 @@ kv_status kv_gguf_convert(const char *src, const char *dst, uint32_t outtype, in
     if (!conv) st = KV_ENOMEM;
     if (!st) st = kv_gguf_writer_create(&w, err);
     if (!st) st = kv_gguf_add_model_metadata(w, mf, ftype, err);
-    if (!st && hp->rope_scaling == KV_ROPE_SCALING_LLAMA3 && !strcmp(kv_gguf_arch_of(hp), "llama") &&
-        hp->head_dim > 0 && hp->head_dim <= 1024) {
-        llama3_rope_factors(hp, rope_freqs);
-        int64_t shape[1] = {hp->head_dim / 2};
-        st = kv_gguf_writer_add_tensor(w, "rope_freqs.weight", 1, shape, KV_TYPE_F32, rope_freqs, err);
-    }
+    if (!st) st = kv_gguf_add_rope_freqs(w, hp, rope_freqs, err);
     uint64_t total = 0;
     for (int64_t i = 0; i < n && !st; i++) {
         const kv_tensor *t = kv_model_tensor(mf, i);
