@@ -52,6 +52,12 @@ printf '%s\n%s\n' '{"context": "The cat sat on the", "choices": ["mat.", "moon"]
     '{"context": "x\\n\\u00e9", "choices": ["a", "b", "c"], "gold": 2, "delimiter": ""}' > "$seeds/tasks/items.jsonl"
 [ -f "$shared/data/heldout.txt" ] && head -c 8192 "$shared/data/heldout.txt" > "$seeds/tasks/heldout-head.txt"
 
+# Study specs (fuzz_study): the specs of bench/studies.
+mkdir -p "$seeds/study"
+for f in "$root"/bench/studies/*.json; do
+    [ -f "$f" ] && cp "$f" "$seeds/study/"
+done
+
 status=0
 for bin in "$@"; do
     name=$(basename "$bin")

@@ -1029,6 +1029,76 @@ kv_status kv_heatmap_write(const kv_heatmap *h, const char *path, kv_error *err)
 /* KVANT-SECTION plot END */
 
 /* ============================================================================================== */
+/* eval: studies — recipe matrices quantized and evaluated in one run (src/eval/study*.c; docs/study.md) */
+/* ============================================================================================== */
+/* KVANT-SECTION study BEGIN */
+/* A study spec (JSON, docs/study.md) names one model, an evaluation (text, ctx, windows, task files), the
+ * calibration, and the cells: matrices of methods × transforms × formats × activation formats (× bit budgets,
+ * allocated among candidates) and explicit recipes, plus llama-quantize references. kv_study_load parses and
+ * validates all of it (names, files, numbers) before any work. */
+typedef struct kv_study kv_study;
+kv_status kv_study_load(const char *path, kv_study **out, kv_error *err);
+void kv_study_free(kv_study *s);
+int64_t kv_study_n_cells(const kv_study *s);
+const char *kv_study_cell_label(const kv_study *s, int64_t i);
+const char *kv_study_name(const kv_study *s);
+/* Where results go: the spec's "out" (default build/studies/NAME), or dir when not NULL. */
+kv_status kv_study_set_out_dir(kv_study *s, const char *dir, kv_error *err);
+const char *kv_study_out_dir(const kv_study *s);
+
+#define KV_STUDY_MAX_TASKS 8
+/* One evaluated cell (a line of results.jsonl / results.csv). */
+typedef struct kv_study_row {
+    char id[17];
+    char label[200];
+    char kind[16];            /* "base", "kvant", "llama.cpp" */
+    char format[48], method[96], transform[96], act[16];
+    double bits_target;       /* allocation budget (0: none) */
+    int64_t n_params;
+    uint64_t tensor_bytes, file_bytes;
+    double bpw;               /* tensor bytes · 8 / parameters, embedding and head included */
+    double ppl, ppl_stderr, ppl_ratio;
+    double kld, kld_stderr, kld_p99, top1, dp_rms; /* vs the unquantized model (NaN for base) */
+    int n_tasks;
+    char task[KV_STUDY_MAX_TASKS][64];
+    double acc[KV_STUDY_MAX_TASKS], acc_norm[KV_STUDY_MAX_TASKS];
+    double acc_mean;          /* mean acc over the tasks (NaN without tasks) */
+    double recovery;          /* 100 · acc_mean / acc_mean of the unquantized model */
+    double seconds_quantize, seconds_eval;
+    char commit[48];
+} kv_study_row;
+
+typedef struct kv_study_opts {
+    int threads;              /* 0: the spec's "threads" (0 there: all cores) */
+    int jobs;                 /* cells at once (each with threads/jobs threads); 0: the spec's (default 1) */
+    const char *llama_cpp_dir;/* llama-quantize lives here; NULL: llama.cpp cells are left out (with a note) */
+    const char *commit;       /* recorded in each row; NULL: "" */
+    /* after each finished cell (from a worker, serialised): done counts cells run in this call */
+    void (*on_row)(void *user, const kv_study_row *row, int64_t done, int64_t todo);
+    void (*log)(void *user, const char *msg);
+    void *user;
+} kv_study_opts;
+
+typedef struct kv_study_summary {
+    int64_t cells;            /* in the spec */
+    int64_t already;          /* found finished in results.jsonl and skipped */
+    int64_t run;              /* evaluated by this call */
+    int64_t left_out;         /* llama.cpp cells without llama_cpp_dir */
+    double seconds;
+} kv_study_summary;
+
+/* Runs every cell not yet in OUT/results.jsonl: quantize (kv_quantize_model), evaluate (KLD and PPL against
+ * the unquantized model's log-probs, tasks), append one line to results.jsonl and results.csv (flushed and
+ * fsynced: a kill loses at most the cell in progress), and at the end rewrite results.json. */
+kv_status kv_study_run(kv_study *s, const kv_study_opts *o, kv_study_summary *sum, kv_error *err);
+/* Reads OUT/results.jsonl; rows are in spec order (base first), *n of them (malloc'd). */
+kv_status kv_study_rows(const kv_study *s, kv_study_row **rows, int64_t *n, kv_error *err);
+/* Markdown report with tables and plots (SVG and PNG) in dir: report.md, pareto_kld.*, pareto_ppl.*,
+ * recovery.* (or kld heat map without tasks), frontier table against the llama.cpp rows. */
+kv_status kv_study_report(const kv_study *s, const char *dir, const char *commit, kv_error *err);
+/* KVANT-SECTION study END */
+
+/* ============================================================================================== */
 /* transforms and quantization pipeline (src/transforms, src/algos)                                */
 /* ============================================================================================== */
 /* KVANT-SECTION quantize BEGIN */

@@ -578,7 +578,8 @@ kv_status kv_heatmap_write(const kv_heatmap *h, const char *path, kv_error *err)
     const double L = 20 + rl * CHAR_W + 12 + (h->ylabel ? 20 : 0);
     const double T = 40 + (vert ? cl * CHAR_W + 8 : 16) + (h->xlabel ? 22 : 0);
     const double gridw = cellw * h->cols, gridh = cellh * h->rows;
-    const double W = h->width > 0 ? h->width : L + gridw + 110, H = h->height > 0 ? h->height : T + fmax(gridh, 60) + 30;
+    const double need_w = fmax(L + gridw + 110, h->title ? text_len(h->title) * CHAR_W * 2 + 40 : 0);
+    const double W = h->width > 0 ? h->width : need_w, H = h->height > 0 ? h->height : T + fmax(gridh, 60) + 30;
     if (W > 8192 || H > 8192) return kv_fail(err, KV_EINVAL, "heat map '%s' would be over 8192 pixels", path);
     canvas c;
     if (cv_init(&c, (int)W, (int)H, kind) != 0) {

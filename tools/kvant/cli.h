@@ -54,5 +54,6 @@ int kv_cmd_bench_gpu(int argc, char **argv); /* cmd_bench_gpu.c: bench kernels -
 int kv_cmd_imatrix(int argc, char **argv);
 int kv_cmd_sensitivity(int argc, char **argv);
 int kv_cmd_tasks(int argc, char **argv);
+int kv_cmd_study(int argc, char **argv);
 
 #endif

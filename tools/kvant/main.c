@@ -17,6 +17,7 @@ static const kv_command k_commands[] = {
     {"imatrix", "compute an importance matrix (llama.cpp format) from calibration text", kv_cmd_imatrix},
     {"sensitivity", "estimate per-layer sensitivities (HIGGS linearity) for bit allocation", kv_cmd_sensitivity},
     {"tasks", "make and check zero-shot multiple-choice task files (JSONL) for eval --tasks", kv_cmd_tasks},
+    {"study", "quantize and evaluate a matrix of recipes (a study spec); report with tables and plots", kv_cmd_study},
 };
 
 static void print_help(FILE *out) {
