@@ -166,6 +166,7 @@ static void cell_finish(kv_study *s, kv_study_cell *c) {
         w = snprintf(k, n, "kvant|format=%s|method=%s|transform=%s|act=%s|bits=%.6g|cand=%s|alloc=%s|pure=%d|ec=%d", c->format,
                      c->method, c->transform, c->act, c->bits, c->bits > 0 ? c->candidates : "", c->bits > 0 ? c->allocate : "",
                      c->pure, c->entropy_code);
+    if (c->no_imatrix && w > 0 && (size_t)w < n) w += snprintf(k + w, n - (size_t)w, "|no_imatrix");
     for (int i = 0; i < c->n_overrides && w > 0 && (size_t)w < n; i++) w += snprintf(k + w, n - (size_t)w, "|ov=%s", c->overrides[i]);
     if (w > 0 && (size_t)w < n)
         w += snprintf(k + w, n - (size_t)w, "|model=%s|text=%s|ctx=%d|chunks=%lld|limit=%lld|calib=%s|ct=%lld|seed=%llu|alphas=%s",
@@ -226,6 +227,7 @@ static kv_status read_common(const kv_json *obj, kv_study_cell *c, const char *w
     if (st == KV_OK) st = get_str(obj, "allocate", c->allocate, sizeof c->allocate, 0, where, path, err);
     if (st == KV_OK) st = get_bool(obj, "pure", &c->pure, where, path, err);
     if (st == KV_OK) st = get_bool(obj, "entropy_code", &c->entropy_code, where, path, err);
+    if (st == KV_OK) st = get_bool(obj, "no_imatrix", &c->no_imatrix, where, path, err);
     if (st == KV_OK) st = read_overrides(obj, c, where, path, err);
     return st;
 }
@@ -250,7 +252,7 @@ static kv_status axis(const kv_json *m, const char *key, const kv_json **vals, u
 
 static kv_status expand_matrix(kv_study *s, const kv_json *m, int64_t *cap, const char *path, kv_error *err) {
     static const char *const keys[] = {"methods", "transforms", "formats", "acts", "bits", "candidates", "allocate",
-                                       "pure", "entropy_code", "overrides", NULL};
+                                       "pure", "entropy_code", "no_imatrix", "overrides", NULL};
     kv_status st = known_keys(m, keys, "matrix", path, err);
     if (st != KV_OK) return st;
     kv_study_cell base = {.kind = KV_CELL_KVANT, .pure = 0};
@@ -283,7 +285,7 @@ static kv_status expand_matrix(kv_study *s, const kv_json *m, int64_t *cap, cons
 
 static kv_status read_cell(kv_study *s, const kv_json *o, int64_t *cap, const char *path, kv_error *err) {
     static const char *const keys[] = {"label", "format", "method", "transform", "act", "bits", "candidates", "allocate",
-                                       "pure", "entropy_code", "overrides", NULL};
+                                       "pure", "entropy_code", "no_imatrix", "overrides", NULL};
     if (o->type != KV_JSON_OBJECT) return spec_fail(err, path, o, "cells: every cell is an object");
     kv_status st = known_keys(o, keys, "cell", path, err);
     if (st != KV_OK) return st;

@@ -20,7 +20,7 @@ typedef struct kv_study_cell {
     double bits;              /* > 0: bit allocation among candidates */
     char candidates[512];     /* comma list */
     char allocate[16];        /* linearity | waterfill | uniform */
-    int pure, entropy_code;
+    int pure, entropy_code, no_imatrix;
     char *overrides[KV_STUDY_MAX_OVERRIDES];
     int n_overrides;
 } kv_study_cell;

@@ -543,6 +543,7 @@ static kv_status run_cell(study_ctx *c, const kv_study_cell *cell, kv_pool *pool
         qo.pure = cell->pure;
         qo.calib_path = s->calib[0] ? s->calib : NULL;
         qo.calib_tokens = s->calib_tokens;
+        qo.no_imatrix = cell->no_imatrix;
         qo.act = strcmp(cell->act, "none") ? cell->act : NULL;
         qo.entropy_code = cell->entropy_code;
         qo.seed = s->seed;

@@ -33,6 +33,7 @@ typedef struct progress_state {
 
 static void on_row(void *user, const kv_study_row *r, int64_t done, int64_t todo) {
     progress_state *p = user;
+    if (done == 0) p->t0 = kv_now_seconds(); /* the base row: the cells' ETA counts from here */
     if (p->quiet) return;
     const double el = kv_now_seconds() - p->t0;
     char eta[48] = "";
