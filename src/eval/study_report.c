@@ -40,8 +40,10 @@ static int is_llama(const kv_study_row *r) { return !strcmp(r->kind, "llama.cpp"
 /* The curve a row belongs to: method, transform and activation format (llama.cpp rows: one curve). */
 static void group_of(const kv_study_row *r, char *g, size_t n) {
     if (is_llama(r)) { snprintf(g, n, "llama.cpp (imatrix)"); return; }
-    snprintf(g, n, "%.30s%s%.30s%s%.15s%s", r->method, r->transform[0] ? " +" : "", r->transform, strcmp(r->act, "none") && r->act[0] ? " A:" : "",
-             strcmp(r->act, "none") ? r->act : "", r->bits_target > 0 ? " alloc" : "");
+    const char *colon = strchr(r->method, ':'); /* watersic:bits=3 and watersic:bits=4 are one curve */
+    const int ml = colon ? (int)(colon - r->method) : (int)strlen(r->method);
+    snprintf(g, n, "%.*s%s%.30s%s%.15s%s", ml < 30 ? ml : 30, r->method, r->transform[0] ? " +" : "", r->transform,
+             strcmp(r->act, "none") && r->act[0] ? " A:" : "", strcmp(r->act, "none") ? r->act : "", r->bits_target > 0 ? " alloc" : "");
 }
 
 static int cmp_bpw(const void *a, const void *b) {
@@ -102,6 +104,15 @@ static kv_status write_plot_pair(const kv_plot *p, const char *dir, const char *
     return kv_plot_write(p, path, err);
 }
 
+/* A point's label on its curve: what varies along it (the method's options, the budget, or the format). */
+static const char *point_label(const kv_study_row *r, char *buf, size_t n) {
+    const char *colon = strchr(r->method, ':');
+    if (is_kvant(r) && colon) snprintf(buf, n, "%.60s", colon + 1);
+    else if (is_kvant(r) && r->bits_target > 0) snprintf(buf, n, "%g b", r->bits_target);
+    else snprintf(buf, n, "%.60s", r->format);
+    return buf;
+}
+
 /* Pareto plots: metric 0 = KLD, 1 = PPL. */
 static kv_status plot_front(const kv_study *s, const kv_study_row *rows, int64_t n, int metric, const char *dir,
                             kv_error *err) {
@@ -110,8 +121,9 @@ static kv_status plot_front(const kv_study *s, const kv_study_row *rows, int64_t
     double *xy = malloc(sizeof(double) * 2 * (size_t)(n ? n : 1));
     const char **labs = malloc(sizeof(char *) * (size_t)(n ? n : 1));
     kv_plot_series *ser = calloc((size_t)(n ? n : 1) + 1, sizeof *ser);
+    char (*lab_buf)[64] = calloc((size_t)(n ? n : 1), sizeof *lab_buf);
     kv_status st = KV_OK;
-    if (!groups || !sorted || !xy || !labs || !ser) {
+    if (!groups || !sorted || !xy || !labs || !ser || !lab_buf) {
         st = kv_fail(err, KV_ENOMEM, "out of memory");
         goto done;
     }
@@ -139,7 +151,7 @@ static kv_status plot_front(const kv_study *s, const kv_study_row *rows, int64_t
         for (int i = 0; i < m; i++) {
             x[i] = sorted[i]->bpw;
             y[i] = metric == 0 ? sorted[i]->kld : sorted[i]->ppl;
-            labs[used + i] = is_llama(sorted[i]) ? sorted[i]->format : sorted[i]->bits_target > 0 ? NULL : sorted[i]->format;
+            labs[used + i] = point_label(sorted[i], lab_buf[used + i], sizeof lab_buf[0]);
         }
         const int llama = !strcmp(groups[k], "llama.cpp (imatrix)");
         ser[ns++] = (kv_plot_series){.label = groups[k], .x = x, .y = y, .n = m, .point_labels = labs + used, .line = 1,
@@ -162,6 +174,7 @@ static kv_status plot_front(const kv_study *s, const kv_study_row *rows, int64_t
     if (isfinite(xmin)) { p.xmin = floor(xmin * 2) / 2 - 0.25; p.xmax = ceil(xmax * 2) / 2 + 0.25; }
     if (ns > 0 && used > 0) st = write_plot_pair(&p, dir, metric == 0 ? "pareto_kld" : "pareto_ppl", err);
 done:
+    free(lab_buf);
     free(groups);
     free(sorted);
     free(xy);
@@ -381,7 +394,8 @@ kv_status kv_study_report(const kv_study *s, const char *dir, const char *commit
             if (bound > 0) sb_printf(&md, " not reached | — |");
             else if (bound < 0) sb_printf(&md, " ≤ %.3f | ≥ %.3f |", b, ll[i]->bpw - b);
             else sb_printf(&md, " %.3f | %.3f |", b, ll[i]->bpw - b);
-            cell_md(&md, kld_at_bpw(front, nf, ll[i]->bpw), "%.5f");
+            /* past kvant's largest front cell: its KLD bounds what kvant reaches at that size */
+            cell_md(&md, kld_at_bpw(front, nf, ll[i]->bpw), nf && ll[i]->bpw > front[nf - 1]->bpw ? "≤ %.5f" : "%.5f");
             sb_printf(&md, "\n");
         }
         free(ll);
