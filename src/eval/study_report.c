@@ -307,11 +307,20 @@ static void cell_md(sbuf *md, double v, const char *fmt) {
 }
 
 kv_status kv_study_report(const kv_study *s, const char *dir, const char *commit, kv_error *err) {
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
-        kv_fail(err, KV_EIO, "cannot create the report directory: %s", strerror(errno));
-        kv_error_context(err, dir, -1, NULL);
-        return KV_EIO;
-    }
+    char p[1300];
+    snprintf(p, sizeof p, "%.1200s", dir);
+    for (char *q = p + 1;; q++) /* mkdir -p */
+        if (*q == '/' || *q == 0) {
+            const char c = *q;
+            *q = 0;
+            if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+                kv_fail(err, KV_EIO, "cannot create the report directory: %s", strerror(errno));
+                kv_error_context(err, p, -1, NULL);
+                return KV_EIO;
+            }
+            *q = c;
+            if (!c) break;
+        }
     kv_study_row *rows = NULL;
     int64_t n = 0;
     kv_status st = kv_study_rows(s, &rows, &n, err);
