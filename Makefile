@@ -56,7 +56,7 @@ Q = @
 endif
 
 .PHONY: all test asan check check-layers fuzz test-fuzz bench clean check-headers cuda test-cuda
-all: $(BUILD)/kvant $(BUILD)/libkvant.a
+all: $(BUILD)/kvant $(BUILD)/libkvant.a $(BUILD)/gen_model
 
 # Kernels for one instruction set live in files named *_avx2.c / *_avx512.c, compiled with that ISA's flags
 # and called only after CPUID says the CPU has it (src/kernels/cpu/kernels.h). Everything else is baseline
@@ -75,6 +75,10 @@ $(BUILD)/libkvant.a: $(LIB_OBJ)
 
 $(BUILD)/kvant: $(CLI_OBJ) $(BUILD)/libkvant.a
 	$(Q)$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libkvant.a $(LDLIBS)
+
+# the scale-test model generator (bench/scale.sh)
+$(BUILD)/gen_model: $(BUILD)/bench/gen_model.o $(BUILD)/libkvant.a
+	$(Q)$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libkvant.a $(LDLIBS)
 
 $(BUILD)/kvant_test: $(TEST_OBJ) $(BUILD)/libkvant.a
 	$(Q)$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libkvant.a $(LDLIBS)
@@ -136,4 +140,4 @@ bench: $(BUILD)/kvant
 clean:
 	rm -rf build build-asan build-fuzz build-cuda
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_CLI_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_CLI_OBJ:.o=.d) $(BUILD)/bench/gen_model.d

@@ -175,7 +175,7 @@ void kv_jw_null(kv_jw *w);
 void kv_jw_end(kv_jw *w); /* trailing newline */
 
 /* ============================================================================================== */
-/* core: progress (a line with ETA on a TTY, nothing otherwise or when quiet)                       */
+/* core: progress (a line with ETA on a TTY, a plain line every 10 s otherwise, nothing when quiet)  */
 /* ============================================================================================== */
 
 typedef struct kv_progress {
@@ -269,6 +269,11 @@ const kv_hparams *kv_model_hparams(const kv_model_file *mf);
 int64_t kv_model_n_tensors(const kv_model_file *mf);
 const kv_tensor *kv_model_tensor(const kv_model_file *mf, int64_t i);
 const kv_tensor *kv_model_find(const kv_model_file *mf, const char *canonical_name);
+
+/* Gives the file pages behind a mapped tensor's bytes back to the kernel (madvise DONTNEED) so that streaming
+ * through a model does not grow the resident set; the bytes stay readable (they are read again from the file).
+ * A no-op for bytes the model file owns. */
+void kv_model_drop_pages(const kv_model_file *mf, const kv_tensor *t);
 
 /* Tokenizer source of a model. */
 typedef enum kv_tokenizer_source {
@@ -450,6 +455,11 @@ kv_status kv_gguf_writer_add_tensor_fn(kv_gguf_writer *w, const char *name, int 
  * header must say rows × cols; adds the metadata kvant.tensor.<name>.format = "ecw" and .bytes = nbytes. */
 kv_status kv_gguf_writer_add_tensor_ecw(kv_gguf_writer *w, const char *name, int64_t rows, int64_t cols,
                                         const void *data, uint64_t nbytes, kv_error *err);
+/* The same, its nbytes produced on demand: fn(ctx, first_byte, n, dst) fills bytes [first_byte, first_byte + n)
+ * of the container (in order, in chunks); the caller vouches for the container (streaming quantize, whose
+ * containers come from kv_ecw_encode). */
+kv_status kv_gguf_writer_add_tensor_ecw_fn(kv_gguf_writer *w, const char *name, int64_t rows, int64_t cols,
+                                           uint64_t nbytes, kv_gguf_rows_fn fn, void *ctx, kv_error *err);
 /* Writes the file; progress (may be NULL) advances by tensor bytes. */
 kv_status kv_gguf_writer_write(kv_gguf_writer *w, const char *path, kv_progress *progress, kv_error *err);
 
@@ -1177,9 +1187,25 @@ typedef struct kv_quant_job {
 } kv_quant_job;
 
 typedef struct kv_method_values kv_method_values; /* below */
+/* Streaming hooks of the calibrated methods (docs/quantize.md "Memory"). With them, kv_calib_run gets only
+ * the decoder linears as jobs, each with w and dst NULL until load(user, job) fills them (malloc'd) just
+ * before the job's block; the calibration model borrows the source's weights and holds fp32 or quantized
+ * copies of the current block only. After each block, block_done(user, layer, its jobs, the block's output
+ * activations) stores the jobs' bytes and frees w, dst and out_data. first_layer > 0 resumes: blocks before it
+ * are done and hidden holds their output activations (windows × ctx × n_embd floats). */
+typedef struct kv_quant_stream {
+    kv_status (*load)(void *user, kv_quant_job *job, kv_error *err);
+    kv_status (*block_done)(void *user, int layer, kv_quant_job *const *jobs, int n_jobs, const float *hidden,
+                            int64_t n_hidden, kv_error *err);
+    int first_layer;
+    const float *hidden;
+    void *user;
+} kv_quant_stream;
+
 typedef struct kv_quant_method_ctx {
     kv_quant_job *jobs;
     int64_t n_jobs;
+    const kv_quant_stream *stream; /* NULL: jobs hold their weights and outputs (the in-memory pipeline) */
     /* The unquantized TRANSFORMED model (what the jobs' w come from), runnable: calibration forward passes
      * see exactly the activations the quantized weights will get (online rotations included). */
     const kv_model *model;
@@ -1299,6 +1325,11 @@ typedef struct kv_quantize_opts {
     /* Called once per written tensor in file order (llama-quantize's per-tensor lines; user = log_user). */
     void (*on_tensor)(void *user, const char *name, const char *type, int n_dims, const int64_t *shape,
                       uint64_t bytes);
+    int in_memory;            /* 1: hold the whole model in fp32 even where the run could stream (tests compare
+                               * the two paths byte for byte) */
+    int resume;               /* a streamed calibrated run continues from the checkpoint a killed run with the same
+                               * arguments and inputs left next to the output (OUT.kvresume + OUT.kvpart) */
+    int test_kill_after_block;/* tests: SIGKILL this process once block N-1's checkpoint is written (0: never) */
 } kv_quantize_opts;
 
 typedef struct kv_quantize_report {
@@ -1312,6 +1343,9 @@ typedef struct kv_quantize_report {
     double seconds;
     char transforms[128];     /* the transforms applied, in order ("" when none) */
     kv_hf_write_report hf;    /* HF output: layout, shards */
+    int streamed;             /* 1: tensors went one at a time from the source to the output (docs/quantize.md
+                               * "Memory"); 0: the whole model was held in fp32 */
+    uint64_t peak_rss_bytes;  /* the process's peak resident set at the end of the run (getrusage) */
 } kv_quantize_report;
 
 kv_status kv_quantize_model(const char *model_path, const char *out_path, const kv_quantize_opts *opts,

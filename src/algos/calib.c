@@ -206,6 +206,37 @@ static kv_status ensure_dir(const char *dir, kv_error *err) {
     return KV_OK;
 }
 
+/* Streaming: the block's weights are loaded now, and the calibration model runs their fp32 values (borrowed
+ * from the jobs) exactly as the in-memory pipeline's fp32 copy would; saved[] keeps the source weights the
+ * model borrowed so the block can go back to them (and free its copies) once it is done. */
+typedef struct saved_weight {
+    kv_format fmt;
+    const void *data;
+} saved_weight;
+
+static kv_status stream_load_block(kv_quant_method_ctx *c, kv_model *m, int layer, kv_quant_job **jl,
+                                   const kv_linear_id *wh, int nj, saved_weight *saved, kv_error *err) {
+    kv_format f32;
+    kv_status st = kv_format_from_type(KV_TYPE_F32, &f32, err);
+    for (int j = 0; j < nj && !st; j++) {
+        const kv_weight *w0 = kv_model_weight(m, layer, wh[j]);
+        saved[j].fmt = w0->fmt;
+        saved[j].data = w0->data;
+        if ((st = c->stream->load(c->stream->user, jl[j], err)) != KV_OK) break;
+        st = kv_model_set_weight(m, jl[j]->name, &f32, jl[j]->w, 0, err);
+        if (!st && jl[j]->rht_block > 0) st = kv_model_set_rht(m, jl[j]->name, jl[j]->rht_block, jl[j]->rht_seed, err);
+    }
+    return st;
+}
+
+static kv_status stream_release_block(kv_model *m, kv_quant_job **jl, int nj, const saved_weight *saved,
+                                      kv_error *err) {
+    kv_status st = KV_OK;
+    for (int j = 0; j < nj && !st; j++)
+        if (saved[j].data) st = kv_model_set_weight(m, jl[j]->name, &saved[j].fmt, saved[j].data, 0, err);
+    return st;
+}
+
 kv_status kv_calib_run(kv_quant_method_ctx *c, const kv_calib_opts *o, kv_calib_quant_fn fn, void *user,
                        kv_calib_report *rep, kv_error *err) {
     kv_calib_opts dflt = {0};
@@ -251,6 +282,13 @@ kv_status kv_calib_run(kv_quant_method_ctx *c, const kv_calib_opts *o, kv_calib_
     kv_context *kctx = NULL;
     kv_status st = KV_OK;
     int64_t done = 0;
+    const int first_layer = c->stream ? KV_MAX(0, c->stream->first_layer) : 0;
+    for (int64_t j = 0; j < c->n_jobs; j++) { /* the jobs of resumed blocks are done */
+        int layer;
+        kv_linear_id which;
+        if (kv_model_linear_by_name(m, c->jobs[j].name, &layer, &which) == 0 && layer >= 0 && layer < first_layer)
+            done++;
+    }
     if (o->save_dir) st = ensure_dir(o->save_dir, err);
     if (!st && !o->load_dir) {
         rep->act_bytes = sizeof(float) * (uint64_t)(nwin * ctx * D + ctx * D);
@@ -263,13 +301,16 @@ kv_status kv_calib_run(kv_quant_method_ctx *c, const kv_calib_opts *o, kv_calib_
             kv_forward_hooks hk = {on_input, &s};
             kv_context_set_hooks(kctx, &hk);
         }
-        for (int64_t w = 0; w < nwin && !st; w++)
+        if (!st && first_layer > 0) /* resumed: the output of the last finished block */
+            memcpy(hidden, c->stream->hidden, sizeof(float) * (size_t)(nwin * ctx * D));
+        for (int64_t w = 0; w < nwin && !st && first_layer == 0; w++)
             st = kv_forward_embed(m, c->calib_ids + w * ctx, ctx, hidden + w * ctx * D, err);
         rep->tokens = nwin * ctx;
         rep->windows = nwin;
     }
+    if (first_layer > 0 && o->load_dir) st = kv_fail(err, KV_EINVAL, "resuming needs the calibration run, not load-hessians");
 
-    for (int l = 0; l < L && !st; l++) {
+    for (int l = first_layer; l < L && !st; l++) {
         kv_quant_job *jl[KV_LINEAR_COUNT];
         kv_linear_id wh[KV_LINEAR_COUNT];
         int gidx[KV_LINEAR_COUNT], nj = 0;
@@ -279,7 +320,10 @@ kv_status kv_calib_run(kv_quant_method_ctx *c, const kv_calib_opts *o, kv_calib_
                 wh[nj++] = (kv_linear_id)k;
             }
         uint64_t hbytes = 0;
-        st = make_groups(&s, l, jl, wh, nj, gidx, &hbytes, err);
+        saved_weight saved[KV_LINEAR_COUNT];
+        memset(saved, 0, sizeof saved);
+        if (c->stream) st = stream_load_block(c, m, l, jl, wh, nj, saved, err);
+        if (!st) st = make_groups(&s, l, jl, wh, nj, gidx, &hbytes, err);
         rep->hess_bytes = KV_MAX(rep->hess_bytes, hbytes);
         if (!st && o->load_dir) {
             for (int k = 0; k < s.ng && !st; k++) st = load_h(o->load_dir, &s.g[k], err);
@@ -331,6 +375,11 @@ kv_status kv_calib_run(kv_quant_method_ctx *c, const kv_calib_opts *o, kv_calib_
         free_groups(&s);
         for (int64_t w = 0; w < nwin && !st && !o->load_dir; w++)
             st = kv_forward_layer(kctx, l, hidden + w * ctx * D, ctx, 0, c->pool, err);
+        if (c->stream) {
+            kv_status rs = stream_release_block(m, jl, nj, saved, err);
+            if (!st) st = rs;
+            if (!st) st = c->stream->block_done(c->stream->user, l, jl, nj, hidden, hidden ? nwin * ctx * D : 0, err);
+        }
     }
     rep->peak_bytes = rep->act_bytes + rep->hess_bytes;
     free(hidden);

@@ -82,6 +82,8 @@ typedef struct kv_qtensor {
     void *owned;
     uint64_t nbytes;
     size_t row_bytes;
+    int spilled;              /* streamed calibration: the bytes are in the spill file at spill_off */
+    uint64_t spill_off;
 } kv_qtensor;
 
 /* ---- checks of the inputs (quantize_checks.c) ---- */
@@ -144,10 +146,49 @@ kv_status kv_qextra_add_meta(void *user, const char *key, kv_gguf_vtype elem_typ
 kv_status kv_qextra_add_tensor(void *user, const char *name, int n_dims, const int64_t *shape, uint32_t type,
                                const void *data, kv_error *err);
 void kv_qextra_free(kv_qextra *x);
-/* Sorts ot[] into llama-quantize's order. */
+typedef struct kv_qstream kv_qstream;
+/* Sorts ot[] into llama-quantize's order. ss (NULL: every ot[i].data is in memory) makes the tensors' bytes
+ * come from the streaming producer instead (quantize_stream.c). */
 kv_status kv_qwrite_gguf(const kv_model_file *mf, const kv_wmodel *wm, kv_qtensor *ot, int64_t n,
-                         const kv_qrun_info *ri, const kv_qextra *xo, const char *path, kv_progress *prog,
-                         kv_error *err);
+                         const kv_qrun_info *ri, const kv_qextra *xo, kv_qstream *ss, const char *path,
+                         kv_progress *prog, kv_error *err);
+/* llama.cpp's q/k rotary row permutation: the heads of a tensor, 0 when it is stored as is. */
+int kv_qqk_heads(const kv_model_file *mf, const kv_hparams *hp, const char *name);
+
+/* ---- streaming (quantize_stream.c; docs/quantize.md "Memory") ---- */
+
+struct kv_qstream {
+    const kv_model_file *mf;
+    const kv_hparams *hp;
+    const kv_quant_method_ctx *mc;  /* pool, for the round-to-nearest jobs */
+    const kv_imatrix *im;
+    int64_t batch;            /* tensors quantized at once (one per thread) */
+    int needs_calib;          /* calibrated method: its matrices are never kept as stored */
+    int spill_fd;             /* the calibrated blocks' bytes (-1: none) */
+    const char *spill_path;
+    kv_progress *prog;        /* advanced per tensor written */
+    /* set by kv_qstream_add */
+    kv_qtensor *ot;
+    int64_t n, done;
+    uint8_t **bytes;
+    struct kv_qstream_ref { struct kv_qstream *s; int64_t i; } *refs;
+};
+/* Adds ot[0..n) (in file order) to the writer as tensors produced on demand. */
+kv_status kv_qstream_add(kv_qstream *ss, kv_gguf_writer *w, kv_qtensor *ot, int64_t n, kv_error *err);
+void kv_qstream_free(kv_qstream *ss);
+
+typedef struct kv_qspill kv_qspill;
+/* The calibrated method (gptq, mr-gptq, watersic) on the decoder linears, block by block from the source,
+ * each block's bytes spilled to OUT.kvpart and checkpointed in OUT.kvresume (--resume continues from it).
+ * *out gets the spill state (kv_qspill_close frees it; on success it also removes the files). */
+kv_status kv_qstream_calibrate(const char *model_path, const kv_model_file *mf, kv_wmodel *wm, kv_qtensor *ot,
+                               const kv_quant_method *meth, kv_quant_method_ctx *mc, const kv_imatrix *im,
+                               const kv_quantize_opts *o, const char *format, const char *out_path,
+                               kv_progress *prog, kv_qspill **out, kv_error *err);
+int kv_qspill_fd(const kv_qspill *cs);
+const char *kv_qspill_path(const kv_qspill *cs);
+const char *kv_qspill_state_path(const kv_qspill *cs);
+void kv_qspill_close(kv_qspill *cs, int success);
 kv_status kv_qwrite_safetensors(kv_qtensor *ot, int64_t n, const kv_qrun_info *ri, const char *path, kv_error *err);
 
 #endif

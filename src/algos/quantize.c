@@ -10,6 +10,7 @@
 #include "io/model_file.h"
 #include "model/model.h"
 #include <stdio.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 /* HF output (kv_hf_write): the tensors as chosen, under Hugging Face names; the source directory's config and
@@ -82,11 +83,24 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
     kv_progress prog;
     kv_qextra xo = {0};
 
+    /* round-to-nearest and the calibrated methods without whole-model transforms or statistics stream: one
+     * tensor (or one decoder block) at a time; the rest holds the model in fp32 (docs/quantize.md "Memory") */
+    const int calibrated = meth->needs_calib && meth->run != kv_method_llmint8; /* through kv_calib_run */
+    const int streaming = (meth->run == kv_method_rtn || calibrated) && !ts.smooth && !ts.awq && !ts.quarot &&
+                          !ts.fold && !ts.rht && !o.transform_only && !o.entropy_code && o.out_format == KV_OUT_GGUF &&
+                          (!o.calib_path || o.imatrix_path || o.no_imatrix) && !o.in_memory;
+    if (st == KV_OK && o.resume && !(streaming && calibrated))
+        st = kv_fail(err, KV_EINVAL, "--resume continues streamed calibrated runs (gptq, mr-gptq, watersic without "
+                     "whole-model transforms or a computed imatrix: --no-imatrix or --imatrix FILE); this run has no "
+                     "checkpoints");
+    kv_qstream ss = {0};
+    ss.spill_fd = -1;
+    kv_qspill *cs = NULL;
     if (st == KV_OK) st = kv_model_open(model_path, &mf, err);
     if (st == KV_OK && !kv_model_hparams(mf)->n_layer)
         st = kv_fail(err, KV_EUNSUPPORTED, "'%s' has no model hyper-parameters (a lone safetensors file?)", model_path);
     if (st == KV_OK) st = kv_qcheck_source(mf, &o, err);
-    if (st == KV_OK) st = kv_wmodel_load(mf, &wm, err);
+    if (st == KV_OK) st = streaming ? kv_wmodel_load_lazy(mf, &wm, err) : kv_wmodel_load(mf, &wm, err);
     if (st == KV_OK && o.imatrix_path) {
         if ((st = kv_imatrix_load(o.imatrix_path, &im, err)) == KV_OK) pol.has_imatrix = 1;
         if (st == KV_OK) st = kv_qcheck_imatrix(im, &wm, o.imatrix_path, err);
@@ -166,7 +180,8 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
     }
     /* importance and calibrated methods run on the transformed, unquantized model */
     if (st == KV_OK && cids && !o.transform_only && (meth->needs_calib || (!im && !o.no_imatrix))) {
-        st = kv_wmodel_to_model(mf, &wm, &cal, err);
+        /* streaming: the calibration model borrows the source's weights; each block gets fp32 copies in turn */
+        st = streaming ? kv_model_load(mf, NULL, &cal, err) : kv_wmodel_to_model(mf, &wm, &cal, err);
         if (st == KV_OK && !im && !o.no_imatrix) {
             if ((st = kv_imatrix_create(&im, err)) == KV_OK) {
                 kv_imatrix_set_dataset(im, o.calib_path);
@@ -176,8 +191,8 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
             }
         }
     }
+    kv_quant_method_ctx mc = {0}; /* outlives this block: the streaming writer quantizes with it */
     if (st == KV_OK) {
-        kv_quant_method_ctx mc = {0};
         mc.model = cal;
         mc.calib_ids = cids;
         mc.n_calib_ids = n_cids;
@@ -193,10 +208,29 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
             mc.add_tensor = kv_qextra_add_tensor;
             mc.out_user = &xo;
         }
-        kv_progress_begin(&prog, "quantize", wm.n, o.quiet);
-        st = kv_qproduce_bytes(mf, &wm, ot, meth, &mc, im, &prog, err);
-        kv_progress_end(&prog);
+        if (streaming) {
+            ss.mf = mf;
+            ss.hp = &wm.hp;
+            ss.mc = &mc;
+            ss.im = im;
+            ss.batch = KV_MIN(64, KV_MAX(1, o.pool ? kv_pool_threads(o.pool) : 1));
+            ss.needs_calib = meth->needs_calib;
+            if (calibrated) {
+                kv_progress_begin(&prog, "calibrate", (int64_t)KV_N_BLOCK_LINEARS * wm.hp.n_layer, o.quiet);
+                st = kv_qstream_calibrate(model_path, mf, &wm, ot, meth, &mc, im, &o, format, out_path, &prog, &cs, err);
+                kv_progress_end(&prog);
+                ss.spill_fd = kv_qspill_fd(cs);
+                ss.spill_path = kv_qspill_path(cs);
+            }
+        } else {
+            kv_progress_begin(&prog, "quantize", wm.n, o.quiet);
+            st = kv_qproduce_bytes(mf, &wm, ot, meth, &mc, im, &prog, err);
+            kv_progress_end(&prog);
+        }
         if (st == KV_OK && o.entropy_code) st = kv_qentropy_code(ot, wm.n, &o, err);
+        mc.progress = NULL;
+        mc.jobs = NULL;
+        mc.n_jobs = 0;
     }
     if (st == KV_OK) {
         kv_qrun_info ri = {&pol, o.method ? o.method : "rtn", applied, act_none ? NULL : o.act, o.seed, NULL};
@@ -214,8 +248,9 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
             kv_progress_end(&prog);
             free(h);
         } else {
-            kv_progress_begin(&prog, "write", (int64_t)total, o.quiet);
-            st = kv_qwrite_gguf(mf, &wm, ot, wm.n, &ri, &xo, out_path, &prog, err);
+            kv_progress_begin(&prog, streaming ? "quantize" : "write", streaming ? wm.n : (int64_t)total, o.quiet);
+            ss.prog = &prog;
+            st = kv_qwrite_gguf(mf, &wm, ot, wm.n, &ri, &xo, streaming ? &ss : NULL, out_path, &prog, err);
             kv_progress_end(&prog);
         }
         free(recipe_json);
@@ -234,8 +269,15 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
         if (is_hf_out(o.out_format)) rep->file_bytes = rep->hf.tensor_bytes; /* the safetensors payload */
         else if (stat(out_path, &sb) == 0) rep->file_bytes = (uint64_t)sb.st_size;
         rep->bpw = rep->n_params ? (double)rep->tensor_bytes * 8.0 / (double)rep->n_params : 0;
+        rep->streamed = streaming;
+        struct rusage ru;
+        if (getrusage(RUSAGE_SELF, &ru) == 0) rep->peak_rss_bytes = (uint64_t)ru.ru_maxrss * 1024u; /* KiB on Linux */
     }
     rep->seconds = kv_now_seconds() - t0;
+    if (st != KV_OK && cs && err)
+        kv_qnote(&o, "the finished blocks are kept in %s: rerun with the same arguments and --resume",
+                 kv_qspill_state_path(cs));
+    kv_qspill_close(cs, st == KV_OK);
     if (st != KV_OK && err && !err->file[0] && !err->tensor[0]) kv_error_context(err, model_path, -1, NULL);
     for (int64_t i = 0; ot && i < wm.n; i++) free(ot[i].owned);
     free(ot);

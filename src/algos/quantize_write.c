@@ -14,7 +14,7 @@
 
 /* llama.cpp's converter writes attn_q/attn_k rows permuted for its interleaved RoPE, arch "llama" only: the
  * architecture the output declares (a GGUF source's own; otherwise kv_gguf_arch_of, Mistral as llama). */
-static int qk_heads(const kv_model_file *mf, const kv_hparams *hp, const char *name) {
+int kv_qqk_heads(const kv_model_file *mf, const kv_hparams *hp, const char *name) {
     const char *out_arch = mf->gguf ? hp->arch : kv_gguf_arch_of(hp);
     return strcmp(out_arch, "llama") ? 0 : kv_gguf_qk_heads(hp, name);
 }
@@ -138,8 +138,8 @@ static kv_status extra_write_meta(kv_gguf_writer *w, const kv_qextra_item *e, kv
 }
 
 kv_status kv_qwrite_gguf(const kv_model_file *mf, const kv_wmodel *wm, kv_qtensor *ot, int64_t n,
-                            const kv_qrun_info *ri, const kv_qextra *xo, const char *path, kv_progress *prog,
-                            kv_error *err) {
+                            const kv_qrun_info *ri, const kv_qextra *xo, kv_qstream *ss, const char *path,
+                            kv_progress *prog, kv_error *err) {
     kv_gguf_writer *w = NULL;
     kv_status st = kv_gguf_writer_create(&w, err);
     if (st != KV_OK) return st;
@@ -180,14 +180,15 @@ kv_status kv_qwrite_gguf(const kv_model_file *mf, const kv_wmodel *wm, kv_qtenso
     qsort(ot, (size_t)n, sizeof *ot, tensor_order);
     void **perm = kv_calloc((size_t)KV_MAX(n, 1), sizeof(void *), err);
     if (!perm) st = KV_ENOMEM;
-    for (int64_t i = 0; st == KV_OK && i < n; i++) {
+    if (st == KV_OK && ss) st = kv_qstream_add(ss, w, ot, n, err); /* streaming: bytes produced on demand */
+    for (int64_t i = 0; st == KV_OK && !ss && i < n; i++) {
         const kv_wtensor *t = ot[i].wt;
         const void *data = ot[i].data;
         if (ot[i].type == KV_TYPE_ECW) { /* entropy-coded: kvant row order, size in metadata */
             st = kv_gguf_writer_add_tensor_ecw(w, t->name, t->shape[0], kv_wtensor_nelem(t) / t->shape[0], data, ot[i].nbytes, err);
             continue;
         }
-        int heads = qk_heads(mf, &wm->hp, t->name);
+        int heads = kv_qqk_heads(mf, &wm->hp, t->name);
         if (heads > 0) {
             perm[i] = kv_malloc(ot[i].nbytes, err);
             if (!perm[i]) { st = KV_ENOMEM; break; }
@@ -201,7 +202,8 @@ kv_status kv_qwrite_gguf(const kv_model_file *mf, const kv_wmodel *wm, kv_qtenso
         if (xo->it[i].is_tensor)
             st = kv_gguf_writer_add_tensor(w, xo->it[i].name, xo->it[i].n_dims, xo->it[i].shape, xo->it[i].type,
                                            xo->it[i].data, err);
-    if (st == KV_OK) st = kv_gguf_writer_write(w, path, prog, err);
+    if (st == KV_OK) st = kv_gguf_writer_write(w, path, ss ? NULL : prog, err);
+    if (ss) kv_qstream_free(ss);
     for (int64_t i = 0; perm && i < n; i++) free(perm[i]);
     free(perm);
     kv_gguf_writer_free(w);

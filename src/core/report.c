@@ -102,24 +102,26 @@ void kv_progress_begin(kv_progress *p, const char *label, int64_t total, int qui
     p->total = total;
     p->done = 0;
     p->t_start = p->t_last = kv_now_seconds();
-    p->enabled = !quiet && isatty(STDERR_FILENO);
+    p->enabled = quiet ? 0 : isatty(STDERR_FILENO) ? 1 : 2; /* 2: plain lines (a log file, a pipe) */
 }
 
 void kv_progress_update(kv_progress *p, int64_t done) {
     p->done = done;
     if (!p->enabled) return;
     double now = kv_now_seconds();
-    if (now - p->t_last < 0.2 && done < p->total) return;
+    /* without a terminal, a plain line every 10 s keeps logs short; nothing for work shorter than that */
+    if (p->enabled == 2 ? now - p->t_last < 10.0 : now - p->t_last < 0.2 && done < p->total) return;
     p->t_last = now;
     double el = now - p->t_start;
     double eta = done > 0 ? el * (double)(p->total - done) / (double)done : 0.0;
-    fprintf(stderr, "\r%s: %lld/%lld (%.0f%%) elapsed %.1fs ETA %.1fs   ", p->label, (long long)done,
-            (long long)p->total, p->total ? 100.0 * (double)done / (double)p->total : 100.0, el, eta);
+    fprintf(stderr, "%s%s: %lld/%lld (%.0f%%) elapsed %.1fs ETA %.1fs%s", p->enabled == 2 ? "" : "\r", p->label,
+            (long long)done, (long long)p->total, p->total ? 100.0 * (double)done / (double)p->total : 100.0, el, eta,
+            p->enabled == 2 ? "\n" : "   ");
     fflush(stderr);
 }
 
 void kv_progress_end(kv_progress *p) {
-    if (!p->enabled) return;
+    if (p->enabled != 1) return;
     fprintf(stderr, "\r%s: done in %.1fs%40s\n", p->label, kv_now_seconds() - p->t_start, "");
     fflush(stderr);
 }

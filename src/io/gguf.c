@@ -577,6 +577,11 @@ kv_status kv_gguf_open_memory(const void *data, size_t size, const char *name, k
     return gguf_open_impl(g, out, err);
 }
 
+int kv_gguf_maps_range(const kv_gguf *g, const void *p, size_t n) {
+    const uint8_t *b = p;
+    return g && g->mapped && b >= g->map.data && n <= g->map.size && (size_t)(b - g->map.data) <= g->map.size - n;
+}
+
 kv_status kv_gguf_open(const char *path, kv_gguf **out, kv_error *err) {
     *out = NULL;
     kv_error_clear(err);

@@ -33,4 +33,7 @@ size_t kv_gguf_vtype_size(uint32_t t);
 kv_status kv_gguf_tensor_nbytes(uint32_t type, const char *format_name, int n_dims, const int64_t *shape,
                                 uint64_t *nbytes, size_t *row_bytes, kv_error *err);
 
+/* 1 when [p, p + n) lies inside the file mapping of a GGUF opened with kv_gguf_open (kv_model_drop_pages). */
+int kv_gguf_maps_range(const kv_gguf *g, const void *p, size_t n);
+
 #endif

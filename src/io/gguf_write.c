@@ -381,6 +381,25 @@ kv_status kv_gguf_writer_add_tensor_ecw(kv_gguf_writer *w, const char *name, int
     return st;
 }
 
+kv_status kv_gguf_writer_add_tensor_ecw_fn(kv_gguf_writer *w, const char *name, int64_t rows, int64_t cols,
+                                           uint64_t nbytes, kv_gguf_rows_fn fn, void *ctx, kv_error *err) {
+    kv_error_clear(err);
+    if (!fn || !nbytes) return kv_fail(err, KV_EINVAL, "GGUF writer: entropy-coded tensor without bytes or callback");
+    if (!name || strlen(name) > KV_GGUF_MAX_NAME) return add_tensor(w, name, 0, NULL, 0, NULL, NULL, NULL, NULL, err);
+    char key[KV_GGUF_MAX_NAME + 64];
+    snprintf(key, sizeof key, "%s%s%s", KV_GGUF_KVANT_FORMAT_PREFIX, name, KV_GGUF_KVANT_FORMAT_SUFFIX);
+    kv_status st = kv_gguf_writer_add_str(w, key, KV_ECW_FORMAT_NAME, err);
+    snprintf(key, sizeof key, KV_META_ECW_BYTES_FMT, name);
+    if (!st) st = kv_gguf_writer_add_u64(w, key, nbytes, err);
+    const int64_t shape[2] = {rows, cols};
+    if (!st) st = add_tensor(w, name, 2, shape, KV_TYPE_ECW, NULL, fn, ctx, &nbytes, err);
+    if (!st) { /* the container is streamed as bytes: "rows" of one byte */
+        w->tensors[w->n_tensors - 1].row_bytes = 1;
+        w->tensors[w->n_tensors - 1].nrows = (int64_t)nbytes;
+    }
+    return st;
+}
+
 kv_status kv_gguf_writer_add_tensor_fn(kv_gguf_writer *w, const char *name, int n_dims, const int64_t *shape,
                                        uint32_t type, kv_gguf_rows_fn fn, void *ctx, kv_error *err) {
     if (!fn) return kv_fail(err, KV_EINVAL, "GGUF writer: NULL row callback");

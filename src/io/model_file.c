@@ -1,6 +1,9 @@
 /* model_file.c — kv_model_open: detects the container (HF directory, GGUF, safetensors, llama2.c), hands it
  * to its loader, and answers questions about the result (tensors, hparams, totals, fp32 rows). */
 #include "io/model_file.h"
+#include "io/gguf.h"
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <sys/stat.h>
 
@@ -26,6 +29,18 @@ kv_status kv_mf_add_map(kv_model_file *mf, const char *path, int *index, kv_erro
     if (st) return st;
     *index = mf->n_maps++;
     return KV_OK;
+}
+
+void kv_model_drop_pages(const kv_model_file *mf, const kv_tensor *t) {
+    if (!mf || !t || !t->data || !t->nbytes) return;
+    const uint8_t *p = t->data;
+    int mapped = mf->gguf && kv_gguf_maps_range(mf->gguf, p, (size_t)t->nbytes);
+    for (int i = 0; i < mf->n_maps && !mapped; i++)
+        mapped = p >= mf->maps[i].data && (size_t)(p - mf->maps[i].data) + t->nbytes <= mf->maps[i].size;
+    if (!mapped) return; /* bytes the model file owns (un-permuted q/k rows) are not file pages */
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1), hi = ((uintptr_t)p + t->nbytes) & ~(page - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED); /* read-only private mapping: pages re-read on use */
 }
 
 kv_tensor *kv_mf_add_tensor(kv_model_file *mf, kv_error *err) {

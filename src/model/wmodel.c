@@ -68,7 +68,38 @@ static kv_status source_format(const kv_model_file *mf, const kv_tensor *t, kv_f
     return kv_format_from_type(t->type, f, err);
 }
 
-kv_status kv_wmodel_load(const kv_model_file *mf, kv_wmodel *wm, kv_error *err) {
+kv_status kv_wtensor_read(const kv_model_file *mf, kv_wtensor *t, kv_error *err) {
+    const kv_tensor *src = t->src;
+    if (src->type == KV_TYPE_ECW) { /* entropy-coded: decoded whole, re-quantized like any fp32 weight */
+        t->w = kv_malloc((size_t)kv_wtensor_nelem(t) * sizeof(float), err);
+        if (!t->w) return KV_ENOMEM;
+        return kv_ecw_tensor_to_f32(mf, src, t->w, NULL, err);
+    }
+    kv_format f;
+    kv_status st = source_format(mf, src, &f, err);
+    if (st != KV_OK || !f.dequantize) {
+        if (st == KV_OK) st = kv_fail(err, KV_EUNSUPPORTED, "type %s cannot be dequantized", f.name);
+        kv_error_context(err, kv_model_path(mf), (int64_t)src->offset, src->name);
+        return st;
+    }
+    int64_t n = kv_wtensor_nelem(t), cols = kv_wtensor_row_len(t), rows = n / cols;
+    size_t rb = kv_format_row_bytes(&f, cols);
+    if (rb == 0 || (uint64_t)rb * (uint64_t)rows > src->nbytes) {
+        kv_fail(err, KV_EFORMAT, "tensor of %lld x %lld %s needs %llu bytes, has %llu", (long long)rows,
+                (long long)cols, f.name, (unsigned long long)rb * (unsigned long long)rows,
+                (unsigned long long)src->nbytes);
+        kv_error_context(err, kv_model_path(mf), (int64_t)src->offset, src->name);
+        return KV_EFORMAT;
+    }
+    t->w = kv_malloc((size_t)n * sizeof(float), err);
+    if (!t->w) return KV_ENOMEM;
+    for (int64_t r = 0; r < rows; r++)
+        f.dequantize(&f, (const uint8_t *)src->data + (size_t)r * rb, t->w + r * cols, cols);
+    kv_model_drop_pages(mf, src); /* streaming must not grow the resident set with the mapped source */
+    return KV_OK;
+}
+
+static kv_status wmodel_load(const kv_model_file *mf, kv_wmodel *wm, int lazy, kv_error *err) {
     memset(wm, 0, sizeof *wm);
     wm->hp = *kv_model_hparams(mf);
     for (int64_t i = 0; i < kv_model_n_tensors(mf); i++) {
@@ -80,33 +111,9 @@ kv_status kv_wmodel_load(const kv_model_file *mf, kv_wmodel *wm, kv_error *err) 
         t->n_dims = src->n_dims;
         memcpy(t->shape, src->shape, sizeof t->shape);
         t->src = src;
-        if (src->type == KV_TYPE_ECW) { /* entropy-coded: decoded whole, re-quantized like any fp32 weight */
-            t->w = kv_malloc((size_t)kv_wtensor_nelem(t) * sizeof(float), err);
-            if (!t->w) return KV_ENOMEM;
-            kv_status st = kv_ecw_tensor_to_f32(mf, src, t->w, NULL, err);
-            if (st != KV_OK) return st;
-            continue;
-        }
-        kv_format f;
-        kv_status st = source_format(mf, src, &f, err);
-        if (st != KV_OK || !f.dequantize) {
-            if (st == KV_OK) st = kv_fail(err, KV_EUNSUPPORTED, "type %s cannot be dequantized", f.name);
-            kv_error_context(err, kv_model_path(mf), (int64_t)src->offset, src->name);
-            return st;
-        }
-        int64_t n = kv_wtensor_nelem(t), cols = kv_wtensor_row_len(t), rows = n / cols;
-        size_t rb = kv_format_row_bytes(&f, cols);
-        if (rb == 0 || (uint64_t)rb * (uint64_t)rows > src->nbytes) {
-            kv_fail(err, KV_EFORMAT, "tensor of %lld x %lld %s needs %llu bytes, has %llu", (long long)rows,
-                    (long long)cols, f.name, (unsigned long long)rb * (unsigned long long)rows,
-                    (unsigned long long)src->nbytes);
-            kv_error_context(err, kv_model_path(mf), (int64_t)src->offset, src->name);
-            return KV_EFORMAT;
-        }
-        t->w = kv_malloc((size_t)n * sizeof(float), err);
-        if (!t->w) return KV_ENOMEM;
-        for (int64_t r = 0; r < rows; r++)
-            f.dequantize(&f, (const uint8_t *)src->data + (size_t)r * rb, t->w + r * cols, cols);
+        if (lazy) continue;
+        kv_status st = kv_wtensor_read(mf, t, err);
+        if (st != KV_OK) return st;
     }
     /* a previous kvant run's online rotations stay with their weights */
     if (mf->gguf)
@@ -123,6 +130,10 @@ kv_status kv_wmodel_load(const kv_model_file *mf, kv_wmodel *wm, kv_error *err) 
         }
     return KV_OK;
 }
+
+kv_status kv_wmodel_load(const kv_model_file *mf, kv_wmodel *wm, kv_error *err) { return wmodel_load(mf, wm, 0, err); }
+
+kv_status kv_wmodel_load_lazy(const kv_model_file *mf, kv_wmodel *wm, kv_error *err) { return wmodel_load(mf, wm, 1, err); }
 
 static kv_status set_norm(float *dst, const kv_wtensor *t, int64_t n, kv_error *err) {
     if (!dst || !t) return KV_OK;

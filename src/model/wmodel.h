@@ -34,6 +34,12 @@ void kv_wmodel_free(kv_wmodel *wm);
 /* Every named tensor of mf dequantized to fp32 (entropy-coded ones decoded), with a previous kvant run's
  * online rotations. */
 kv_status kv_wmodel_load(const kv_model_file *mf, kv_wmodel *wm, kv_error *err);
+/* The same with names, shapes and rotations only (every w NULL): streaming reads each tensor when it is
+ * quantized, with kv_wtensor_read. */
+kv_status kv_wmodel_load_lazy(const kv_model_file *mf, kv_wmodel *wm, kv_error *err);
+/* t's source values as fp32 into t->w (malloc'd; the caller frees it); the file pages they came from are
+ * given back (kv_model_drop_pages). */
+kv_status kv_wtensor_read(const kv_model_file *mf, kv_wtensor *t, kv_error *err);
 /* A runnable model of mf whose linears, norms and q/k/v biases are wm's (f32, with their rotations). */
 kv_status kv_wmodel_to_model(const kv_model_file *mf, const kv_wmodel *wm, kv_model **out, kv_error *err);
 

@@ -20,7 +20,7 @@ typedef struct qargs {
     const char *overrides[MAX_OVERRIDES];
     int n_overrides;
     long long calib_tokens, ctx, chunks, seed, threads, max_shard_mb;
-    int pure, no_imatrix, quiet, json, transform_only, ppl_only, entropy_code, allow_requantize, verbose;
+    int pure, no_imatrix, quiet, json, transform_only, ppl_only, entropy_code, allow_requantize, verbose, resume;
     int leave_output;
     unsigned char set[64];    /* per option of k_opts: given on the command line (or, after apply_recipe, either) */
     char arena[16384];        /* strings built here (alias overrides, a recipe's list of formats) */
@@ -71,6 +71,7 @@ static const qopt k_opts[] = {
     {"--token-embedding-type", NULL, Q_TYPE_OF, 0, 0, 0, Q_RECIPE, "^token_embd\\.weight$", NULL},
     {"--leave-output-tensor", NULL, Q_FLAG, F(leave_output), 0, 0, Q_RECIPE, NULL, NULL},
     {"--allow-requantize", NULL, Q_FLAG, F(allow_requantize), 0, 0, Q_RECIPE, NULL, NULL},
+    {"--resume", NULL, Q_FLAG, F(resume), 0, 0, Q_CLI, NULL, NULL},
     {"--bits", NULL, Q_NUM, F(bits), 0, 64, Q_RECIPE, NULL, NULL},
     {"--allocate", NULL, Q_STR, F(allocate), 0, 0, Q_RECIPE, NULL, NULL},
     {"--alphas", NULL, Q_STR, F(alphas), 0, 0, Q_RECIPE, NULL, NULL},
@@ -139,6 +140,8 @@ static void usage(FILE *out) {
             "  --calib FILE          calibration text (imatrix, smoothquant, awq)\n"
             "  --calib-tokens N      calibration tokens (default 65536 = 128 windows of 512)\n"
             "  --no-imatrix          do not compute importance from --calib\n"
+            "  --resume              continue a killed calibrated run (gptq, mr-gptq, watersic) from its last\n"
+            "                        finished block: same arguments; checkpoint OUT.kvresume + OUT.kvpart\n"
             "  --imatrix FILE        importance from a llama.cpp imatrix file (.dat or .gguf)\n"
             "  --override 'RE=F'     tensors whose name matches the POSIX regex RE get format F (repeatable;\n"
             "                        the last match wins). llama-quantize's spellings are aliases of it:\n"
@@ -783,6 +786,9 @@ int kv_cmd_quantize(int argc, char **argv) {
     o.quiet = a.quiet;
     o.log = log_note;
     o.allow_requantize = a.allow_requantize;
+    o.resume = a.resume;
+    const char *kill_after = getenv("KVANT_TEST_KILL_AFTER_BLOCK"); /* the suite's kill -9 in the middle of a run */
+    if (kill_after) o.test_kill_after_block = atoi(kill_after);
     if (a.verbose) o.on_tensor = print_tensor;
     if ((rc = resolve_out_format(&a, &o.out_format)) != 0) {
         kv_json_free(recipe);
@@ -875,6 +881,8 @@ int kv_cmd_quantize(int argc, char **argv) {
         kv_jw_key(&w, "file_bytes"), kv_jw_int(&w, (int64_t)rep.file_bytes);
         kv_jw_key(&w, "bits_per_weight"), kv_jw_num(&w, rep.bpw);
         kv_jw_key(&w, "seconds"), kv_jw_num(&w, rep.seconds);
+        kv_jw_key(&w, "peak_rss_bytes"), kv_jw_int(&w, (int64_t)rep.peak_rss_bytes);
+        kv_jw_key(&w, "streamed"), kv_jw_bool(&w, rep.streamed != 0);
         if (have_i8) {
             kv_jw_key(&w, "llmint8");
             kv_jw_obj_begin(&w);
@@ -925,6 +933,8 @@ int kv_cmd_quantize(int argc, char **argv) {
                a.model, a.out, (long long)rep.n_tensors, (long long)rep.n_quantized, (long long)rep.n_fallback,
                (double)rep.file_bytes / 1048576.0, rep.bpw, rep.seconds, rep.transforms[0] ? ", transforms " : "",
                rep.transforms);
+        printf("memory: peak RSS %.1f MiB (%s)\n", (double)rep.peak_rss_bytes / 1048576.0,
+               rep.streamed ? "streamed: one tensor at a time per thread" : "the whole model held in fp32");
         if (have_i8) {
             printf("llm-int8: threshold %g: %lld outlier input columns in fp16 over %lld tensors, max %lld (%s)\n",
                    i8.threshold, (long long)i8.total, (long long)i8.n_tensors, (long long)i8.max,

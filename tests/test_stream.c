@@ -1,0 +1,157 @@
+/* test_stream.c — the streaming quantize pipeline (docs/quantize.md "Memory"): a run that goes one tensor at a
+ * time from the source to the output writes exactly the bytes of the in-memory pipeline, for every kind of
+ * source (HF bf16, GGUF, llama2.c fp32), mixes, pure formats, overrides, kvant-only formats and importance. */
+#include "test.h"
+#include <unistd.h>
+
+static int same_file(const char *a, const char *b) {
+    size_t na = 0, nb = 0;
+    void *pa = kv_test_read_file(a, &na), *pb = kv_test_read_file(b, &nb);
+    int same = pa && pb && na == nb && !memcmp(pa, pb, na);
+    free(pa);
+    free(pb);
+    return same;
+}
+
+/* quantizes model twice (streaming, then in memory) with the options and checks the files are identical */
+static void check_stream_equals_memory(kv_test_ctx *T, const char *model, kv_quantize_opts o, const char *what) {
+    char a[600], b[600];
+    snprintf(a, sizeof a, "%s/stream.gguf", kv_test_tmpdir());
+    snprintf(b, sizeof b, "%s/memory.gguf", kv_test_tmpdir());
+    kv_quantize_report rep;
+    kv_error err;
+    kv_error_clear(&err);
+    o.in_memory = 0;
+    REQUIRE_OK(kv_quantize_model(model, a, &o, &rep, &err), &err);
+    CHECK_MSG(rep.streamed == 1, "%s: the run did not stream", what);
+    CHECK(rep.peak_rss_bytes > 0);
+    o.in_memory = 1;
+    REQUIRE_OK(kv_quantize_model(model, b, &o, &rep, &err), &err);
+    CHECK_EQ_INT(rep.streamed, 0);
+    CHECK_MSG(same_file(a, b), "%s: streamed and in-memory outputs differ", what);
+}
+
+KV_TEST(stream_rtn_bytes_equal_in_memory_hf) {
+    char model[512];
+    kv_test_shared(model, sizeof model, "models/proxy-27m");
+    if (!kv_test_exists(model)) SKIP("proxy-27m not found");
+    kv_pool *pool = kv_pool_create(2);
+    static const char *const mixes[] = {"q4_k_m", "q3_k_s", "q5_0", "int4_g128_asym", "nvfp4_ts", "bf16"};
+    for (size_t i = 0; i < sizeof mixes / sizeof mixes[0]; i++) {
+        kv_quantize_opts o = {0};
+        o.format = mixes[i];
+        o.pool = pool;
+        o.quiet = 1;
+        check_stream_equals_memory(T, model, o, mixes[i]);
+    }
+    static const char *const ov[] = {"ffn_down=q8_0", "attn_v=mxfp4_ocp"};
+    kv_quantize_opts o = {0};
+    o.format = "q4_k";
+    o.pure = 1;
+    o.overrides = ov;
+    o.n_overrides = 2;
+    o.pool = pool;
+    o.quiet = 1;
+    check_stream_equals_memory(T, model, o, "pure q4_k with overrides");
+    kv_pool_destroy(pool);
+}
+
+KV_TEST(stream_rtn_bytes_equal_in_memory_gguf_and_llama2c) {
+    char gguf[512], l2c[512];
+    kv_test_shared(gguf, sizeof gguf, "models/proxy-27m-gguf/proxy-27m-bf16.gguf");
+    kv_test_shared(l2c, sizeof l2c, "models/stories260K/stories260K.bin");
+    if (!kv_test_exists(gguf) || !kv_test_exists(l2c)) SKIP("proxy-27m-gguf or stories260K not found");
+    kv_quantize_opts o = {0};
+    o.quiet = 1;
+    check_stream_equals_memory(T, gguf, o, "gguf q4_k_m"); /* q/k rows un-permuted on read, permuted again */
+    check_stream_equals_memory(T, l2c, o, "llama2.c q4_k_m (fallback formats, tied head)");
+    /* a quantized GGUF as the source: raw copies and requantized tensors */
+    char q[600];
+    snprintf(q, sizeof q, "%s/q8.gguf", kv_test_tmpdir());
+    kv_quantize_report rep;
+    kv_error err;
+    kv_quantize_opts o8 = {0};
+    o8.format = "q8_0";
+    o8.quiet = 1;
+    REQUIRE_OK(kv_quantize_model(gguf, q, &o8, &rep, &err), &err);
+    o.format = "q8_0";
+    check_stream_equals_memory(T, q, o, "q8_0 GGUF kept as stored");
+}
+
+/* Calibrated methods block by block from the source (GPTQ; WaterSIC's entropy-coded containers, whose sizes
+ * are known only after their block) give the in-memory pipeline's bytes. */
+KV_TEST(stream_calibrated_bytes_equal_in_memory) {
+    char model[512], calib[512];
+    kv_test_shared(model, sizeof model, "models/proxy-27m");
+    kv_test_shared(calib, sizeof calib, "data/calib.txt");
+    if (!kv_test_exists(model) || !kv_test_exists(calib)) SKIP("proxy-27m or calib.txt not found");
+    if (getenv("KVANT_SANITIZED")) SKIP("GPTQ on proxy-27m twice is slow under sanitizers");
+    kv_pool *pool = kv_pool_create(2);
+    static const char *const meth[][2] = {{"gptq", "int4_g128_asym"}, {"watersic:bits=3,only=blk.1.", "f16"}};
+    for (int i = 0; i < 2; i++) {
+        kv_quantize_opts o = {0};
+        o.method = meth[i][0];
+        o.format = meth[i][1];
+        o.calib_path = calib;
+        o.calib_tokens = 512;
+        o.no_imatrix = 1;
+        o.pool = pool;
+        o.quiet = 1;
+        check_stream_equals_memory(T, model, o, meth[i][0]);
+    }
+    kv_pool_destroy(pool);
+}
+
+/* kill -9 after block 3 of 6 (the test hook raises SIGKILL once that block's checkpoint is written), then the
+ * same command with --resume: the file is byte-identical to an uninterrupted run and the checkpoint is gone. */
+static void check_kill_and_resume(kv_test_ctx *T, const char *method, const char *format, const char *name) {
+    char model[512], calib[512], base[1600], args[2400], a[700], b[700], ck[800];
+    kv_test_shared(model, sizeof model, "models/proxy-27m");
+    kv_test_shared(calib, sizeof calib, "data/calib.txt");
+    if (!kv_test_exists(model) || !kv_test_exists(calib)) SKIP("proxy-27m or calib.txt not found");
+    snprintf(a, sizeof a, "%s/%s-straight.gguf", kv_test_tmpdir(), name);
+    snprintf(b, sizeof b, "%s/%s-resumed.gguf", kv_test_tmpdir(), name);
+    snprintf(base, sizeof base, "quantize %s --format %s --method %s --calib %s --calib-tokens 512 --no-imatrix -t 2 --quiet",
+             model, format, method, calib);
+    char *out = NULL;
+    snprintf(args, sizeof args, "%s -o %s", base, a);
+    int rc = kv_test_run_cli(args, &out);
+    CHECK_MSG(rc == 0, "uninterrupted run: %s", out ? out : "");
+    free(out);
+    setenv("KVANT_TEST_KILL_AFTER_BLOCK", "3", 1);
+    snprintf(args, sizeof args, "%s -o %s", base, b);
+    rc = kv_test_run_cli(args, &out);
+    unsetenv("KVANT_TEST_KILL_AFTER_BLOCK");
+    CHECK_MSG(rc != 0, "the killed run exited %d: %s", rc, out ? out : "");
+    free(out);
+    CHECK(!kv_test_exists(b));
+    snprintf(ck, sizeof ck, "%s.kvresume", b);
+    REQUIRE(kv_test_exists(ck));
+    snprintf(args, sizeof args, "%s -o %s --resume", base, b);
+    rc = kv_test_run_cli(args, &out);
+    CHECK_MSG(rc == 0, "resumed run: %s", out ? out : "");
+    free(out);
+    CHECK_MSG(same_file(a, b), "%s: the resumed file differs from the uninterrupted one", name);
+    CHECK(!kv_test_exists(ck));
+    snprintf(ck, sizeof ck, "%s.kvpart", b);
+    CHECK(!kv_test_exists(ck));
+    /* other arguments do not resume from a checkpoint that is not theirs */
+    setenv("KVANT_TEST_KILL_AFTER_BLOCK", "2", 1);
+    snprintf(args, sizeof args, "%s -o %s", base, b);
+    rc = kv_test_run_cli(args, &out);
+    unsetenv("KVANT_TEST_KILL_AFTER_BLOCK");
+    free(out);
+    snprintf(args, sizeof args, "%s -o %s --resume --seed 7", base, b);
+    rc = kv_test_run_cli(args, &out);
+    CHECK_MSG(rc != 0 && out && strstr(out, "other arguments"), "a mismatched checkpoint was used: %s", out ? out : "");
+    free(out);
+}
+
+KV_TEST(stream_gptq_killed_then_resumed_is_byte_identical) {
+    if (getenv("KVANT_SANITIZED")) SKIP("GPTQ on proxy-27m three times is slow under sanitizers");
+    check_kill_and_resume(T, "gptq", "int4_g128_asym", "gptq");
+}
+
+KV_TEST(stream_watersic_killed_then_resumed_is_byte_identical) {
+    check_kill_and_resume(T, "watersic:bits=3,only=blk.3.", "f16", "watersic");
+}
