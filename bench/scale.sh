@@ -10,7 +10,8 @@
 # Environment: RUNS (space-separated list, default "rtn gptq watersic llama"), THREADS (2), CALIB_TOKENS
 # (512: calibrated runs), CALIB (../shared/data/calib.txt), LLAMA_CPP_DIR (a llama.cpp build with
 # llama-quantize in bin/, build/bin/ or the directory itself; without it the llama.cpp rows are skipped).
-# Each row: tool, job, input, peak RSS (GNU time's "Maximum resident set size"), wall seconds, output bytes.
+# Each row: tool, job, input, peak RSS (GNU time's "Maximum resident set size"), wall seconds, CPU seconds
+# (user + system: on a shared machine the fairer speed comparison), output bytes.
 set -e
 SHAPE=${1:?usage: sh bench/scale.sh 1b|8b [WORK_DIR] [path/to/kvant]}
 WORK=${2:-/tmp/kvant-scale}
@@ -42,17 +43,19 @@ measure() {
     log="$WORK/$label-$job.log"
     if /usr/bin/time -v -o "$log.time" "$@" >"$log" 2>&1; then
         rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2 / 1024}' "$log.time")
+        cpu=$(awk -F': ' '/User time|System time/ {s += $2} END {printf "%.1f", s}' "$log.time")
         wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; printf "%.1f", s}' "$log.time")
         size=$(stat -c %s "$out" 2>/dev/null || echo 0)
-        printf '| %s | %s | %s | %s MiB | %s s | %s |\n' "$label" "$job" "$input" "$rss" "$wall" "$size"
+        printf '| %s | %s | %s | %s MiB | %s s | %s s | %s |\n' "$label" "$job" "$input" "$rss" "$wall" "$cpu" "$size"
     else
-        printf '| %s | %s | %s | failed (see %s) | | |\n' "$label" "$job" "$input" "$log"
+        printf '| %s | %s | %s | failed (see %s) | | | |\n' "$label" "$job" "$input" "$log"
     fi
 }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo), $(uname -sr); threads $THREADS"
-echo "| tool | job | input | peak RSS | wall | output bytes |"
-echo "|---|---|---|---|---|---|"
+echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "| tool | job | input | peak RSS | wall | CPU (user+sys) | output bytes |"
+echo "|---|---|---|---|---|---|---|"
 for r in $RUNS; do
     case "$r" in
     rtn)
@@ -82,7 +85,7 @@ for r in $RUNS; do
         [ -f "$BF16" ] || "$KVANT" convert "$MODEL" -o "$BF16" --outtype bf16 >/dev/null
         measure llama-quantize Q4_K_M "gguf bf16" "$WORK/llama-$SHAPE-q4_k_m.gguf" \
             "$LQ" "$BF16" "$WORK/llama-$SHAPE-q4_k_m.gguf" Q4_K_M "$THREADS"
-        measure kvant rtn-q4_k_m "gguf bf16" "$WORK/kvant-$SHAPE-q4_k_m-from-gguf.gguf" \
+        measure kvant rtn-q4_k_m-from-gguf "gguf bf16" "$WORK/kvant-$SHAPE-q4_k_m-from-gguf.gguf" \
             "$KVANT" quantize "$BF16" -o "$WORK/kvant-$SHAPE-q4_k_m-from-gguf.gguf" --format q4_k_m -t "$THREADS"
         if cmp -s "$WORK/llama-$SHAPE-q4_k_m.gguf" "$WORK/kvant-$SHAPE-q4_k_m-from-gguf.gguf"; then
             echo "(kvant's and llama-quantize's Q4_K_M files are byte-identical)"

@@ -1197,6 +1197,9 @@ typedef struct kv_quant_stream {
     kv_status (*load)(void *user, kv_quant_job *job, kv_error *err);
     kv_status (*block_done)(void *user, int layer, kv_quant_job *const *jobs, int n_jobs, const float *hidden,
                             int64_t n_hidden, kv_error *err);
+    /* frees the job's fp32 weights once the calibration model holds its quantized copy (NULL: block_done does),
+     * so a block's largest linear runs with the others' fp32 copies gone */
+    void (*weights_done)(void *user, kv_quant_job *job);
     int first_layer;
     const float *hidden;
     void *user;
@@ -1343,8 +1346,9 @@ typedef struct kv_quantize_report {
     double seconds;
     char transforms[128];     /* the transforms applied, in order ("" when none) */
     kv_hf_write_report hf;    /* HF output: layout, shards */
-    int streamed;             /* 1: tensors went one at a time from the source to the output (docs/quantize.md
-                               * "Memory"); 0: the whole model was held in fp32 */
+    int streamed;             /* 1: tensors went one at a time from the source to the output, 2: one decoder
+                               * block at a time (calibrated methods; docs/quantize.md "Memory"); 0: the whole
+                               * model was held in fp32 */
     uint64_t peak_rss_bytes;  /* the process's peak resident set at the end of the run (getrusage) */
 } kv_quantize_report;
 

@@ -370,6 +370,13 @@ kv_status kv_calib_run(kv_quant_method_ctx *c, const kv_calib_opts *o, kv_calib_
                 if (!st && jl[j]->rht_block > 0)
                     st = kv_model_set_rht(m, jl[j]->name, jl[j]->rht_block, jl[j]->rht_seed, err);
             }
+            if (!st && c->stream && c->stream->weights_done) c->stream->weights_done(c->stream->user, jl[j]);
+            int used_later = 0; /* H is freed after its last job: the block's largest runs with the others gone */
+            for (int k = j + 1; k < nj; k++) used_later |= gidx[k] == gidx[j];
+            if (!used_later) {
+                free(g->h);
+                g->h = NULL;
+            }
             if (c->progress) kv_progress_update(c->progress, ++done);
         }
         free_groups(&s);

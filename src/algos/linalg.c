@@ -3,7 +3,10 @@
  * §3.1 triangular systems); LAPACK's dpotrf/dtrtri and cblas through OpenBLAS when KV_HAVE_OPENBLAS.
  * Own code is blocked in 64×64 tiles and threaded over tiles whose results never depend on the thread. */
 #include "algos/linalg.h"
+#include "kernels/cpu/kernels.h"
+#include <ctype.h>
 #include <math.h>
+#include <stdio.h>
 
 #ifdef KV_HAVE_OPENBLAS
 #include <cblas.h>
@@ -314,4 +317,43 @@ void kv_dgemm(int trans_a, int64_t m, int64_t n, int64_t k, double alpha, const 
 #endif
     dgemm_ctx g = {c, a, b, ldc, lda, ldb, m, n, k, alpha, beta, trans_a};
     kv_pool_run(pool, (m + GEMM_ROWS - 1) / GEMM_ROWS, dgemm_task, &g);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* OpenBLAS's kernel choice                                                                        */
+/* ---------------------------------------------------------------------------------------------- */
+
+const char *kv_blas_slow_kernels_warning(char *buf, size_t n) {
+#ifdef KV_HAVE_OPENBLAS
+    static const char *const k_pre_avx[] = {"unknown", "katmai", "coppermine", "northwood", "prescott", "banias",
+                                            "core2", "penryn", "dunnington", "nehalem", "atom"};
+    const kv_isa hw = kv_cpu_isa_hw();
+    const char *core = openblas_get_corename();
+    if (hw < KV_ISA_AVX2 || !core) return NULL;
+    char low[32];
+    size_t i = 0;
+    for (; core[i] && i + 1 < sizeof low; i++) low[i] = (char)tolower((unsigned char)core[i]);
+    low[i] = 0;
+    for (size_t k = 0; k < sizeof k_pre_avx / sizeof *k_pre_avx; k++)
+        if (!strcmp(low, k_pre_avx[k])) {
+            snprintf(buf, n, "warning: OpenBLAS runs its %s kernels on this %s CPU (a CPU this OpenBLAS does not "
+                     "know): the Hessian inverses and GEMMs run several times slower; set OPENBLAS_CORETYPE=%s "
+                     "(results then differ from this run's in the last bits of the BLAS sums)",
+                     core, kv_isa_name(hw), hw == KV_ISA_AVX512 ? "SkylakeX" : "Haswell");
+            return buf;
+        }
+#else
+    (void)buf;
+    (void)n;
+#endif
+    return NULL;
+}
+
+const char *kv_blas_core_name(void) {
+#ifdef KV_HAVE_OPENBLAS
+    const char *core = openblas_get_corename();
+    return core ? core : "openblas";
+#else
+    return "own";
+#endif
 }

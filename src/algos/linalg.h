@@ -38,4 +38,11 @@ void kv_sgemm_sub(float *c, int64_t ldc, const float *a, int64_t lda, const floa
 /* c [m × n] = alpha·op(a)·b + beta·c in fp64; op(a) = a [m × k] or, with trans_a, aᵀ for a [k × m]. */
 void kv_dgemm(int trans_a, int64_t m, int64_t n, int64_t k, double alpha, const double *a, int64_t lda,
               const double *b, int64_t ldb, double beta, double *c, int64_t ldc, kv_pool *pool);
+
+/* NULL, or a warning when the BLAS these routines call runs kernels far below what the CPU can do (OpenBLAS
+ * 0.3.21, Debian 12's, takes CPUs it does not know, such as Xeon model 207, for a Prescott: SSE3 kernels,
+ * measured 2.6x slower GPTQ than with OPENBLAS_CORETYPE=SkylakeX). */
+const char *kv_blas_slow_kernels_warning(char *buf, size_t n);
+/* The kernels behind these routines ("own", or OpenBLAS's core name): part of what a result depends on. */
+const char *kv_blas_core_name(void);
 #endif

@@ -7,6 +7,7 @@
  * quantize_write.c (GGUF / safetensors output). docs/quantize.md. */
 #include "algos/pipeline.h"
 #include "algos/calib.h"
+#include "algos/linalg.h"
 #include "io/model_file.h"
 #include "model/model.h"
 #include <stdio.h>
@@ -167,6 +168,11 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
         st = kv_qchoose_formats(mf, &wm, &pol, &ts, &silent, ot, &(kv_quantize_report){0}, err);
     }
     if (st == KV_OK && !o.transform_only) kv_qwarn_ignored_input(&o, &pol, &ts, meth, &wm, ot, o.imatrix_path ? im : NULL);
+    if (st == KV_OK && calibrated && !o.transform_only) { /* the compensating methods spend their time in BLAS */
+        char wb[400];
+        const char *w = kv_blas_slow_kernels_warning(wb, sizeof wb);
+        if (w) kv_qnote(&o, "%s", w);
+    }
 
     if (st == KV_OK && o.transform_only) {
         kv_format f32;
@@ -269,7 +275,7 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
         if (is_hf_out(o.out_format)) rep->file_bytes = rep->hf.tensor_bytes; /* the safetensors payload */
         else if (stat(out_path, &sb) == 0) rep->file_bytes = (uint64_t)sb.st_size;
         rep->bpw = rep->n_params ? (double)rep->tensor_bytes * 8.0 / (double)rep->n_params : 0;
-        rep->streamed = streaming;
+        rep->streamed = streaming ? (calibrated ? 2 : 1) : 0;
         struct rusage ru;
         if (getrusage(RUSAGE_SELF, &ru) == 0) rep->peak_rss_bytes = (uint64_t)ru.ru_maxrss * 1024u; /* KiB on Linux */
     }

@@ -4,6 +4,7 @@
  * the in-memory pipeline (tests/test_stream.c compares both). GPTQ's sequential protocol (arXiv 2210.17323 §5)
  * is what allows one block resident at a time. */
 #include "algos/pipeline.h"
+#include "algos/linalg.h"
 #include "model/wmodel.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -209,6 +210,7 @@ static uint64_t resume_key(const char *model_path, const kv_model_file *mf, cons
     h = fnv_str(h, o->calib_path);
     h = fnv_str(h, o->imatrix_path);
     h = fnv_str(h, o->act);
+    h = fnv_str(h, kv_blas_core_name()); /* OPENBLAS_CORETYPE changes the last bits of the Hessian algebra */
     const char *files[] = {model_path, o->calib_path, o->imatrix_path};
     for (size_t i = 0; i < KV_ARRAY_LEN(files); i++) {
         struct stat sb;
@@ -337,6 +339,13 @@ static kv_status spill_block_done(void *user, int layer, kv_quant_job *const *jo
     return st;
 }
 
+static void spill_weights_done(void *user, kv_quant_job *job) {
+    kv_qspill *cs = user;
+    kv_qtensor *x = &cs->ot[cs->job_ot[job - cs->jobs]];
+    free(x->wt->w);
+    job->w = x->wt->w = NULL;
+}
+
 /* --resume: the checkpoint's records go back into ot, its activations into *hidden. */
 static kv_status read_checkpoint(kv_qspill *cs, float **hidden, int64_t *n_hidden, kv_error *err) {
     kv_mapped m;
@@ -454,7 +463,7 @@ kv_status kv_qstream_calibrate(const char *model_path, const kv_model_file *mf, 
     if (st == KV_OK && cs->first_layer > 0 && n_hidden != mc->n_calib_ids / mc->calib_ctx * mc->calib_ctx * wm->hp.n_embd)
         st = kv_fail(err, KV_EFORMAT, "checkpoint holds %lld activations, this run needs %lld", (long long)n_hidden,
                      (long long)(mc->n_calib_ids / mc->calib_ctx * mc->calib_ctx * wm->hp.n_embd));
-    kv_quant_stream hooks = {spill_load_job, spill_block_done, cs->first_layer, hidden, cs};
+    kv_quant_stream hooks = {spill_load_job, spill_block_done, spill_weights_done, cs->first_layer, hidden, cs};
     if (st == KV_OK && cs->first_layer < cs->n_layer) {
         mc->jobs = cs->jobs;
         mc->n_jobs = nj;

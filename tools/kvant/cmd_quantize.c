@@ -934,7 +934,8 @@ int kv_cmd_quantize(int argc, char **argv) {
                (double)rep.file_bytes / 1048576.0, rep.bpw, rep.seconds, rep.transforms[0] ? ", transforms " : "",
                rep.transforms);
         printf("memory: peak RSS %.1f MiB (%s)\n", (double)rep.peak_rss_bytes / 1048576.0,
-               rep.streamed ? "streamed: one tensor at a time per thread" : "the whole model held in fp32");
+               rep.streamed == 2 ? "streamed: one decoder block at a time"
+               : rep.streamed ? "streamed: one tensor at a time per thread" : "the whole model held in fp32");
         if (have_i8) {
             printf("llm-int8: threshold %g: %lld outlier input columns in fp16 over %lld tensors, max %lld (%s)\n",
                    i8.threshold, (long long)i8.total, (long long)i8.n_tensors, (long long)i8.max,
