@@ -75,6 +75,7 @@ KV_TEST(stream_rtn_bytes_equal_in_memory_gguf_and_llama2c) {
     o8.quiet = 1;
     REQUIRE_OK(kv_quantize_model(gguf, q, &o8, &rep, &err), &err);
     o.format = "q8_0";
+    o.allow_requantize = 1; /* a quantized source on purpose */
     check_stream_equals_memory(T, q, o, "q8_0 GGUF kept as stored");
 }
 
