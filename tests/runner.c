@@ -106,6 +106,33 @@ int kv_test_write_file(const char *path, const void *data, size_t size) {
     return (fclose(f) == 0 && ok) ? 0 : -1;
 }
 
+float *kv_test_model_logits(kv_test_ctx *T, const char *path, const int32_t *ids, int64_t n_ids, int64_t *vocab,
+                            const kv_model_load_opts *lo) {
+    kv_error err = {0};
+    kv_model_file *mf = NULL;
+    kv_model *m = NULL;
+    kv_context *c = NULL;
+    float *lg = NULL;
+    kv_status st = kv_model_open(path, &mf, &err);
+    if (!st) st = kv_model_load(mf, lo, &m, &err);
+    if (!st) st = kv_context_create(m, n_ids, &c, &err);
+    if (!st) {
+        *vocab = kv_model_get_hparams(m)->n_vocab;
+        lg = malloc((size_t)(n_ids * *vocab) * sizeof(float));
+        st = lg ? kv_forward(c, ids, n_ids, 0, lg, 0, NULL, &err) : KV_ENOMEM;
+    }
+    if (st) {
+        char b[1200];
+        kv_test_fail(T, __FILE__, __LINE__, "logits of %s: %s", path, kv_error_format(&err, b, sizeof b));
+        free(lg);
+        lg = NULL;
+    }
+    kv_context_free(c);
+    kv_model_free(m);
+    kv_model_close(mf);
+    return lg;
+}
+
 static int matches(const char *name, const char *file, int argc, char **argv, int first) {
     if (first >= argc) return 1;
     for (int i = first; i < argc; i++)

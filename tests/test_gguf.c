@@ -1277,29 +1277,7 @@ static int make_mistral_proxy(const char *rel_src, const char *dir) {
 #define MISTRAL_N_IDS 64
 static float *proxy_logits(kv_test_ctx *T, const char *path, const int32_t *ids, int64_t *vocab) {
     static const kv_model_load_opts lo = {.rope_freq = KV_ROPE_FREQ_BF16}; /* the HF source's frequencies */
-    kv_error err = {0};
-    kv_model_file *mf = NULL;
-    kv_model *m = NULL;
-    kv_context *c = NULL;
-    float *lg = NULL;
-    kv_status st = kv_model_open(path, &mf, &err);
-    if (!st) st = kv_model_load(mf, &lo, &m, &err);
-    if (!st) st = kv_context_create(m, MISTRAL_N_IDS, &c, &err);
-    if (!st) {
-        *vocab = kv_model_get_hparams(m)->n_vocab;
-        lg = malloc((size_t)(MISTRAL_N_IDS * *vocab) * sizeof(float));
-        st = lg ? kv_forward(c, ids, MISTRAL_N_IDS, 0, lg, 0, NULL, &err) : KV_ENOMEM;
-    }
-    if (st) {
-        char b[1200];
-        kv_test_fail(T, __FILE__, __LINE__, "logits of %s: %s", path, kv_error_format(&err, b, sizeof b));
-        free(lg);
-        lg = NULL;
-    }
-    kv_context_free(c);
-    kv_model_free(m);
-    kv_model_close(mf);
-    return lg;
+    return kv_test_model_logits(T, path, ids, MISTRAL_N_IDS, vocab, &lo);
 }
 
 /* llama-perplexity's "Final estimate: PPL = X" on the first 4 windows of 128 tokens; <0 when it failed. */

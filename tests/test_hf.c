@@ -19,29 +19,7 @@ static const kv_model_load_opts k_load = {.rope_freq = KV_ROPE_FREQ_BF16};
 
 static float *logits_of_opts(kv_test_ctx *T, const char *path, const int32_t *ids, int64_t *vocab,
                              const kv_model_load_opts *lo) {
-    kv_error err = {0};
-    kv_model_file *mf = NULL;
-    kv_model *m = NULL;
-    kv_context *c = NULL;
-    float *lg = NULL;
-    kv_status st = kv_model_open(path, &mf, &err);
-    if (!st) st = kv_model_load(mf, lo, &m, &err);
-    if (!st) st = kv_context_create(m, N_IDS, &c, &err);
-    if (!st) {
-        *vocab = kv_model_get_hparams(m)->n_vocab;
-        lg = malloc((size_t)(N_IDS * *vocab) * sizeof(float));
-        st = lg ? kv_forward(c, ids, N_IDS, 0, lg, 0, NULL, &err) : KV_ENOMEM;
-    }
-    if (st) {
-        char b[1200];
-        kv_test_fail(T, __FILE__, __LINE__, "logits of %s: %s", path, kv_error_format(&err, b, sizeof b));
-        free(lg);
-        lg = NULL;
-    }
-    kv_context_free(c);
-    kv_model_free(m);
-    kv_model_close(mf);
-    return lg;
+    return kv_test_model_logits(T, path, ids, N_IDS, vocab, lo);
 }
 
 static float *logits_of(kv_test_ctx *T, const char *path, const int32_t *ids, int64_t *vocab) {
