@@ -239,8 +239,11 @@ typedef struct kv_hparams {
  *   blk.N.attn_q.bias, blk.N.attn_k.bias, blk.N.attn_v.bias, blk.N.attn_output.weight,
  *   blk.N.ffn_norm.weight, blk.N.ffn_gate.weight, blk.N.ffn_up.weight, blk.N.ffn_down.weight.
  * Row layout is Hugging Face's (rotate-half RoPE): a GGUF written by llama.cpp stores attn_q/attn_k rows
- * permuted for its interleaved RoPE; the reader undoes that (data then points at memory the model file
- * owns) and the GGUF writer redoes it. */
+ * permuted for its interleaved RoPE. The reader does not copy them: such a matrix keeps pointing at the file's
+ * bytes with qk_heads > 0, and every reader of rows (kv_tensor_row_bytes, kv_tensor_copy_bytes,
+ * kv_tensor_row_f32, the model loader) un-permutes as it reads; the GGUF writer redoes the permutation. Read a
+ * tensor's rows through those functions, not through data + row * row_bytes. (1-D q/k biases are un-permuted
+ * into memory the model file owns when it is opened: qk_heads is 0 for them.) */
 typedef struct kv_tensor {
     char name[160];         /* canonical name ("" for tensors kvant does not map: see src_name) */
     char src_name[160];     /* the name in the source file */
@@ -251,15 +254,21 @@ typedef struct kv_tensor {
     uint64_t offset;        /* absolute byte offset in the source file */
     uint64_t nbytes;
     int file_index;         /* which file of the model (shard index) */
+    int32_t qk_heads;       /* > 0: data's rows are in llama.cpp's q/k order for this many heads (see above) */
 } kv_tensor;
 
 int64_t kv_tensor_nelements(const kv_tensor *t);
+/* The bytes of row `row` (kvant's row order) of a tensor with fixed-size rows; NULL for an entropy-coded tensor
+ * or a row out of range. A row is the innermost dimension, counted over all outer dimensions. */
+const void *kv_tensor_row_bytes(const kv_tensor *t, int64_t row);
+/* All t->nbytes bytes of the tensor in kvant's row order (un-permuted q/k rows) into dst. */
+kv_status kv_tensor_copy_bytes(const kv_tensor *t, void *dst, kv_error *err);
 
 typedef struct kv_model_file kv_model_file;
 
 /* Opens a model: a directory (Hugging Face layout), a .gguf file, a .safetensors file, or a llama2.c
- * checkpoint. Everything is memory-mapped; nothing is converted that is not asked for (except the q/k
- * un-permutation of GGUF files). */
+ * checkpoint. Everything is memory-mapped; nothing is converted that is not asked for (GGUF q/k rows are
+ * un-permuted as they are read: see kv_tensor). */
 kv_status kv_model_open(const char *path, kv_model_file **out, kv_error *err);
 void kv_model_close(kv_model_file *mf);
 kv_file_format kv_model_format(const kv_model_file *mf);
@@ -499,6 +508,9 @@ kv_status kv_permute_qk_to_gguf(const void *src, void *dst, int64_t n_rows, size
                                 kv_error *err);
 kv_status kv_permute_qk_from_gguf(const void *src, void *dst, int64_t n_rows, size_t row_bytes, int n_head,
                                   kv_error *err);
+/* The GGUF (interleaved) row that holds HF row hf_row of a head of head_dim rows (head_dim even): the
+ * row map of kv_permute_qk_to_gguf, one row at a time. */
+int64_t kv_qk_gguf_row(int64_t hf_row, int64_t head_dim);
 /* KVANT-SECTION io END */
 
 /* ============================================================================================== */

@@ -177,6 +177,7 @@ typedef struct golden_case {
 } golden_case;
 
 #define P27 "models/proxy-27m"
+#define GGUF27 "models/proxy-27m-gguf/proxy-27m-bf16.gguf"
 static const golden_case k_cases[] = {
     {"q4_k_m", P27, "o.gguf", "", 0xe374ec66130a8706ULL, 0, 0},
     {"q8_0", P27, "o.gguf", "--format q8_0", 0xd2d4206812ae6d5bULL, 0, 0},
@@ -197,7 +198,13 @@ static const golden_case k_cases[] = {
     {"watersic_3bits", P27, "o.gguf", "--format f16 --method watersic:bits=3,only=blk.1. @CALIB", 0x0b11fc796905418dULL, 0, 0x6650640a3ec53b6cULL},
     {"bits_uniform", P27, "o.gguf", "--bits 4 --formats q3_k,q4_k,q6_k --allocate uniform", 0x5c30aaaca1280958ULL, 0, 0},
     {"recipe_json", P27, "o.gguf", "--recipe @TMP/recipe.json", 0xd421ad604baa482aULL, 0, 0},
-    {"gguf_source_q4_0", "models/proxy-27m-gguf/proxy-27m-bf16.gguf", "o.gguf", "--format q4_0", 0x181c062971997aa3ULL, 0, 0},
+    {"gguf_source_q4_0", GGUF27, "o.gguf", "--format q4_0", 0x181c062971997aa3ULL, 0, 0},
+    /* GGUF sources again (q/k rows un-permuted as read, issue 12): raw q/k copies on the streamed and the
+     * whole-model paths, a whole-model rotation, a calibrated transform running the GGUF model */
+    {"gguf_source_keep_qk", GGUF27, "o.gguf", "--format q4_k_m --override 'attn_q|attn_k=bf16'", 0xf4bbf86777a3b38fULL, 0, 0},
+    {"gguf_source_entropy_keep_qk", GGUF27, "o.gguf", "--format int4_g128_asym --entropy-code --override 'attn_q|attn_k=bf16'", 0x7184472b6dfeb0f8ULL, 0, 0},
+    {"gguf_source_rht", GGUF27, "o.gguf", "--format int4_g128_sym --transform rht", 0x78b7d44b941ccb18ULL, 0, 0},
+    {"gguf_source_smoothquant", GGUF27, "o.gguf", "--format q8_0 --transform smoothquant:0.6 @CALIB", 0x1c3e9409765ce908ULL, 0, 0},
     {"llama2c_source_q8_0", "models/stories260K/stories260K.bin", "o.gguf", "--format q8_0", 0xc84ecc0dd9c105b5ULL, 0, 0},
     {"gptq_int4_g128", P27, "o.gguf", "--format int4_g128_asym --method gptq @CALIB", 0x076854a05f9694faULL, 1, 0xb34acd81805271d0ULL},
     {"mr_gptq_mxfp4", P27, "o.gguf", "--format mxfp4_ocp --transform rht:32 --method mr-gptq @CALIB", 0x509db6ac60f311e8ULL, 1, 0xacbd705ffab533afULL},
@@ -267,6 +274,10 @@ static const golden_case *find_case(const char *name) {
 
 #define GOLDEN(id, name) KV_TEST(golden_##id) { const golden_case *c = find_case(name); REQUIRE(c != NULL); run_case(T, c); }
 GOLDEN(q4_k_m, "q4_k_m")
+GOLDEN(gguf_source_keep_qk, "gguf_source_keep_qk")
+GOLDEN(gguf_source_entropy_keep_qk, "gguf_source_entropy_keep_qk")
+GOLDEN(gguf_source_rht, "gguf_source_rht")
+GOLDEN(gguf_source_smoothquant, "gguf_source_smoothquant")
 GOLDEN(q8_0, "q8_0")
 GOLDEN(q3_k_m, "q3_k_m")
 GOLDEN(iq4_xs_pure, "iq4_xs_pure")

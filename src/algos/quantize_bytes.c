@@ -84,7 +84,13 @@ kv_status kv_qproduce_bytes(const kv_model_file *mf, kv_wmodel *wm, kv_qtensor *
         /* (matrices of a calibrated method always go to it: watersic stores them entropy-coded whatever --format) */
         if (t->src && !t->modified && x->type == t->src->type && t->src->nbytes == x->nbytes &&
             !(meth->needs_calib && t->n_dims >= 2)) {
-            x->data = t->src->data; /* kept exactly as stored */
+            if (t->src->qk_heads <= 0) { /* kept exactly as stored */
+                x->data = t->src->data;
+                continue;
+            }
+            if (!(x->owned = kv_malloc(x->nbytes, err))) { st = KV_ENOMEM; break; }
+            x->data = x->owned; /* GGUF q/k rows: un-permuted here, permuted again by the writer */
+            st = kv_tensor_copy_bytes(t->src, x->owned, err);
             continue;
         }
         x->owned = kv_malloc(x->nbytes, err);

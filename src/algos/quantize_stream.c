@@ -79,7 +79,7 @@ static kv_status stream_produce(kv_qstream *s, int64_t first, kv_error *err) {
             continue;
         }
         if (is_raw_copy(x, s->needs_calib)) { /* kept exactly as stored */
-            memcpy(s->bytes[i], t->src->data, x->nbytes);
+            st = kv_tensor_copy_bytes(t->src, s->bytes[i], err);
             kv_model_drop_pages(s->mf, t->src);
             continue;
         }

@@ -317,7 +317,7 @@ static kv_status conv_rows(void *ctx, int64_t first_row, int64_t nrows, void *ds
     const conv_tensor *c = ctx;
     const kv_tensor *t = c->t;
     int64_t total_rows = c->ne0 ? kv_tensor_nelements(t) / c->ne0 : 0;
-    size_t out_rb = kv_type_row_bytes(c->out_type, c->ne0), in_rb = kv_type_row_bytes(t->type, c->ne0);
+    size_t out_rb = kv_type_row_bytes(c->out_type, c->ne0);
     float *tmp = c->t->type == c->out_type ? NULL : kv_malloc((size_t)c->ne0 * sizeof(float), err);
     if (c->t->type != c->out_type && !tmp) return KV_ENOMEM;
     kv_status st = KV_OK;
@@ -325,7 +325,7 @@ static kv_status conv_rows(void *ctx, int64_t first_row, int64_t nrows, void *ds
         int64_t r = first_row + i, src = c->n_head ? hf_row(r, total_rows, c->n_head) : r;
         uint8_t *out = (uint8_t *)dst + (size_t)i * out_rb;
         if (!tmp) {
-            memcpy(out, (const uint8_t *)t->data + (size_t)src * in_rb, out_rb);
+            memcpy(out, kv_tensor_row_bytes(t, src), out_rb);
             continue;
         }
         st = kv_tensor_row_f32(t, src, tmp, err);

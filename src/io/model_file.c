@@ -244,6 +244,36 @@ const char *kv_model_meta_string(const kv_model_file *mf, const char *key) {
 
 static int64_t row_length(const kv_tensor *t) { return t->n_dims ? t->shape[t->n_dims - 1] : 1; }
 
+/* Where kvant's row `row` of rows rows is stored: GGUF q/k matrices keep llama.cpp's interleaved order. */
+static int64_t stored_row(const kv_tensor *t, int64_t row, int64_t rows) {
+    return t->qk_heads > 0 ? kv_qk_gguf_row(row, rows / t->qk_heads) : row;
+}
+
+const void *kv_tensor_row_bytes(const kv_tensor *t, int64_t row) {
+    int64_t n = row_length(t), rows = n ? kv_tensor_nelements(t) / n : 0;
+    if (!t->data || t->type == KV_TYPE_ECW || row < 0 || row >= rows || t->nbytes % (uint64_t)rows) return NULL;
+    return (const uint8_t *)t->data + (size_t)stored_row(t, row, rows) * (size_t)(t->nbytes / (uint64_t)rows);
+}
+
+kv_status kv_tensor_copy_bytes(const kv_tensor *t, void *dst, kv_error *err) {
+    if (t->qk_heads <= 0) {
+        if (t->nbytes) memcpy(dst, t->data, (size_t)t->nbytes);
+        return KV_OK;
+    }
+    int64_t rows = t->shape[0];
+    size_t rb = (size_t)(t->nbytes / (uint64_t)rows);
+    for (int64_t r = 0; r < rows; r++) {
+        const void *src = kv_tensor_row_bytes(t, r);
+        if (!src) {
+            kv_fail(err, KV_EFORMAT, "%llu bytes do not split into %lld rows", (unsigned long long)t->nbytes, (long long)rows);
+            kv_error_context(err, NULL, (int64_t)t->offset, t->name[0] ? t->name : t->src_name);
+            return KV_EFORMAT;
+        }
+        memcpy((uint8_t *)dst + (size_t)r * rb, src, rb);
+    }
+    return KV_OK;
+}
+
 /* Dequantizes one row through the formats module (ggml block types, kvant formats). */
 static kv_status row_via_format(const kv_tensor *t, const kv_format *f, int64_t row, float *dst, kv_error *err) {
     int64_t n = row_length(t), rows = n ? kv_tensor_nelements(t) / n : 0;
@@ -254,7 +284,7 @@ static kv_status row_via_format(const kv_tensor *t, const kv_format *f, int64_t 
         kv_error_context(err, NULL, -1, t->name[0] ? t->name : t->src_name);
         return KV_EUNSUPPORTED;
     }
-    f->dequantize(f, (const uint8_t *)t->data + (size_t)row * rb, dst, n);
+    f->dequantize(f, (const uint8_t *)t->data + (size_t)stored_row(t, row, rows) * rb, dst, n);
     return KV_OK;
 }
 
@@ -276,10 +306,11 @@ kv_status kv_tensor_row_f32(const kv_tensor *t, int64_t row, float *dst, kv_erro
         return KV_ERANGE;
     }
     const uint8_t *src = t->data;
+    const size_t at = (size_t)stored_row(t, row, rows) * (size_t)n;
     switch (t->type) {
-    case KV_TYPE_F32: memcpy(dst, src + (size_t)row * (size_t)n * 4, (size_t)n * 4); return KV_OK;
-    case KV_TYPE_F16: kv_fp16_to_fp32_row((const uint16_t *)(const void *)(src + (size_t)row * (size_t)n * 2), dst, (size_t)n); return KV_OK;
-    case KV_TYPE_BF16: kv_bf16_to_fp32_row((const uint16_t *)(const void *)(src + (size_t)row * (size_t)n * 2), dst, (size_t)n); return KV_OK;
+    case KV_TYPE_F32: memcpy(dst, src + at * 4, (size_t)n * 4); return KV_OK;
+    case KV_TYPE_F16: kv_fp16_to_fp32_row((const uint16_t *)(const void *)(src + at * 2), dst, (size_t)n); return KV_OK;
+    case KV_TYPE_BF16: kv_bf16_to_fp32_row((const uint16_t *)(const void *)(src + at * 2), dst, (size_t)n); return KV_OK;
     default: break;
     }
     kv_format f;
@@ -573,14 +604,20 @@ static kv_status kv_gguf_model_open(kv_model_file *mf, const char *path, kv_erro
         /* entropy-coded tensors are stored in kvant's row order (their rows have no fixed size) */
         if (mf->has_hparams && t->type != KV_TYPE_ECW && gguf_needs_unpermute(&mf->hp, t->name, &n_head) &&
             t->n_dims >= 1 && t->shape[0] > 0) {
-            void *buf = kv_mf_alloc(mf, t->nbytes, err);
-            if (!buf) return KV_ENOMEM;
             if (t->shape[0] != (int64_t)n_head * mf->hp.head_dim || t->nbytes % (uint64_t)t->shape[0]) {
                 kv_fail(err, KV_EFORMAT, "%lld rows do not match %d heads of %d", (long long)t->shape[0], n_head,
                         mf->hp.head_dim);
                 kv_error_context(err, path, (int64_t)gt->info_offset, t->name);
                 return KV_EFORMAT;
             }
+            /* matrices are un-permuted row by row as they are read (a whole-model copy here would be 1.3 GB at
+             * 8B); a bias has no rows to map and is copied */
+            if (t->n_dims == 2) {
+                t->qk_heads = n_head;
+                continue;
+            }
+            void *buf = kv_mf_alloc(mf, t->nbytes, err);
+            if (!buf) return KV_ENOMEM;
             st = kv_permute_qk_from_gguf(t->data, buf, t->shape[0], (size_t)(t->nbytes / (uint64_t)t->shape[0]), n_head, err);
             if (st) {
                 kv_error_context(err, path, (int64_t)gt->info_offset, t->name);

@@ -33,3 +33,8 @@ kv_status kv_permute_qk_from_gguf(const void *src, void *dst, int64_t n_rows, si
                                   kv_error *err) {
     return permute_qk(src, dst, n_rows, row_bytes, n_head, 0, err);
 }
+
+int64_t kv_qk_gguf_row(int64_t hf_row, int64_t head_dim) {
+    int64_t half = head_dim / 2, h = hf_row / head_dim, k = hf_row % head_dim;
+    return h * head_dim + 2 * (k % half) + k / half;
+}

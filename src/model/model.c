@@ -123,12 +123,17 @@ static kv_status load_weight(const kv_model_file *mf, const char *name, int64_t 
         float *f = kv_malloc((size_t)rows * (size_t)cols * sizeof(float), err);
         if (!f) { st = KV_ENOMEM; goto fail; }
         for (int64_t r = 0; r < rows; r++) {
-            const uint16_t *src = (const uint16_t *)(const void *)((const uint8_t *)t->data + (size_t)r * rb);
+            const uint16_t *src = kv_tensor_row_bytes(t, r);
             if (w->fmt.type == KV_TYPE_F16) kv_fp16_to_fp32_row(src, f + r * cols, (size_t)cols);
             else kv_bf16_to_fp32_row(src, f + r * cols, (size_t)cols);
         }
         if ((st = kv_format_from_type(KV_TYPE_F32, &w->fmt, err)) != KV_OK) { free(f); goto fail; }
         w->data = w->owned = f;
+    } else if (t->qk_heads > 0) { /* GGUF q/k rows in llama.cpp's order: the model keeps an un-permuted copy */
+        void *copy = kv_malloc((size_t)t->nbytes, err);
+        if (!copy) { st = KV_ENOMEM; goto fail; }
+        if ((st = kv_tensor_copy_bytes(t, copy, err)) != KV_OK) { free(copy); goto fail; }
+        w->data = w->owned = copy;
     }
     return KV_OK;
 fail:

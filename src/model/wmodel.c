@@ -94,7 +94,7 @@ kv_status kv_wtensor_read(const kv_model_file *mf, kv_wtensor *t, kv_error *err)
     t->w = kv_malloc((size_t)n * sizeof(float), err);
     if (!t->w) return KV_ENOMEM;
     for (int64_t r = 0; r < rows; r++)
-        f.dequantize(&f, (const uint8_t *)src->data + (size_t)r * rb, t->w + r * cols, cols);
+        f.dequantize(&f, kv_tensor_row_bytes(src, r), t->w + r * cols, cols);
     kv_model_drop_pages(mf, src); /* streaming must not grow the resident set with the mapped source */
     return KV_OK;
 }
