@@ -56,6 +56,51 @@ KV_TEST(stream_rtn_bytes_equal_in_memory_hf) {
     kv_pool_destroy(pool);
 }
 
+/* --transform rht streams: each tensor is rotated when it is read (its block and seed in the header first),
+ * with the in-memory pipeline's bytes, also from a GGUF (rows un-permuted, then rotated) and a source already
+ * carrying online rotations (those tensors are not rotated again). */
+KV_TEST(stream_rht_bytes_equal_in_memory) {
+    char model[512], gguf[512];
+    kv_test_shared(model, sizeof model, "models/proxy-27m");
+    kv_test_shared(gguf, sizeof gguf, "models/proxy-27m-gguf/proxy-27m-bf16.gguf");
+    if (!kv_test_exists(model) || !kv_test_exists(gguf)) SKIP("proxy-27m or its GGUF not found");
+    kv_pool *pool = kv_pool_create(2);
+    static const struct { const char *fmt, *tr; } cases[] = {
+        {"int4_g128_sym", "rht"}, {"q4_k_m", "rht:128"}, {"higgs_p2_b4", "rht:64"}, {"mxfp4_ocp", "rht:32,prescale"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        kv_quantize_opts o = {0};
+        o.format = cases[i].fmt;
+        o.transforms = cases[i].tr;
+        o.pool = pool;
+        o.quiet = 1;
+        check_stream_equals_memory(T, model, o, cases[i].tr);
+    }
+    kv_quantize_opts o = {0};
+    o.format = "q4_k_m";
+    o.transforms = "rht:64";
+    o.pool = pool;
+    o.quiet = 1;
+    check_stream_equals_memory(T, gguf, o, "gguf rht:64");
+    /* a rotated output as the source: its rotations are kept, the rest (none) rotated */
+    char r[600];
+    snprintf(r, sizeof r, "%s/rht.gguf", kv_test_tmpdir());
+    kv_quantize_report rep;
+    kv_error err;
+    kv_error_clear(&err);
+    kv_quantize_opts of = {0};
+    of.format = "f16";
+    of.transforms = "rht:128";
+    of.quiet = 1;
+    REQUIRE_OK(kv_quantize_model(model, r, &of, &rep, &err), &err);
+    CHECK_EQ_INT(rep.streamed, 1);
+    o.format = "q8_0";
+    o.transforms = "rht:64";
+    o.allow_requantize = 1;
+    check_stream_equals_memory(T, r, o, "rotated f16 source, rht again");
+    kv_pool_destroy(pool);
+}
+
 KV_TEST(stream_rtn_bytes_equal_in_memory_gguf_and_llama2c) {
     char gguf[512], l2c[512];
     kv_test_shared(gguf, sizeof gguf, "models/proxy-27m-gguf/proxy-27m-bf16.gguf");

@@ -88,7 +88,7 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
      * tensor (or one decoder block) at a time; the rest holds the model in fp32 (docs/quantize.md "Memory") */
     const int calibrated = meth->layerwise; /* block by block through kv_calib_run */
     const int streaming = (meth->run == kv_method_rtn || calibrated) && !ts.smooth && !ts.awq && !ts.quarot &&
-                          !ts.fold && !ts.rht && !o.transform_only && !o.entropy_code && o.out_format == KV_OUT_GGUF &&
+                          !ts.fold && !(ts.rht && calibrated) && !o.transform_only && !o.entropy_code && o.out_format == KV_OUT_GGUF &&
                           (!o.calib_path || o.imatrix_path || o.no_imatrix) && !o.in_memory;
     if (st == KV_OK && o.resume && !(streaming && calibrated))
         st = kv_fail(err, KV_EINVAL, "--resume continues streamed calibrated runs (gptq, mr-gptq, watersic without "
@@ -154,8 +154,10 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
         if ((st = kv_transform_quarot(&wm, o.seed, err)) == KV_OK)
             snprintf(applied + strlen(applied), sizeof applied - strlen(applied), "%squarot", applied[0] ? "," : "");
     }
-    if (st == KV_OK && ts.rht) {
-        if ((st = kv_transform_rht(&wm, ts.rht_block, o.seed, err)) == KV_OK)
+    if (st == KV_OK && ts.rht) { /* streaming rotates each tensor when it reads it */
+        if (streaming) kv_transform_rht_plan(&wm, ts.rht_block, o.seed);
+        else st = kv_transform_rht(&wm, ts.rht_block, o.seed, err);
+        if (st == KV_OK)
             snprintf(applied + strlen(applied), sizeof applied - strlen(applied), "%srht:%d", applied[0] ? "," : "", (int)ts.rht_block);
     }
     if (st == KV_OK && ts.prescale)

@@ -104,6 +104,11 @@ kv_status kv_transform_fold_norms(kv_wmodel *wm, kv_error *err);
 /* rht on every linear's input (block, or the largest supported block dividing the row), skipping weights
  * that already have an online rotation. The embedding is not touched. */
 kv_status kv_transform_rht(kv_wmodel *wm, int32_t block, uint64_t seed, kv_error *err);
+/* The same split for streaming: kv_transform_rht_plan gives every tensor rht would rotate its block and seed
+ * (what the output's header records) and marks it rht_pending; kv_rht_rotate_pending rotates one such tensor
+ * once its w has been read. Together they produce kv_transform_rht's bytes, one tensor at a time. */
+void kv_transform_rht_plan(kv_wmodel *wm, int32_t block, uint64_t seed);
+kv_status kv_rht_rotate_pending(kv_wtensor *t, kv_error *err);
 /* SmoothQuant (smooth.c): s_j = max|X_j|^α / max|W_j|^(1−α) folded into attn_norm/ffn_norm. */
 kv_status kv_transform_smoothquant(kv_wmodel *wm, const kv_act_stats *st, float alpha, kv_error *err);
 /* AWQ (awq.c, llm-awq's run_awq): block by block on the calibration windows ids (n_ids tokens, windows of ctx

@@ -84,6 +84,11 @@ static kv_status stream_produce(kv_qstream *s, int64_t first, kv_error *err) {
             continue;
         }
         if ((st = kv_wtensor_read(s->mf, t, err)) != KV_OK) break;
+        if ((st = kv_rht_rotate_pending(t, err)) != KV_OK) {
+            free(t->w);
+            t->w = NULL;
+            break;
+        }
         idx[nj] = i;
         jobs[nj++] = job_for(t, x, s->hp, s->im, s->bytes[i]);
     }

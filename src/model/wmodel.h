@@ -16,6 +16,7 @@ typedef struct kv_wtensor {
     int modified;             /* a transform changed w */
     int32_t rht_block;        /* online input rotation (0: none) */
     uint64_t rht_seed;
+    int rht_pending;          /* streaming: w is rotated by rht_block/rht_seed each time it is read */
 } kv_wtensor;
 
 typedef struct kv_wmodel {

@@ -154,21 +154,47 @@ kv_status kv_transform_quarot(kv_wmodel *wm, uint64_t seed, kv_error *err) {
     return KV_OK;
 }
 
+/* rht's choice for one tensor: every linear's weight but the embedding and those already rotated online gets
+ * the block (or the largest supported block dividing its row) and its own seed. 1 when t is to be rotated. */
+static int rht_plan(kv_wtensor *t, int32_t block, uint64_t seed) {
+    if (t->n_dims != 2 || !strcmp(t->name, "token_embd.weight") || t->rht_block > 0) return 0;
+    size_t len = strlen(t->name);
+    if (len < 7 || strcmp(t->name + len - 7, ".weight")) return 0;
+    int64_t cols = t->shape[1];
+    t->rht_block = cols % block == 0 ? block : (int32_t)kv_rht_best_block(cols, block);
+    t->rht_seed = kv_rht_tensor_seed(seed, t->name);
+    return 1;
+}
+
+static kv_status rht_rotate(kv_wtensor *t, kv_error *err) {
+    float *s = kv_malloc((size_t)t->shape[1] * sizeof(float), err);
+    if (!s) return KV_ENOMEM;
+    kv_rht_signs(t->rht_seed, t->shape[1], s);
+    rotate_rows(t, t->rht_block, s);
+    free(s);
+    return KV_OK;
+}
+
 kv_status kv_transform_rht(kv_wmodel *wm, int32_t block, uint64_t seed, kv_error *err) {
     for (int64_t i = 0; i < wm->n; i++) {
         kv_wtensor *t = &wm->t[i];
-        if (t->n_dims != 2 || !strcmp(t->name, "token_embd.weight") || t->rht_block > 0) continue;
-        size_t len = strlen(t->name);
-        if (len < 7 || strcmp(t->name + len - 7, ".weight")) continue;
-        int64_t cols = t->shape[1];
-        int32_t b = cols % block == 0 ? block : (int32_t)kv_rht_best_block(cols, block);
-        t->rht_block = b;
-        t->rht_seed = kv_rht_tensor_seed(seed, t->name);
-        float *s = kv_malloc((size_t)cols * sizeof(float), err);
-        if (!s) return KV_ENOMEM;
-        kv_rht_signs(t->rht_seed, cols, s);
-        rotate_rows(t, b, s);
-        free(s);
+        if (!rht_plan(t, block, seed)) continue;
+        kv_status st = rht_rotate(t, err);
+        if (st != KV_OK) return st;
     }
     return KV_OK;
+}
+
+void kv_transform_rht_plan(kv_wmodel *wm, int32_t block, uint64_t seed) {
+    for (int64_t i = 0; i < wm->n; i++)
+        if (rht_plan(&wm->t[i], block, seed)) {
+            wm->t[i].rht_pending = 1;
+            wm->t[i].modified = 1; /* never copied as stored */
+        }
+}
+
+kv_status kv_rht_rotate_pending(kv_wtensor *t, kv_error *err) {
+    if (!t->rht_pending) return KV_OK;
+    if (!t->w) return kv_fail(err, KV_EINVAL, "internal: %s is rotated before it is read", t->name);
+    return rht_rotate(t, err);
 }
