@@ -101,6 +101,54 @@ KV_TEST(stream_rht_bytes_equal_in_memory) {
     kv_pool_destroy(pool);
 }
 
+/* --entropy-code streams: a size pass records every container's size, the writer's pass codes each tensor
+ * again; the bytes are the in-memory pipeline's (also rotated, from a GGUF with q/k kept as stored, and a
+ * quantized source whose tensors are copied as stored, then coded). */
+KV_TEST(stream_entropy_code_bytes_equal_in_memory) {
+    char model[512], gguf[512];
+    kv_test_shared(model, sizeof model, "models/proxy-27m");
+    kv_test_shared(gguf, sizeof gguf, "models/proxy-27m-gguf/proxy-27m-bf16.gguf");
+    if (!kv_test_exists(model) || !kv_test_exists(gguf)) SKIP("proxy-27m or its GGUF not found");
+    kv_pool *pool = kv_pool_create(2);
+    kv_quantize_opts o = {0};
+    o.format = "int4_g128_asym";
+    o.entropy_code = 1;
+    o.pool = pool;
+    o.quiet = 1;
+    check_stream_equals_memory(T, model, o, "int4_g128_asym --entropy-code");
+    o.format = "int3_g64_sym";
+    o.transforms = "rht:64";
+    check_stream_equals_memory(T, model, o, "int3_g64_sym rht:64 --entropy-code");
+    static const char *const ov[] = {"attn_q|attn_k=bf16"};
+    o.format = "int4_g128_asym";
+    o.transforms = NULL;
+    o.overrides = ov;
+    o.n_overrides = 1;
+    check_stream_equals_memory(T, gguf, o, "gguf, q/k bf16 as stored, --entropy-code");
+    char q[600];
+    snprintf(q, sizeof q, "%s/int4.gguf", kv_test_tmpdir());
+    kv_quantize_report rep;
+    kv_error err;
+    kv_error_clear(&err);
+    kv_quantize_opts o4 = {0};
+    o4.format = "int4_g128_asym";
+    o4.quiet = 1;
+    REQUIRE_OK(kv_quantize_model(model, q, &o4, &rep, &err), &err);
+    o.overrides = NULL;
+    o.n_overrides = 0;
+    o.allow_requantize = 1;
+    check_stream_equals_memory(T, q, o, "int4 source kept as stored, --entropy-code");
+    /* a format the coder does not take is refused as before */
+    o.format = "q4_k_m";
+    o.allow_requantize = 0;
+    char out[600];
+    snprintf(out, sizeof out, "%s/refused.gguf", kv_test_tmpdir());
+    CHECK_EQ_INT(kv_quantize_model(model, out, &o, &rep, &err), KV_EUNSUPPORTED);
+    CHECK(strstr(err.message, "--entropy-code: format") != NULL);
+    CHECK(!kv_test_exists(out));
+    kv_pool_destroy(pool);
+}
+
 KV_TEST(stream_rtn_bytes_equal_in_memory_gguf_and_llama2c) {
     char gguf[512], l2c[512];
     kv_test_shared(gguf, sizeof gguf, "models/proxy-27m-gguf/proxy-27m-bf16.gguf");

@@ -84,6 +84,8 @@ typedef struct kv_qtensor {
     size_t row_bytes;
     int spilled;              /* streamed calibration: the bytes are in the spill file at spill_off */
     uint64_t spill_off;
+    uint64_t packed_nbytes;   /* streamed --entropy-code: > 0 when the tensor is coded as it is produced from */
+    uint32_t packed_type;     /* packed rows of this type and size (type is then KV_TYPE_ECW) */
 } kv_qtensor;
 
 /* ---- checks of the inputs (quantize_checks.c) ---- */
@@ -173,6 +175,11 @@ struct kv_qstream {
     uint8_t **bytes;
     struct kv_qstream_ref { struct kv_qstream *s; int64_t i; } *refs;
 };
+/* --entropy-code on the streamed path: a size pass that quantizes and codes every tensor the in-memory
+ * kv_qentropy_code would (same refusals, same note), keeps only each container's size (the header needs it)
+ * and marks the tensor to be coded again when the writer asks for it. Peak: one batch of tensors. */
+kv_status kv_qstream_entropy_sizes(kv_qstream *ss, kv_qtensor *ot, int64_t n, const kv_quantize_opts *o,
+                                   kv_error *err);
 /* Adds ot[0..n) (in file order) to the writer as tensors produced on demand. */
 kv_status kv_qstream_add(kv_qstream *ss, kv_gguf_writer *w, kv_qtensor *ot, int64_t n, kv_error *err);
 void kv_qstream_free(kv_qstream *ss);

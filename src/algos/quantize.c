@@ -87,9 +87,10 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
     /* round-to-nearest and the calibrated methods without whole-model transforms or statistics stream: one
      * tensor (or one decoder block) at a time; the rest holds the model in fp32 (docs/quantize.md "Memory") */
     const int calibrated = meth->layerwise; /* block by block through kv_calib_run */
-    const int streaming = (meth->run == kv_method_rtn || calibrated) && !ts.smooth && !ts.awq && !ts.quarot &&
-                          !ts.fold && !(ts.rht && calibrated) && !o.transform_only && !o.entropy_code && o.out_format == KV_OUT_GGUF &&
-                          (!o.calib_path || o.imatrix_path || o.no_imatrix) && !o.in_memory;
+    const int streaming = (meth->run == kv_method_rtn || calibrated) && !ts.smooth && !ts.awq && !ts.quarot && !ts.fold &&
+                          !(ts.rht && calibrated) && !(o.entropy_code && calibrated) && !o.transform_only &&
+                          o.out_format == KV_OUT_GGUF && (!o.calib_path || o.imatrix_path || o.no_imatrix) &&
+                          !o.in_memory;
     if (st == KV_OK && o.resume && !(streaming && calibrated))
         st = kv_fail(err, KV_EINVAL, "--resume continues streamed calibrated runs (gptq, mr-gptq, watersic without "
                      "whole-model transforms or a computed imatrix: --no-imatrix or --imatrix FILE); this run has no "
@@ -235,7 +236,14 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
             st = kv_qproduce_bytes(mf, &wm, ot, meth, &mc, im, &prog, err);
             kv_progress_end(&prog);
         }
-        if (st == KV_OK && o.entropy_code) st = kv_qentropy_code(ot, wm.n, &o, err);
+        if (st == KV_OK && o.entropy_code && streaming) { /* a size pass: the header needs the containers' sizes */
+            kv_progress_begin(&prog, "entropy-code sizes", wm.n, o.quiet);
+            ss.prog = &prog;
+            st = kv_qstream_entropy_sizes(&ss, ot, wm.n, &o, err);
+            ss.prog = NULL;
+            kv_progress_end(&prog);
+        } else if (st == KV_OK && o.entropy_code)
+            st = kv_qentropy_code(ot, wm.n, &o, err);
         mc.progress = NULL;
         mc.jobs = NULL;
         mc.n_jobs = 0;

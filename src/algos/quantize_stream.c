@@ -20,8 +20,9 @@
 
 static int is_raw_copy(const kv_qtensor *x, int needs_calib) {
     const kv_wtensor *t = x->wt;
-    return t->src && !t->modified && x->type == t->src->type && t->src->nbytes == x->nbytes &&
-           !(needs_calib && t->n_dims >= 2);
+    const int coded = x->packed_nbytes > 0; /* --entropy-code: the packed rows before coding */
+    return t->src && !t->modified && (coded ? x->packed_type : x->type) == t->src->type &&
+           t->src->nbytes == (coded ? x->packed_nbytes : x->nbytes) && !(needs_calib && t->n_dims >= 2);
 }
 
 static kv_status pread_all(int fd, void *dst, uint64_t n, uint64_t off, const char *path, kv_error *err) {
@@ -63,17 +64,45 @@ static kv_quant_job job_for(const kv_wtensor *t, const kv_qtensor *x, const kv_h
     return j;
 }
 
-/* Bytes of tensors first .. first+batch-1 (those not produced yet), in GGUF row order. */
-static kv_status stream_produce(kv_qstream *s, int64_t first, kv_error *err) {
-    int64_t last = KV_MIN(s->n, first + s->batch);
+/* --entropy-code while streaming: the tensor's packed rows (its quantized or stored bytes) are produced as
+ * any other's, then coded into an ECW container; the size pass (kv_qstream_entropy_sizes) has recorded the
+ * container's size for the header. */
+static int is_coded(const kv_qtensor *x) { return x->packed_nbytes > 0; }
+
+static kv_status code_packed(kv_qstream *s, int64_t i, kv_error *err) {
+    kv_qtensor *x = &s->ot[i];
+    const kv_wtensor *t = x->wt;
+    uint8_t *blob = NULL;
+    size_t size = 0;
+    kv_status st = kv_ecw_encode_packed(&x->fmt, s->bytes[i], t->shape[0], t->shape[1], &blob, &size, err);
+    if (st != KV_OK) {
+        kv_error_context(err, NULL, -1, t->name);
+        return st;
+    }
+    if (!x->nbytes) x->nbytes = size; /* the size pass */
+    if (size != x->nbytes) {
+        free(blob);
+        kv_fail(err, KV_EINVAL, "internal: entropy-coded size changed between passes (%zu, then %llu bytes)", size,
+                (unsigned long long)x->nbytes);
+        kv_error_context(err, NULL, -1, t->name);
+        return KV_EINVAL;
+    }
+    free(s->bytes[i]);
+    s->bytes[i] = blob;
+    return KV_OK;
+}
+
+/* Bytes of the tensors which[0..n) (n <= 64), in GGUF row order. */
+static kv_status produce_list(kv_qstream *s, const int64_t *which, int64_t n, kv_error *err) {
     kv_quant_job jobs[64];
     int64_t idx[64], nj = 0;
     kv_status st = KV_OK;
-    for (int64_t i = first; i < last && st == KV_OK; i++) {
-        if (s->bytes[i]) continue;
+    for (int64_t k = 0; k < n && st == KV_OK; k++) {
+        const int64_t i = which[k];
         kv_qtensor *x = &s->ot[i];
         kv_wtensor *t = x->wt;
-        if (!(s->bytes[i] = kv_malloc(KV_MAX(x->nbytes, 1), err))) { st = KV_ENOMEM; break; }
+        const uint64_t nbytes = is_coded(x) ? x->packed_nbytes : x->nbytes;
+        if (!(s->bytes[i] = kv_malloc(KV_MAX(nbytes, 1), err))) { st = KV_ENOMEM; break; }
         if (x->spilled) { /* produced by the calibrated method, block by block */
             st = pread_all(s->spill_fd, s->bytes[i], x->nbytes, x->spill_off, s->spill_path, err);
             continue;
@@ -81,6 +110,7 @@ static kv_status stream_produce(kv_qstream *s, int64_t first, kv_error *err) {
         if (is_raw_copy(x, s->needs_calib)) { /* kept exactly as stored */
             st = kv_tensor_copy_bytes(t->src, s->bytes[i], err);
             kv_model_drop_pages(s->mf, t->src);
+            if (st == KV_OK && is_coded(x)) st = code_packed(s, i, err);
             continue;
         }
         if ((st = kv_wtensor_read(s->mf, t, err)) != KV_OK) break;
@@ -98,7 +128,10 @@ static kv_status stream_produce(kv_qstream *s, int64_t first, kv_error *err) {
         free(t->w);
         t->w = NULL;
     }
-    for (int64_t i = first; i < last && st == KV_OK; i++) { /* llama.cpp's rotary row order for q/k */
+    for (int64_t k = 0; k < nj && st == KV_OK; k++)
+        if (is_coded(&s->ot[idx[k]])) st = code_packed(s, idx[k], err);
+    for (int64_t k = 0; k < n && st == KV_OK; k++) { /* llama.cpp's rotary row order for q/k */
+        const int64_t i = which[k];
         kv_qtensor *x = &s->ot[i];
         int heads = kv_qqk_heads(s->mf, s->hp, x->wt->name);
         if (heads <= 0 || x->type == KV_TYPE_ECW) continue;
@@ -109,6 +142,68 @@ static kv_status stream_produce(kv_qstream *s, int64_t first, kv_error *err) {
         free(s->bytes[i]);
         s->bytes[i] = perm;
     }
+    return st;
+}
+
+/* Bytes of tensors first .. first+batch-1 (those not produced yet). */
+static kv_status stream_produce(kv_qstream *s, int64_t first, kv_error *err) {
+    int64_t last = KV_MIN(s->n, first + s->batch), which[64], n = 0;
+    for (int64_t i = first; i < last; i++)
+        if (!s->bytes[i]) which[n++] = i;
+    return produce_list(s, which, n, err);
+}
+
+kv_status kv_qstream_entropy_sizes(kv_qstream *s, kv_qtensor *ot, int64_t n, const kv_quantize_opts *o,
+                                   kv_error *err) {
+    uint64_t before = 0, after = 0;
+    int64_t coded = 0, which[64], nw = 0;
+    double weights = 0;
+    for (int64_t i = 0; i < n; i++) { /* the in-memory pipeline's choice and refusal (kv_qentropy_code) */
+        kv_qtensor *x = &ot[i];
+        if (kv_format_is_plain(&x->fmt) || x->type == KV_TYPE_ECW) continue;
+        const kv_wtensor *t = x->wt;
+        if (!kv_ecw_packed_supported(&x->fmt) || t->n_dims != 2) {
+            kv_fail(err, KV_EUNSUPPORTED, "--entropy-code: format %s is not supported (supported: %s)", x->fmt.name,
+                    kv_ecw_packed_formats());
+            kv_error_context(err, NULL, -1, t->name);
+            return KV_EUNSUPPORTED;
+        }
+    }
+    s->ot = ot;
+    s->n = n;
+    s->bytes = kv_calloc((size_t)KV_MAX(n, 1), sizeof *s->bytes, err);
+    if (!s->bytes) return KV_ENOMEM;
+    kv_status st = KV_OK;
+    for (int64_t i = 0; i <= n && st == KV_OK; i++) {
+        if (i < n) {
+            kv_qtensor *x = &ot[i];
+            if (kv_format_is_plain(&x->fmt) || x->type == KV_TYPE_ECW) continue;
+            x->packed_type = x->type;
+            x->packed_nbytes = x->nbytes;
+            x->nbytes = 0; /* known after this pass */
+            which[nw++] = i;
+        }
+        if (nw == 0 || (i < n && nw < s->batch)) continue;
+        if ((st = produce_list(s, which, nw, err)) != KV_OK) break;
+        for (int64_t k = 0; k < nw; k++) {
+            kv_qtensor *x = &ot[which[k]];
+            free(s->bytes[which[k]]);
+            s->bytes[which[k]] = NULL;
+            x->type = KV_TYPE_ECW;
+            x->row_bytes = 0;
+            before += x->packed_nbytes;
+            after += x->nbytes;
+            if (s->prog) kv_progress_update(s->prog, which[k] + 1);
+            coded++;
+            weights += (double)x->wt->shape[0] * (double)x->wt->shape[1];
+        }
+        nw = 0;
+    }
+    kv_qstream_free(s);
+    if (st == KV_OK && coded)
+        kv_qnote(o, "entropy-code: %lld tensors, %llu bytes packed (%.4f bits/weight) -> %llu bytes entropy-coded (%.4f "
+                 "bits/weight, %.2f%%)", (long long)coded, (unsigned long long)before, (double)before * 8.0 / weights,
+                 (unsigned long long)after, (double)after * 8.0 / weights, 100.0 * (double)after / (double)before);
     return st;
 }
 
