@@ -1134,6 +1134,9 @@ kv_status kv_study_report(const kv_study *s, const char *dir, const char *commit
  *   kvant.transform.NAME.rht_block (uint32) and kvant.transform.NAME.rht_seed (uint64). */
 #define KV_META_RHT_BLOCK_FMT "kvant.transform.%s.rht_block"
 #define KV_META_RHT_SEED_FMT "kvant.transform.%s.rht_seed"
+/* The rht block a `--transform` list applies to the linears' inputs (0 when it has no rht), parsed by the
+ * pipeline's one parser (kv_quantize_opts.transforms): an invalid list is refused with its message. */
+kv_status kv_transform_list_rht_block(const char *list, int32_t *block, kv_error *err);
 /* 1 if b is a block size rht supports (b = K·2^m, K in {1, 12, 20, 28}, b >= 1). */
 int kv_rht_block_supported(int64_t b);
 /* Largest supported block <= max_block that divides n (>= 1: block 1 is the identity up to signs). */
@@ -1277,6 +1280,10 @@ typedef struct kv_quant_method {
     int n_opts;
     /* capabilities (what the pipeline checks before any work, instead of comparing functions) */
     const char *needs_one_of; /* "bits|step": at least one of these options is required (NULL: none) */
+    int per_tensor;           /* quantizes each tensor alone from its own weights (round to nearest): streams
+                               * tensor by tensor, the one method --transform-only accepts */
+    int compensates;          /* GPTQ-style error compensation through the format's grid (kv_fgrid): formats
+                               * without one are rounded to nearest (and warned about) */
     int layerwise;            /* quantizes decoder block by decoder block through kv_calib_run */
     int needs_rotation;       /* every quantized linear must carry an online rotation (--transform rht:GROUP) */
     int entropy_coded;        /* stores entropy-coded containers (KV_TYPE_ECW): GGUF output only */

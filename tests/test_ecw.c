@@ -525,6 +525,26 @@ KV_TEST(ecw_v5_integer_codes_equal_dequantize) {
         free(blob);
         free(packed);
     }
+    /* support and parameter width come from the format's traits (family, code bits, fp32 scales), not its
+     * name: a renamed int format is still coded, a name that looks like one without the family is not */
+    kv_format rn, fake;
+    kv_error e2;
+    REQUIRE_OK(kv_format_get("int3_g64_asym_f32", &rn, &e2), &e2);
+    snprintf(rn.name, sizeof rn.name, "my-packed-codes");
+    CHECK(kv_ecw_packed_supported(&rn));
+    {
+        const int64_t r2 = 8, c2 = 128;
+        size_t rb = kv_format_row_bytes(&rn, c2), size = 0;
+        uint8_t *packed = malloc(rb * (size_t)r2), *blob = NULL;
+        REQUIRE_OK(rn.quantize(&rn, w, packed, r2, c2, NULL, &e2), &e2);
+        CHECK_OK(kv_ecw_encode_packed(&rn, packed, r2, c2, &blob, &size, &e2), &e2); /* (its name cannot decode) */
+        CHECK(blob != NULL && size > 0);
+        free(blob);
+        free(packed);
+    }
+    REQUIRE_OK(kv_format_get("q4_0", &fake, &e2), &e2);
+    snprintf(fake.name, sizeof fake.name, "int4_g32_sym");
+    CHECK(!kv_ecw_packed_supported(&fake));
     /* formats that are not plain integer codes: a clear error listing the supported ones */
     static const char *const no[] = {"q4_k", "nf4", "mxfp4_ocp", "f16"};
     for (size_t k = 0; k < sizeof no / sizeof *no; k++) {

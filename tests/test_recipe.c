@@ -92,6 +92,39 @@ KV_TEST(recipe_format_traits) {
     CHECK(kv_format_uses_importance(&a) && !kv_format_uses_importance(&b));
 }
 
+/* What the pipeline asks of a method is a field (per_tensor, compensates, layerwise ...), and a --transform
+ * list is parsed once, by the pipeline's parser, into its rht block. */
+KV_TEST(recipe_method_capabilities_and_rht_block) {
+    static const struct { const char *name; int per_tensor, compensates, layerwise; } k[] = {
+        {"rtn", 1, 0, 0}, {"gptq", 0, 1, 1}, {"mr-gptq", 0, 1, 1}, {"watersic", 0, 0, 1}, {"llm-int8", 0, 0, 0},
+    };
+    CHECK_EQ_INT(kv_quant_method_count(), (int)(sizeof k / sizeof k[0]));
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+        const kv_quant_method *m = kv_quant_method_find(k[i].name);
+        REQUIRE(m);
+        CHECK_MSG(m->per_tensor == k[i].per_tensor && m->compensates == k[i].compensates &&
+                  m->layerwise == k[i].layerwise, "%s", k[i].name);
+        CHECK_MSG(!m->per_tensor || !m->needs_calib, "%s", k[i].name);
+    }
+    static const struct { const char *list; int32_t block; } ok[] = {
+        {NULL, 0}, {"", 0}, {"none", 0}, {"rht", 512}, {"quarot,rht:64", 64}, {"rht:96,prescale", 96},
+        {"smoothquant:0.5", 0}, {"prescale", 0},
+    };
+    kv_error err;
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        int32_t b = -1;
+        CHECK_OK(kv_transform_list_rht_block(ok[i].list, &b, &err), &err);
+        CHECK_MSG(b == ok[i].block, "%s: %d", ok[i].list ? ok[i].list : "NULL", (int)b);
+    }
+    static const char *const bad[] = {"rhtx", "rht:100", "quarot,xrht", "rht:"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int32_t b = -1;
+        kv_error_clear(&err);
+        CHECK_MSG(kv_transform_list_rht_block(bad[i], &b, &err) == KV_EINVAL && err.message[0], "%s", bad[i]);
+        CHECK_EQ_INT(b, 0);
+    }
+}
+
 /* ---- the CLI ---- */
 
 static int run(const char *args, char **out) { return kv_test_run_cli(args, out); }

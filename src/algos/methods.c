@@ -43,11 +43,11 @@ static const kv_method_opt k_llmint8_opts[] = {
 #define OPTS(t) t, (int)KV_ARRAY_LEN(t)
 
 static const kv_quant_method k_methods[] = {
-    {.name = "rtn", .run = kv_method_rtn,
+    {.name = "rtn", .run = kv_method_rtn, .per_tensor = 1,
      .summary = "round to nearest with the format's own (importance-weighted) quantizer"},
-    {.name = "gptq", .needs_calib = 1, .run = kv_method_gptq, .layerwise = 1, .opts = OPTS(k_gptq_opts),
+    {.name = "gptq", .needs_calib = 1, .run = kv_method_gptq, .layerwise = 1, .compensates = 1, .opts = OPTS(k_gptq_opts),
      .summary = "GPTQ error compensation onto any format (src/algos/gptq.c)"},
-    {.name = "mr-gptq", .needs_calib = 1, .run = kv_method_mrgptq, .layerwise = 1, .needs_rotation = 1,
+    {.name = "mr-gptq", .needs_calib = 1, .run = kv_method_mrgptq, .layerwise = 1, .compensates = 1, .needs_rotation = 1,
      .opts = OPTS(k_mrgptq_opts),
      .summary = "MR-GPTQ: GPTQ on Hadamard-rotated weights (--transform rht:GROUP) with fixed scales"},
     {.name = "watersic", .needs_calib = 1, .run = kv_method_watersic, .layerwise = 1, .entropy_coded = 1,

@@ -87,7 +87,7 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
     /* round-to-nearest and the calibrated methods without whole-model transforms or statistics stream: one
      * tensor (or one decoder block) at a time; the rest holds the model in fp32 (docs/quantize.md "Memory") */
     const int calibrated = meth->layerwise; /* block by block through kv_calib_run */
-    const int streaming = (meth->run == kv_method_rtn || calibrated) && !ts.smooth && !ts.awq && !ts.quarot && !ts.fold &&
+    const int streaming = (meth->per_tensor || calibrated) && !ts.smooth && !ts.awq && !ts.quarot && !ts.fold &&
                           !(ts.rht && calibrated) && !(o.entropy_code && calibrated) && !o.transform_only &&
                           o.out_format == KV_OUT_GGUF && (!o.calib_path || o.imatrix_path || o.no_imatrix) &&
                           !o.in_memory;

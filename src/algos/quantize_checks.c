@@ -128,8 +128,8 @@ void kv_qwarn_ignored_input(const kv_quantize_opts *o, const kv_policy *pol, con
                             const kv_quant_method *meth, const kv_wmodel *wm, const kv_qtensor *ot,
                             const kv_imatrix *im_file) {
     if (!o->log) return;
-    if (im_file && meth->run == kv_method_rtn) warn_unused_imatrix(o, im_file, ot, wm->n);
-    if (meth->run == kv_method_gptq || meth->run == kv_method_mrgptq) warn_gptq_unsupported(o, meth, ot, wm->n);
+    if (im_file && meth->per_tensor) warn_unused_imatrix(o, im_file, ot, wm->n);
+    if (meth->compensates) warn_gptq_unsupported(o, meth, ot, wm->n);
     if (ts->rht) warn_rht_blocks(o, ts, wm);
     warn_unmatched_overrides(o, pol, ot, wm->n);
 }

@@ -74,7 +74,7 @@ static kv_status check_combinations(const kv_quantize_opts *o, const kv_qrecipe 
     const int hf = is_hf_out(o->out_format);
     if (o->imatrix_path && o->no_imatrix)
         return kv_fail(err, KV_EINVAL, "--imatrix FILE and --no-imatrix contradict each other: choose one");
-    if (o->transform_only && m->run != kv_method_rtn)
+    if (o->transform_only && !m->per_tensor)
         return kv_fail(err, KV_EINVAL, "--transform-only writes unquantized weights: --method %s has nothing to do", m->name);
     if (o->transform_only && o->entropy_code)
         return kv_fail(err, KV_EINVAL, "--transform-only writes f32 weights: --entropy-code has no codes to store");

@@ -42,6 +42,14 @@ kv_status kv_transform_set_parse(const char *list, kv_transform_set *ts, kv_erro
     return KV_OK;
 }
 
+kv_status kv_transform_list_rht_block(const char *list, int32_t *block, kv_error *err) {
+    kv_transform_set ts;
+    *block = 0;
+    kv_status st = kv_transform_set_parse(list, &ts, err);
+    if (st == KV_OK && ts.rht) *block = ts.rht_block;
+    return st;
+}
+
 /* prescale: the MX formats' _ps variants (the block exponent chosen among e-1, e, e+1 for the least MSE) */
 kv_status kv_prescale_name(const char *fmt, char *out, size_t n, kv_error *err) {
     kv_format f, ps;

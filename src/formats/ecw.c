@@ -344,9 +344,8 @@ static void bits_put(uint8_t *p, int64_t i, int w, uint32_t code) {
 
 /* Code width of a format whose blocks are [parameters][block·n/8 bytes of n-bit codes] (0 when not such). */
 static int packed_bits(const kv_format *f) {
-    int n = 0, used = 0;
-    if (f->type != KV_TYPE_KVANT_BASE || !f->dequantize || f->block <= 0) return 0;
-    if (sscanf(f->name, "int%d_g%n", &n, &used) != 1 || used == 0) return 0;
+    if (f->family != KV_FAM_INT || !f->dequantize || f->block <= 0) return 0;
+    const int n = f->code_bits;
     if (n < 2 || n > 8 || ((int64_t)f->block * n) % 8 || f->block_bytes < f->block * n / 8) return 0;
     if (f->block_bytes - f->block * n / 8 > 64 || f->row_header_bytes > 64) return 0;
     return n;
@@ -356,7 +355,7 @@ int kv_ecw_packed_supported(const kv_format *fmt) { return fmt && packed_bits(fm
 
 /* The integer formats' row headers and block parameters are all scales and minima: fp32 for the _f32
  * variants, fp16 otherwise (src/formats/int.c). */
-static int param_width(const kv_format *f) { return strstr(f->name, "_f32") ? 4 : 2; }
+static int param_width(const kv_format *f) { return f->traits & KV_FMT_F32_SCALE ? 4 : 2; }
 
 /* Index of the first non-finite scale value in n bytes of parameters (n when all are finite). */
 static size_t first_nonfinite_param(const uint8_t *p, size_t n, int width) {

@@ -689,15 +689,6 @@ static int run_eval(const qargs *a, kv_pool *pool, eval_row rows[2], kv_error *e
 
 /* ---- --bits: per-layer formats from the allocation (src/algos/sensitivity.c) ---- */
 
-/* The rotation block of --transform rht[:B] (0 when no rht), so the error table sees rotated weights. */
-static int32_t rht_block_of(const char *transforms) {
-    if (!transforms) return 0;
-    const char *p = strstr(transforms, "rht");
-    if (!p || (p != transforms && p[-1] != ',')) return 0;
-    if (p[3] == ':') return (int32_t)atoi(p + 4);
-    return 512;
-}
-
 static int allocate(const qargs *a, kv_pool *pool, char ***specs, int *n_specs) {
     kv_error err;
     kv_error_clear(&err);
@@ -712,9 +703,15 @@ static int allocate(const qargs *a, kv_pool *pool, char ***specs, int *n_specs) 
         kv_cli_free_list(items, n > 0 ? n : 0);
         return kv_cli_usage("quantize", "--formats needs a comma-separated list of candidate formats");
     }
+    /* the rotation block of --transform rht[:B] (0: none), so the error table sees rotated weights */
+    int32_t rht_block = 0;
+    if (kv_transform_list_rht_block(a->transform, &rht_block, &err) != KV_OK) {
+        kv_cli_free_list(items, n);
+        return kv_cli_fail("quantize", &err);
+    }
     kv_alloc_report rep;
     kv_status st = kv_alloc_overrides(a->model, a->alphas, (const char *const *)items, n, a->bits, mode,
-                                      rht_block_of(a->transform), (uint64_t)a->seed, pool, specs, n_specs, &rep, &err);
+                                      rht_block, (uint64_t)a->seed, pool, specs, n_specs, &rep, &err);
     kv_cli_free_list(items, n);
     if (st) return kv_cli_fail("quantize", &err);
     double params = rep.bits_per_weight > 0 ? rep.result.total_bits / rep.bits_per_weight : 0;
