@@ -160,16 +160,16 @@ static void check_wq(kv_test_ctx *T, const kv_format *f, const void *q, int64_t 
             ref[i * rows + r] = a, emu[i * rows + r] = b;
         }
     }
-    const int variants[] = {0, 1, 2, 4};
-    for (int v = 0; v < 4; v++) {
+    const int variants[] = {0, KV_WQ_DEPTH2, KV_WQ_DEPTH4, KV_WQ_DEPTH2 | KV_WQ_TABLE, KV_WQ_DEPTH4 | KV_WQ_TABLE};
+    for (int v = 0; v < 5; v++) {
         REQUIRE_OK(kv_cuda_to_device(yd, poison, 4 * (size_t)(m * rows), &err), &err);
         REQUIRE_OK(kv_cuda_wq_matmul(w, xd, m, yd, variants[v], NULL, &err), &err);
         REQUIRE_OK(kv_cuda_sync(&err), &err);
         REQUIRE_OK(kv_cuda_to_host(y, yd, 4 * (size_t)(m * rows), &err), &err);
         const double e_ref = rel_err(y, ref, m * rows), e_emu = rel_err(y, emu, m * rows);
-        CHECK_MSG(e_ref < 1e-2, "%s %s %lldx%lld m=%d rt=%d: rel err vs dequantize %.3g", what, f->name, (long long)rows,
+        CHECK_MSG(e_ref < 1e-2, "%s %s %lldx%lld m=%d variant=%d: rel err vs dequantize %.3g", what, f->name, (long long)rows,
                   (long long)cols, m, variants[v], e_ref);
-        CHECK_MSG(e_emu < 1e-5, "%s %s %lldx%lld m=%d rt=%d: rel err vs the fp16 emulation %.3g", what, f->name,
+        CHECK_MSG(e_emu < 1e-5, "%s %s %lldx%lld m=%d variant=%d: rel err vs the fp16 emulation %.3g", what, f->name,
                   (long long)rows, (long long)cols, m, variants[v], e_emu);
     }
     kv_cuda_free(xd);
@@ -182,7 +182,7 @@ static void check_wq(kv_test_ctx *T, const kv_format *f, const void *q, int64_t 
 KV_TEST(gpu_wq_matches_cpu_random) {
     if (kv_cuda_device_count() < 1) SKIP("no CUDA device");
     const int64_t rows = 300, cols = 1024;
-    float *wf = random_matrix(rows, cols, 11, 0.02f);
+    float *wf = random_matrix(rows, cols, 11, 0.02f), *wl = random_matrix(40, 10240, 12, 0.02f);
     const int batches[] = {1, 3, 8, 9, 16};
     for (size_t fi = 0; fi < KV_ARRAY_LEN(k_gpu_formats); fi++) {
         kv_error err;
@@ -192,8 +192,15 @@ KV_TEST(gpu_wq_matches_cpu_random) {
         REQUIRE(q);
         for (size_t b = 0; b < KV_ARRAY_LEN(batches); b++) check_wq(T, &f, q, rows, cols, batches[b], 100 + b, "random");
         free(q);
+        /* a long row: 10 chunks per warp, so the ring of chunks in flight wraps and ends part-full */
+        q = quantize_rows(&f, wl, 40, 10240, &err);
+        REQUIRE(q);
+        check_wq(T, &f, q, 40, 10240, 1, 200, "random long");
+        check_wq(T, &f, q, 40, 10240, 16, 201, "random long");
+        free(q);
     }
     free(wf);
+    free(wl);
 }
 
 KV_TEST(gpu_wq_matches_cpu_proxy_layers) {
@@ -232,7 +239,7 @@ KV_TEST(gpu_wq_matches_cpu_proxy_layers) {
 
 KV_TEST(gpu_w8a8_matches_cpu) {
     if (kv_cuda_device_count() < 1) SKIP("no CUDA device");
-    const int64_t rows = 256, cols = 512;
+    const int64_t rows = 256, cols = 1024; /* 8 k slabs: every stage ring wraps */
     float *wf = random_matrix(rows, cols, 21, 0.03f);
     const char *names[] = {"int8_g0_sym_f32", "fp8_e4m3"};
     const int64_t ms[] = {1, 37, 130};
@@ -261,47 +268,55 @@ KV_TEST(gpu_w8a8_matches_cpu) {
             REQUIRE_OK(kv_cuda_malloc(&yd, 2 * (size_t)(m * rows), &err), &err);
             REQUIRE_OK(kv_cuda_malloc(&ws, kv_cuda_w8_workspace(w, m), &err), &err);
             REQUIRE_OK(kv_cuda_to_device(xd, xh, 2 * (size_t)(m * cols), &err), &err);
-            uint16_t *yh = malloc(2 * (size_t)(m * rows));
-            for (int64_t i = 0; i < m * rows; i++) yh[i] = 0x7FC0; /* bf16 NaN */
-            REQUIRE_OK(kv_cuda_to_device(yd, yh, 2 * (size_t)(m * rows), &err), &err);
-            REQUIRE_OK(kv_cuda_w8_matmul(w, xd, m, yd, ws, NULL, &err), &err);
-            REQUIRE_OK(kv_cuda_sync(&err), &err);
-            REQUIRE_OK(kv_cuda_to_host(yh, yd, 2 * (size_t)(m * rows), &err), &err);
-            int8_t *xq = malloc((size_t)cols);
-            double worst_emu = 0, num = 0, den = 0, xnum = 0, xden = 0;
-            int nonfinite = 0;
-            for (int64_t i = 0; i < m; i++) {
-                const float sx = kv_gpu_quant_act_row(xf + i * cols, cols, p.fp8, xq);
-                for (int64_t k = 0; k < cols; k++) { /* the per-token quantization's own error */
-                    const double xa = (p.fp8 ? kv_gpu_e4m3_value((uint8_t)xq[k]) : xq[k]) * (double)sx;
-                    xnum += (xa - xf[i * cols + k]) * (xa - xf[i * cols + k]);
-                    xden += (double)xf[i * cols + k] * xf[i * cols + k];
+            /* every kernel variant (kv_cuda_w8_variant), the default included */
+            for (int v = KV_W8_AUTO; v <= KV_W8_MMA_SYNC; v++) {
+                if (p.fp8 && v != KV_W8_AUTO && v != KV_W8_MMA_SYNC) { /* fp8 has mma.sync only */
+                    CHECK(kv_cuda_w8_matmul(w, xd, m, yd, ws, v, NULL, &err) == KV_EUNSUPPORTED);
+                    continue;
                 }
-                for (int64_t r = 0; r < rows; r++) {
-                    double e = 0, exact = 0;
-                    for (int64_t k = 0; k < cols; k++) {
-                        const double xa = p.fp8 ? kv_gpu_e4m3_value((uint8_t)xq[k]) : xq[k];
-                        const double wb = p.fp8 ? kv_gpu_e4m3_value((uint8_t)p.q[r * cols + k]) : p.q[r * cols + k];
-                        e += xa * wb;
-                        exact += (double)xf[i * cols + k] * wdq[r * cols + k];
+                uint16_t *yh = malloc(2 * (size_t)(m * rows));
+                for (int64_t i = 0; i < m * rows; i++) yh[i] = 0x7FC0; /* bf16 NaN */
+                REQUIRE_OK(kv_cuda_to_device(yd, yh, 2 * (size_t)(m * rows), &err), &err);
+                REQUIRE_OK(kv_cuda_w8_matmul(w, xd, m, yd, ws, v, NULL, &err), &err);
+                REQUIRE_OK(kv_cuda_sync(&err), &err);
+                REQUIRE_OK(kv_cuda_to_host(yh, yd, 2 * (size_t)(m * rows), &err), &err);
+                int8_t *xq = malloc((size_t)cols);
+                double worst_emu = 0, num = 0, den = 0, xnum = 0, xden = 0;
+                int nonfinite = 0;
+                for (int64_t i = 0; i < m; i++) {
+                    const float sx = kv_gpu_quant_act_row(xf + i * cols, cols, p.fp8, xq);
+                    for (int64_t k = 0; k < cols; k++) { /* the per-token quantization's own error */
+                        const double xa = (p.fp8 ? kv_gpu_e4m3_value((uint8_t)xq[k]) : xq[k]) * (double)sx;
+                        xnum += (xa - xf[i * cols + k]) * (xa - xf[i * cols + k]);
+                        xden += (double)xf[i * cols + k] * xf[i * cols + k];
                     }
-                    e *= (double)sx * p.scale[r];
-                    const float got = kv_bf16_to_fp32(yh[i * rows + r]);
-                    if (!isfinite(got)) nonfinite++;
-                    /* bf16 output: within 2^-8 of the emulated value (plus accumulation noise for fp8) */
-                    worst_emu = fmax(worst_emu, fabs(got - e) / (fabs(e) + 1e-3 * sx * p.scale[r] * cols));
-                    num += (got - exact) * (got - exact);
-                    den += exact * exact;
+                    for (int64_t r = 0; r < rows; r++) {
+                        double e = 0, exact = 0;
+                        for (int64_t k = 0; k < cols; k++) {
+                            const double xa = p.fp8 ? kv_gpu_e4m3_value((uint8_t)xq[k]) : xq[k];
+                            const double wb = p.fp8 ? kv_gpu_e4m3_value((uint8_t)p.q[r * cols + k]) : p.q[r * cols + k];
+                            e += xa * wb;
+                            exact += (double)xf[i * cols + k] * wdq[r * cols + k];
+                        }
+                        e *= (double)sx * p.scale[r];
+                        const float got = kv_bf16_to_fp32(yh[i * rows + r]);
+                        if (!isfinite(got)) nonfinite++;
+                        /* bf16 output: within 2^-8 of the emulated value (plus accumulation noise for fp8) */
+                        worst_emu = fmax(worst_emu, fabs(got - e) / (fabs(e) + 1e-3 * sx * p.scale[r] * cols));
+                        num += (got - exact) * (got - exact);
+                        den += exact * exact;
+                    }
                 }
+                CHECK_MSG(nonfinite == 0, "%s m=%lld variant %d: %d outputs not written / not finite", f.name, (long long)m, v, nonfinite);
+                CHECK_MSG(worst_emu < 8e-3, "%s m=%lld variant %d: vs the emulated per-token quantization: %.3g", f.name, (long long)m, v, worst_emu);
+                /* against the unquantized activations the error is the activation quantization's (an outlier of 20x
+                 * per token makes the int8 step amax/127 coarse): at most twice its relative size, plus the weights' */
+                const double x_rel = sqrt(xnum / xden);
+                CHECK_MSG(sqrt(num / den) < 2.0 * x_rel + 1e-3, "%s m=%lld variant %d: vs the fp reference: rel err %.3g (activation "
+                          "quantization alone %.3g)", f.name, (long long)m, v, sqrt(num / den), x_rel);
+                free(xq); free(yh);
             }
-            CHECK_MSG(nonfinite == 0, "%s m=%lld: %d outputs not written / not finite", f.name, (long long)m, nonfinite);
-            CHECK_MSG(worst_emu < 8e-3, "%s m=%lld: vs the emulated per-token quantization: %.3g", f.name, (long long)m, worst_emu);
-            /* against the unquantized activations the error is the activation quantization's (an outlier of 20x
-             * per token makes the int8 step amax/127 coarse): at most twice its relative size, plus the weights' */
-            const double x_rel = sqrt(xnum / xden);
-            CHECK_MSG(sqrt(num / den) < 2.0 * x_rel + 1e-3, "%s m=%lld: vs the fp reference: rel err %.3g (activation "
-                      "quantization alone %.3g)", f.name, (long long)m, sqrt(num / den), x_rel);
-            free(xq); free(yh); free(xh); free(xf);
+            free(xh); free(xf);
             kv_cuda_free(xd); kv_cuda_free(yd); kv_cuda_free(ws);
         }
         free(wdq);

@@ -24,7 +24,9 @@ static const char k_usage_gpu[] =
     "  --tokens LIST    W8A8 token counts (default 512,2048)\n"
     "  --no-w8a8        skip the W8A8 GEMMs\n"
     "  --reps R         graph replays per measurement, median (default 20)\n"
-    "  --tune           also time each kernel variant (16-row tiles per warp 1, 2, 4)\n"
+    "  --tune           also time each kernel variant (weight-only: 2 or 4 chunks in flight per warp, each with the\n"
+    "                   4-bit affine formats' bit decode or the pair table; W8A8: wgmma, wgmma with its MMAs\n"
+    "                   overlapped, mma.sync)\n"
     "  --quick          first shape only\n"
     "  --json           one JSON object with every measurement\n";
 
@@ -154,7 +156,7 @@ int kv_cmd_bench_gpu(int argc, char **argv) {
             kv_jw_key(&w, "tflops"); kv_jw_num(&w, r->tflops);
             kv_jw_key(&w, "cublas_bf16_us"); kv_jw_num(&w, r->cublas_us);
             kv_jw_key(&w, "x_cublas_bf16"); kv_jw_num(&w, r->ratio);
-            kv_jw_key(&w, "rtiles"); kv_jw_int(&w, r->rtiles);
+            kv_jw_key(&w, "variant"); kv_jw_int(&w, r->variant);
             kv_jw_obj_end(&w);
         }
         kv_jw_arr_end(&w);

@@ -183,7 +183,7 @@ static kv_status bench_wq(bench_ctx &c, const shape &sh, const kv_format *fmt, i
     if (st == KV_OK) st = kv_cuda_malloc((void **)&X, (size_t)(m * sh.k) * 2, err);
     if (st == KV_OK) st = kv_cuda_malloc((void **)&Y, (size_t)(m * sh.n) * 4, err);
     if (st == KV_OK) fill_half<<<1024, 256, 0, c.st>>>(X, (size_t)(m * sh.k), 5, 1.0f);
-    const int variants[] = {0, 1, 2, 4};
+    const int variants[] = {0, KV_WQ_DEPTH4, KV_WQ_DEPTH2 | KV_WQ_TABLE, KV_WQ_DEPTH4 | KV_WQ_TABLE}; /* 0: depth 2 */
     for (int vi = 0; vi < (c.o->tune ? 4 : 1) && st == KV_OK; vi++) {
         const int rt = variants[vi];
         double us = 0;
@@ -200,10 +200,10 @@ static kv_status bench_wq(bench_ctx &c, const shape &sh, const kv_format *fmt, i
         r.tflops = 2.0 * m * (double)sh.n * (double)sh.k / us * 1e-6;
         r.cublas_us = cublas_us;
         r.ratio = cublas_us / us;
-        r.rtiles = rt ? rt : 1;
+        r.variant = rt;
         c.rows.push_back(r);
-        say(c, "%-20s %-16s m=%2d rt=%d %9.2f us %7.0f GB/s  cuBLAS bf16 %9.2f us  x%.2f", sh.name, fmt->name, m,
-            r.rtiles, us, r.gbps, cublas_us, r.ratio);
+        say(c, "%-20s %-16s m=%2d v=%d %9.2f us %7.0f GB/s  cuBLAS bf16 %9.2f us  x%.2f", sh.name, fmt->name, m,
+            r.variant, us, r.gbps, cublas_us, r.ratio);
     }
     for (auto p : W) kv_cuda_wq_free(p);
     kv_cuda_free(X);
@@ -222,31 +222,34 @@ static kv_status bench_w8(bench_ctx &c, const shape &sh, int fp8, int64_t m, dou
     if (st == KV_OK) st = kv_cuda_malloc((void **)&X, (size_t)(m * sh.k) * 2, err);
     if (st == KV_OK) st = kv_cuda_malloc(&Y, (size_t)(m * sh.n) * 2, err);
     if (st == KV_OK) st = kv_cuda_malloc(&ws, kv_cuda_w8_workspace(W[0], m), err);
-    double us = 0;
-    if (st == KV_OK) {
-        fill_half<<<1024, 256, 0, c.st>>>(X, (size_t)(m * sh.k), 9, 2.0f);
-        auto f = [&](int i, cudaStream_t s) -> kv_status { return kv_cuda_w8_matmul(W[i], X, m, Y, ws, s, err); };
-        st = time_launches(f, copies, c.o->reps, c.st, &us, err);
+    if (st == KV_OK) fill_half<<<1024, 256, 0, c.st>>>(X, (size_t)(m * sh.k), 9, 2.0f);
+    /* AUTO is KV_W8_WGMMA for int8, KV_W8_MMA_SYNC for fp8 (its only form) */
+    const int variants[] = {KV_W8_AUTO, KV_W8_WGMMA_OVERLAP, KV_W8_MMA_SYNC};
+    for (int vi = 0; vi < (c.o->tune && !fp8 ? 3 : 1) && st == KV_OK; vi++) {
+        const int v = variants[vi];
+        double us = 0;
+        auto f = [&](int i, cudaStream_t s) -> kv_status { return kv_cuda_w8_matmul(W[i], X, m, Y, ws, v, s, err); };
+        if ((st = time_launches(f, copies, c.o->reps, c.st, &us, err)) != KV_OK) break;
+        kv_cuda_bench_row r;
+        memset(&r, 0, sizeof r);
+        snprintf(r.kind, sizeof r.kind, "w8a8");
+        snprintf(r.format, sizeof r.format, "%s", fp8 ? "fp8_e4m3" : "int8");
+        r.n = sh.n, r.k = sh.k, r.m = m, r.us = us;
+        r.format_bytes = r.gpu_bytes = (double)bytes;
+        r.gbps = r.gpu_bytes / us * 1e-3;
+        r.tflops = 2.0 * (double)m * (double)sh.n * (double)sh.k / us * 1e-6;
+        r.cublas_us = cublas_us;
+        r.ratio = cublas_us / us;
+        r.variant = v;
+        c.rows.push_back(r);
+        say(c, "%-20s %-8s M=%5lld v=%d %9.1f us %7.1f TOPS  cuBLAS bf16 %9.1f us (%.1f TFLOP/s)  x%.2f", sh.name,
+            r.format, (long long)m, v, us, r.tflops, cublas_us, 2.0 * (double)m * sh.n * sh.k / cublas_us * 1e-6, r.ratio);
     }
     for (auto p : W) kv_cuda_w8_free(p);
     kv_cuda_free(X);
     kv_cuda_free(Y);
     kv_cuda_free(ws);
-    if (st != KV_OK) return st;
-    kv_cuda_bench_row r;
-    memset(&r, 0, sizeof r);
-    snprintf(r.kind, sizeof r.kind, "w8a8");
-    snprintf(r.format, sizeof r.format, "%s", fp8 ? "fp8_e4m3" : "int8");
-    r.n = sh.n, r.k = sh.k, r.m = m, r.us = us;
-    r.format_bytes = r.gpu_bytes = (double)bytes;
-    r.gbps = r.gpu_bytes / us * 1e-3;
-    r.tflops = 2.0 * (double)m * (double)sh.n * (double)sh.k / us * 1e-6;
-    r.cublas_us = cublas_us;
-    r.ratio = cublas_us / us;
-    c.rows.push_back(r);
-    say(c, "%-20s %-8s M=%5lld %9.1f us %7.1f TOPS  cuBLAS bf16 %9.1f us (%.1f TFLOP/s)  x%.2f", sh.name, r.format,
-        (long long)m, us, r.tflops, cublas_us, 2.0 * (double)m * sh.n * sh.k / cublas_us * 1e-6, r.ratio);
-    return KV_OK;
+    return st;
 }
 
 static kv_status run_all(bench_ctx &c, kv_error *err) {

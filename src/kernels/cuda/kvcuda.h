@@ -37,9 +37,11 @@ kv_status kv_cuda_wq_upload(const kv_gpu_pack *p, kv_cuda_wq **out, kv_error *er
 kv_status kv_cuda_wq_random(const kv_gpu_pack *layout, uint64_t seed, kv_cuda_wq **out, kv_error *err);
 void kv_cuda_wq_free(kv_cuda_wq *w);
 size_t kv_cuda_wq_bytes(const kv_cuda_wq *w);
-/* y_dev[m][rows] (fp32) = x_dev[m][cols] (fp16) . W^T for m = 1..16. rtiles: 16-row tiles per warp (1, 2 or 4;
- * 0 picks by m). */
-kv_status kv_cuda_wq_matmul(const kv_cuda_wq *w, const void *x_dev, int m, float *y_dev, int rtiles, void *stream,
+/* y_dev[m][rows] (fp32) = x_dev[m][cols] (fp16) . W^T for m = 1..16. variant: 0 (the measured default), or the
+ * chunks of codes each warp keeps in flight (KV_WQ_DEPTH2 / 4), plus KV_WQ_TABLE to decode the 4-bit affine formats
+ * (int4, q4_0, q4_1, q4_k) through the pair table rather than by bit arithmetic. */
+enum { KV_WQ_TABLE = 1, KV_WQ_DEPTH2 = 2, KV_WQ_DEPTH4 = 4 };
+kv_status kv_cuda_wq_matmul(const kv_cuda_wq *w, const void *x_dev, int m, float *y_dev, int variant, void *stream,
                             kv_error *err);
 
 /* W8A8: int8 or e4m3 weights with fp32 row scales; activations quantized per token on the fly. */
@@ -50,9 +52,16 @@ void kv_cuda_w8_free(kv_cuda_w8 *w);
 /* Bytes of device workspace kv_cuda_w8_matmul needs for m tokens (quantized activations and their scales). */
 size_t kv_cuda_w8_workspace(const kv_cuda_w8 *w, int64_t m);
 /* y_dev[m][rows] (bf16) = dequant(quant_per_token(x_dev[m][cols] fp16) . Wq^T): one kernel quantizes each token
- * row (amax / 127 or / 448), the GEMM (mma.sync IMMA s8 or FP8 e4m3, fp32/int32 accumulation) applies the
- * token and row scales in its epilogue. */
-kv_status kv_cuda_w8_matmul(const kv_cuda_w8 *w, const void *x_dev, int64_t m, void *y_dev, void *ws_dev,
+ * row (amax / 127 or / 448), the GEMM (s8 or e4m3 operands, int32 / fp32 accumulation) applies the token and row
+ * scales in its epilogue. variant: one of kv_cuda_w8_variant (AUTO: the measured default); fp8 takes AUTO and
+ * MMA_SYNC only (KV_EUNSUPPORTED otherwise). */
+typedef enum kv_cuda_w8_variant {
+    KV_W8_AUTO = 0,
+    KV_W8_WGMMA = 1,         /* int8: wgmma m64n128k32, 3 cp.async stages, each slab's MMAs waited for */
+    KV_W8_WGMMA_OVERLAP = 2, /* int8: wgmma, 4 stages, one slab's MMAs left running while the next is issued */
+    KV_W8_MMA_SYNC = 3       /* mma.sync m16n8k32 with ldmatrix */
+} kv_cuda_w8_variant;
+kv_status kv_cuda_w8_matmul(const kv_cuda_w8 *w, const void *x_dev, int64_t m, void *y_dev, void *ws_dev, int variant,
                             void *stream, kv_error *err);
 
 /* Benchmark (kvant bench kernels --gpu): fills res (malloc'd, *n entries; free with free()). */
@@ -67,7 +76,7 @@ typedef struct kv_cuda_bench_row {
     double tflops;         /* 2 m n k / us */
     double cublas_us;      /* cuBLAS bf16 cublasGemmEx, same shape, same run */
     double ratio;          /* cublas_us / us */
-    int rtiles;            /* kernel variant */
+    int variant;           /* wq: kv_cuda_wq_matmul's; w8a8: kv_cuda_w8_variant */
 } kv_cuda_bench_row;
 typedef struct kv_cuda_bench_opts {
     const char *const *formats; int n_formats;   /* weight-only formats */
@@ -75,7 +84,7 @@ typedef struct kv_cuda_bench_opts {
     const int64_t *w8_tokens; int n_w8_tokens;   /* W8A8 token counts */
     int w8a8;                                    /* run the W8A8 section */
     int reps;                                    /* timed graph replays (median) */
-    int tune;                                    /* also time every rtiles variant */
+    int tune;                                    /* also time every kernel variant */
     int quick;                                   /* only the first shape */
     void (*progress)(void *user, const char *line); void *user;
 } kv_cuda_bench_opts;

@@ -7,8 +7,12 @@
  * one HFMA2 and feeds the result to mma.sync m16n8k16 (fp16 x fp16 -> fp32) as the A operand. Activations are
  * the B operand, read straight from x[m][k]: the k order inside a 128-wide chunk is permuted identically on both
  * sides (lane t of a quad owns k in [32t, 32t+32)), so a lane reads its activations with four 16-byte loads.
- * Eight warps split K; partial sums are added in shared memory in a fixed order (deterministic, no atomics).
- * The grid is persistent (one pass of blocks over the 16-row tiles). */
+ *
+ * One block of eight warps per 16-row tile; warp w takes the chunks w, w + 8, ... of K. The kernel is bound by
+ * the bytes it keeps in flight, so each warp holds a ring of D chunks (codes and the raw bits of their scales,
+ * converted only when used, so a load never stalls the warp before its data is needed), all D issued before the
+ * pair table is filled; the eight partial sums are added in shared memory in a fixed order (deterministic, no
+ * atomics). Two accumulator sets alternate between mma steps to halve the tensor-core dependency chain. */
 #include "kernels/cuda/cuda_util.h"
 #include <cuda_fp16.h>
 #include <stdint.h>
@@ -21,6 +25,8 @@ struct kv_cuda_wq {
     float *rowmul;
     uint32_t *lut;
     size_t bytes;
+    int affine;      /* 1: 4-bit codes whose table is L[c] = c + base (int4, q4_0, q4_1, q4_k): decoded without it */
+    int affine_base; /* 0 or -8 */
 };
 
 struct wq_args {
@@ -32,6 +38,7 @@ struct wq_args {
     const __half *x;
     float *y;
     int m, rows, rows_pad, k, nchunks, ntiles, group, sk, ok;
+    uint32_t aff_lo, aff_hi; /* affine decode: half2 1024 - base; half2 -(64 - base) */
 };
 
 __device__ __forceinline__ uint4 ld_stream4(const void *p) {
@@ -54,29 +61,39 @@ __device__ __forceinline__ float e4m3_value(unsigned b) {
     return (b & 0x80) ? -v : v;
 }
 
-/* Scale and offset of (group, row) in fp32, as kv_gpu_pack_group_params computes them. */
-__device__ __forceinline__ void group_params(const wq_args &a, int grp, int row, float &s, float &o) {
-    const size_t i = (size_t)grp * a.rows_pad + row;
+/* The raw stored bits of a scale / offset element i (no arithmetic: the value is formed when it is used). */
+__device__ __forceinline__ uint32_t raw_scale(const wq_args &a, size_t i) {
     switch (a.sk) {
-    case KV_GS_F16: s = __half2float(__ldg((const __half *)a.scale + i)); break;
-    case KV_GS_F32: s = __ldg((const float *)a.scale + i); break;
-    case KV_GS_E8M0: {
-        const unsigned e = __ldg((const uint8_t *)a.scale + i);
-        s = __uint_as_float(e ? e << 23 : 0x00400000u);
-        break;
+    case KV_GS_F16: return __ldg((const unsigned short *)a.scale + i);
+    case KV_GS_F32: return __ldg((const unsigned *)a.scale + i);
+    default: return __ldg((const uint8_t *)a.scale + i);
     }
-    case KV_GS_UE4M3: s = e4m3_value(__ldg((const uint8_t *)a.scale + i)) * __ldg(a.rowmul + row); break;
-    default:
-        s = __half2float(__ldg(a.sd + (size_t)(grp >> 3) * a.rows_pad + row)) * (float)__ldg((const uint8_t *)a.scale + i);
-        break;
-    }
+}
+__device__ __forceinline__ uint32_t raw_off(const wq_args &a, size_t i) {
     switch (a.ok) {
-    case KV_GO_NONE: o = 0.0f; break;
-    case KV_GO_F16: o = __half2float(__ldg((const __half *)a.off + i)); break;
-    case KV_GO_F32: o = __ldg((const float *)a.off + i); break;
-    default:
-        o = -(__half2float(__ldg(a.sm + (size_t)(grp >> 3) * a.rows_pad + row)) * (float)__ldg((const uint8_t *)a.off + i));
-        break;
+    case KV_GO_NONE: return 0u;
+    case KV_GO_F16: return __ldg((const unsigned short *)a.off + i);
+    case KV_GO_F32: return __ldg((const unsigned *)a.off + i);
+    default: return __ldg((const uint8_t *)a.off + i);
+    }
+}
+/* Scale and offset in fp32 from their raw bits, as kv_gpu_pack_group_params computes them. sd, sm: q4_k's
+ * super-block d and dmin bits; rowmul: the UE4M3 kinds' row factor. */
+__device__ __forceinline__ float scale_value(const wq_args &a, uint32_t raw, uint32_t sd, float rowmul) {
+    switch (a.sk) {
+    case KV_GS_F16: return __half2float(__ushort_as_half((unsigned short)raw));
+    case KV_GS_F32: return __uint_as_float(raw);
+    case KV_GS_E8M0: return __uint_as_float(raw ? raw << 23 : 0x00400000u);
+    case KV_GS_UE4M3: return e4m3_value(raw) * rowmul;
+    default: return __half2float(__ushort_as_half((unsigned short)sd)) * (float)raw;
+    }
+}
+__device__ __forceinline__ float off_value(const wq_args &a, uint32_t raw, uint32_t sm) {
+    switch (a.ok) {
+    case KV_GO_NONE: return 0.0f;
+    case KV_GO_F16: return __half2float(__ushort_as_half((unsigned short)raw));
+    case KV_GO_F32: return __uint_as_float(raw);
+    default: return -(__half2float(__ushort_as_half((unsigned short)sm)) * (float)raw);
     }
 }
 
@@ -89,179 +106,199 @@ __device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-/* The codes of one lane for one chunk and one tile, plus the four half2 scale/offset pairs it needs. */
-template <int PB>
+/* What one lane loads for one chunk of one tile: its pair indices and the raw bits of the scales and offsets of
+ * rows g and g + 8 ([0], [1]) and, for 16-wide groups, of the second group its 32 k values touch ([2], [3]). */
+template <int PB, bool G16>
 struct lane_chunk {
+    static constexpr int NQ = G16 ? 4 : 2;
     uint4 p0;
     uint4 p1; /* PB 6 uses .x, .y */
-    __half2 s[4], o[4]; /* [0], [1]: rows g, g+8 of the first group; [2], [3]: the second group (group 16) */
+    uint32_t s[NQ], o[NQ];
+    uint32_t sd[2], sm[2]; /* q4_k super-block d and dmin of rows g, g + 8 */
 };
 
-template <int PB>
-__device__ __forceinline__ void load_chunk(const wq_args &a, int tile, int c, int lane, lane_chunk<PB> &L) {
+template <int PB, bool G16>
+__device__ __forceinline__ void load_chunk(const wq_args &a, int tile, int c, int lane, lane_chunk<PB, G16> &L) {
     const size_t li = ((size_t)tile * a.nchunks + c) * 32 + lane;
     L.p0 = ld_stream4(a.plane0 + li);
     if (PB == 6) {
-        uint2 h = ld_stream2((const uint2 *)a.plane1 + li);
+        const uint2 h = ld_stream2((const uint2 *)a.plane1 + li);
         L.p1 = make_uint4(h.x, h.y, 0, 0);
     } else if (PB == 8) {
         L.p1 = ld_stream4((const uint4 *)a.plane1 + li);
     }
     const int row0 = tile * 16 + (lane >> 2), kb = c * KV_GPU_CHUNK + 32 * (lane & 3);
     const int grp = kb / a.group;
-    float s, o;
-    group_params(a, grp, row0, s, o);
-    L.s[0] = __float2half2_rn(s), L.o[0] = __float2half2_rn(o);
-    group_params(a, grp, row0 + 8, s, o);
-    L.s[1] = __float2half2_rn(s), L.o[1] = __float2half2_rn(o);
-    if (a.group == 16) {
-        group_params(a, grp + 1, row0, s, o);
-        L.s[2] = __float2half2_rn(s), L.o[2] = __float2half2_rn(o);
-        group_params(a, grp + 1, row0 + 8, s, o);
-        L.s[3] = __float2half2_rn(s), L.o[3] = __float2half2_rn(o);
+    const size_t i0 = (size_t)grp * a.rows_pad + row0;
+#pragma unroll
+    for (int q = 0; q < L.NQ; q++) {
+        const size_t i = i0 + (size_t)(q >> 1) * a.rows_pad + 8 * (q & 1);
+        L.s[q] = raw_scale(a, i);
+        L.o[q] = raw_off(a, i);
+    }
+    if (a.sk == KV_GS_Q4K) {
+        const size_t j = (size_t)(grp >> 3) * a.rows_pad + row0;
+        L.sd[0] = __ldg((const unsigned short *)a.sd + j), L.sd[1] = __ldg((const unsigned short *)a.sd + j + 8);
+        L.sm[0] = __ldg((const unsigned short *)a.sm + j), L.sm[1] = __ldg((const unsigned short *)a.sm + j + 8);
     } else {
-        L.s[2] = L.s[0], L.o[2] = L.o[0], L.s[3] = L.s[1], L.o[3] = L.o[1];
+        L.sd[0] = L.sd[1] = L.sm[0] = L.sm[1] = 0u;
     }
 }
 
-template <int PB, int NT>
-__device__ __forceinline__ void compute_chunk(const lane_chunk<PB> &L, const uint32_t *lutl, const uint32_t (*bx)[16],
-                                              float (*acc)[4]) {
+/* Activations of chunk c as B fragments: bx[nt][2s], bx[nt][2s + 1] feed mma step s of token tile nt. */
+template <int NT>
+__device__ __forceinline__ void load_x(const wq_args &a, int c, int g, int t, uint32_t (*bx)[16]) {
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        const int n = nt * 8 + g;
+        if (n < a.m) {
+            const uint4 *xp = reinterpret_cast<const uint4 *>(a.x + (size_t)n * a.k + (size_t)c * KV_GPU_CHUNK + 32 * t);
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                const uint4 v = __ldg(xp + q);
+                bx[nt][4 * q] = v.x, bx[nt][4 * q + 1] = v.y, bx[nt][4 * q + 2] = v.z, bx[nt][4 * q + 3] = v.w;
+            }
+        } else {
+#pragma unroll
+            for (int q = 0; q < 16; q++) bx[nt][q] = 0u;
+        }
+    }
+}
+
+/* The four A registers of one mma step of a 4-bit affine format without the pair table: PRMT puts code byte b
+ * of both planes (first weight's nibbles in the low half, second's in the high) into one word; a mask and the
+ * fp16 exponent of 1024 turn a nibble pair into half2 (1024 + c) (low nibbles) or (1024 + 16 c) (high), and one
+ * HSUB2 / HFMA2 by exact constants gives c + base, the table's value bit for bit. */
+__device__ __forceinline__ void affine_step(const wq_args &a, uint32_t w0, uint32_t w1, int b, const __half2 *hs,
+                                            const __half2 *ho, int q0, uint32_t *A) {
+    const __half2 lo = *reinterpret_cast<const __half2 *>(&a.aff_lo), hi = *reinterpret_cast<const __half2 *>(&a.aff_hi);
+    const __half2 sixteenth = __float2half2_rn(0.0625f);
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const uint32_t v = __byte_perm(w0, w1, (uint32_t)((b + h) | (b + h) << 4 | (b + h + 4) << 8 | (b + h + 4) << 12));
+        uint32_t u0 = (v & 0x000F000Fu) | 0x64006400u, u1 = (v & 0x00F000F0u) | 0x64006400u;
+        const __half2 c0 = __hsub2(*reinterpret_cast<__half2 *>(&u0), lo);
+        const __half2 c1 = __hfma2(*reinterpret_cast<__half2 *>(&u1), sixteenth, hi);
+        __half2 r0 = __hfma2(c0, hs[q0], ho[q0]), r1 = __hfma2(c1, hs[q0 + 1], ho[q0 + 1]);
+        A[2 * h] = *reinterpret_cast<uint32_t *>(&r0);
+        A[2 * h + 1] = *reinterpret_cast<uint32_t *>(&r1);
+    }
+}
+
+template <int PB, int NT, bool G16, bool AFF>
+__device__ __forceinline__ void compute_chunk(const wq_args &a, const lane_chunk<PB, G16> &L, const float *rowmul,
+                                              const uint32_t *lutl, const uint32_t (*bx)[16], float (*acc)[NT][4]) {
+    __half2 hs[4], ho[4];
+#pragma unroll
+    for (int q = 0; q < L.NQ; q++) {
+        hs[q] = __float2half2_rn(scale_value(a, L.s[q], L.sd[q & 1], rowmul[q & 1]));
+        ho[q] = __float2half2_rn(off_value(a, L.o[q], L.sm[q & 1]));
+    }
 #pragma unroll
     for (int s = 0; s < 8; s++) {
         uint32_t A[4];
+        if (AFF) affine_step(a, w4(L.p0, s >> 1), w4(L.p1, s >> 1), 2 * (s & 1), hs, ho, G16 && s >= 4 ? 2 : 0, A);
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
+        for (int j = 0; j < (AFF ? 0 : 4); j++) {
             const int slot = 4 * s + j;
             uint32_t idx = (w4(L.p0, slot >> 3) >> (4 * (slot & 7))) & 15u;
             if (PB == 6) idx |= ((w4(L.p1, slot >> 4) >> (2 * (slot & 15))) & 3u) << 4;
             if (PB == 8) idx |= ((w4(L.p1, slot >> 3) >> (4 * (slot & 7))) & 15u) << 4;
             const uint32_t u = lutl[idx << 5];
-            const int q = (s >= 4 ? 2 : 0) + (j & 1);
-            __half2 h = __hfma2(*reinterpret_cast<const __half2 *>(&u), L.s[q], L.o[q]);
+            const int q = (G16 && s >= 4 ? 2 : 0) + (j & 1);
+            __half2 h = __hfma2(*reinterpret_cast<const __half2 *>(&u), hs[q], ho[q]);
             A[j] = *reinterpret_cast<uint32_t *>(&h);
         }
 #pragma unroll
-        for (int nt = 0; nt < NT; nt++) mma16816(acc[nt], A, bx[nt][2 * s], bx[nt][2 * s + 1]);
+        for (int nt = 0; nt < NT; nt++) mma16816(acc[s & 1][nt], A, bx[nt][2 * s], bx[nt][2 * s + 1]);
     }
 }
 
-template <int PB, int NT, int R>
+template <int PB, int NT, bool G16, int D, bool AFF>
 __global__ void __launch_bounds__(256) wq_kernel(wq_args a) {
     extern __shared__ uint32_t smem[];
-    constexpr int NP = 1 << PB, E = R * NT * 4;
+    constexpr int NP = 1 << PB, E = NT * 4;
     uint32_t *lut = smem;
-    float *red = reinterpret_cast<float *>(smem + NP * 32);
-    for (int i = threadIdx.x; i < NP * 32; i += 256) lut[i] = __ldg(a.lut + (i >> 5));
-    __syncthreads();
+    float *red = reinterpret_cast<float *>(smem + (AFF ? 0 : NP * 32)); /* the affine path has no table */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int tile = blockIdx.x;
+    const int nw = (a.nchunks - warp + 7) / 8; /* this warp's chunks: warp + 8 i, i < nw */
+    lane_chunk<PB, G16> ring[D];
+#pragma unroll
+    for (int j = 0; j < D; j++)
+        if (j < nw) load_chunk<PB, G16>(a, tile, warp + 8 * j, lane, ring[j]);
+    float rowmul[2] = {1.0f, 1.0f};
+    if (a.sk == KV_GS_UE4M3) rowmul[0] = __ldg(a.rowmul + tile * 16 + g), rowmul[1] = __ldg(a.rowmul + tile * 16 + g + 8);
+    if (!AFF)
+        for (int i = threadIdx.x; i < NP * 32; i += 256) lut[i] = __ldg(a.lut + (i >> 5));
+    __syncthreads();
     const uint32_t *lutl = lut + lane;
-    const int row_groups = (a.ntiles + R - 1) / R;
-    for (int rg = blockIdx.x; rg < row_groups; rg += gridDim.x) {
-        float acc[R][NT][4];
+    float acc[2][NT][4];
 #pragma unroll
-        for (int r = 0; r < R; r++)
+    for (int h = 0; h < 2; h++)
 #pragma unroll
-            for (int nt = 0; nt < NT; nt++) acc[r][nt][0] = acc[r][nt][1] = acc[r][nt][2] = acc[r][nt][3] = 0.0f;
-        lane_chunk<PB> cur[R], nxt[R];
-        int c = warp;
-        if (c < a.nchunks) {
+        for (int nt = 0; nt < NT; nt++) acc[h][nt][0] = acc[h][nt][1] = acc[h][nt][2] = acc[h][nt][3] = 0.0f;
+    for (int i0 = 0; i0 < nw; i0 += D) {
 #pragma unroll
-            for (int r = 0; r < R; r++)
-                if (rg * R + r < a.ntiles) load_chunk<PB>(a, rg * R + r, c, lane, nxt[r]);
-        }
-        for (; c < a.nchunks; c += 8) {
-#pragma unroll
-            for (int r = 0; r < R; r++) cur[r] = nxt[r];
-            if (c + 8 < a.nchunks) {
-#pragma unroll
-                for (int r = 0; r < R; r++)
-                    if (rg * R + r < a.ntiles) load_chunk<PB>(a, rg * R + r, c + 8, lane, nxt[r]);
+        for (int j = 0; j < D; j++) {
+            const int i = i0 + j;
+            if (i < nw) {
+                const int c = warp + 8 * i;
+                uint32_t bx[NT][16];
+                load_x<NT>(a, c, g, t, bx);
+                compute_chunk<PB, NT, G16, AFF>(a, ring[j], rowmul, lutl, bx, acc);
+                if (i + D < nw) load_chunk<PB, G16>(a, tile, c + 8 * D, lane, ring[j]);
             }
-            uint32_t bx[NT][16];
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++) {
-                const int n = nt * 8 + g;
-                if (n < a.m) {
-                    const uint4 *xp = reinterpret_cast<const uint4 *>(a.x + (size_t)n * a.k + (size_t)c * KV_GPU_CHUNK + 32 * t);
-#pragma unroll
-                    for (int q = 0; q < 4; q++) {
-                        const uint4 v = __ldg(xp + q);
-                        bx[nt][4 * q] = v.x, bx[nt][4 * q + 1] = v.y, bx[nt][4 * q + 2] = v.z, bx[nt][4 * q + 3] = v.w;
-                    }
-                } else {
-#pragma unroll
-                    for (int q = 0; q < 16; q++) bx[nt][q] = 0u;
-                }
-            }
-#pragma unroll
-            for (int r = 0; r < R; r++)
-                if (rg * R + r < a.ntiles) compute_chunk<PB, NT>(cur[r], lutl, bx, acc[r]);
         }
+    }
 #pragma unroll
-        for (int r = 0; r < R; r++)
+    for (int nt = 0; nt < NT; nt++)
 #pragma unroll
-            for (int nt = 0; nt < NT; nt++)
+        for (int e = 0; e < 4; e++) red[(warp * E + nt * 4 + e) * 32 + lane] = acc[0][nt][e] + acc[1][nt][e];
+    __syncthreads();
+    for (int i = threadIdx.x; i < E * 32; i += 256) {
+        float sum = 0.0f;
 #pragma unroll
-                for (int e = 0; e < 4; e++) red[(warp * E + (r * NT + nt) * 4 + e) * 32 + lane] = acc[r][nt][e];
-        __syncthreads();
-        for (int i = threadIdx.x; i < E * 32; i += 256) {
-            float sum = 0.0f;
-#pragma unroll
-            for (int w = 0; w < 8; w++) sum += red[w * E * 32 + i];
-            const int ln = i & 31, e = (i >> 5) & 3, rn = i >> 7, nt = rn % NT, r = rn / NT;
-            const int tile = rg * R + r, row = tile * 16 + (ln >> 2) + 8 * (e >> 1), n = nt * 8 + 2 * (ln & 3) + (e & 1);
-            if (tile < a.ntiles && row < a.rows && n < a.m) a.y[(size_t)n * a.rows + row] = sum;
-        }
-        __syncthreads();
+        for (int w = 0; w < 8; w++) sum += red[w * E * 32 + i];
+        const int ln = i & 31, e = (i >> 5) & 3, nt = i >> 7;
+        const int row = tile * 16 + (ln >> 2) + 8 * (e >> 1), n = nt * 8 + 2 * (ln & 3) + (e & 1);
+        if (row < a.rows && n < a.m) a.y[(size_t)n * a.rows + row] = sum;
     }
 }
 
 /* ---------------------------------------------------------------------------------------------- */
 /* host side                                                                                       */
 /* ---------------------------------------------------------------------------------------------- */
-typedef void (*wq_kernel_fn)(wq_args);
+template <int PB, int NT, bool AFF>
+static constexpr size_t wq_smem() { return (AFF ? 0 : (size_t)(1 << PB) * 32 * 4) + (size_t)8 * NT * 4 * 32 * 4; }
+static_assert(wq_smem<8, 2, false>() <= 48 * 1024, "the weight-only kernels stay under the default shared-memory limit");
 
-template <int PB, int NT, int R>
-static size_t wq_smem() { return (size_t)(1 << PB) * 32 * 4 + (size_t)8 * R * NT * 4 * 32 * 4; }
-
-template <int PB, int NT, int R>
+template <int PB, int NT, bool G16, int D, bool AFF>
 static kv_status launch_t(const wq_args &a, cudaStream_t st, kv_error *err) {
-    static int occ = -1, sms = 0; /* per-variant launch facts, computed once per process */
-    const size_t sh = wq_smem<PB, NT, R>();
-    if (occ < 0) {
-        KV_CU(cudaFuncSetAttribute(wq_kernel<PB, NT, R>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sh), err);
-        int dev = 0, o = 0;
-        KV_CU(cudaGetDevice(&dev), err);
-        KV_CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), err);
-        KV_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o, wq_kernel<PB, NT, R>, 256, sh), err);
-        occ = o > 0 ? o : 1;
-    }
-    const int row_groups = (a.ntiles + R - 1) / R;
-    const int grid = row_groups < sms * occ ? row_groups : sms * occ;
-    wq_kernel<PB, NT, R><<<grid, 256, sh, st>>>(a);
+    wq_kernel<PB, NT, G16, D, AFF><<<(unsigned)a.ntiles, 256, wq_smem<PB, NT, AFF>(), st>>>(a);
     KV_CU_LAUNCH("wq_kernel", err);
     return KV_OK;
 }
 
-template <int PB>
-static kv_status launch_pb(const wq_args &a, int rt, cudaStream_t st, kv_error *err) {
-    if (a.m <= 8) {
-        if (rt == 1) return launch_t<PB, 1, 1>(a, st, err);
-        if (rt == 2) return launch_t<PB, 1, 2>(a, st, err);
-        return launch_t<PB, 1, 4>(a, st, err);
-    }
-    if (rt == 1) return launch_t<PB, 2, 1>(a, st, err);
-    if (rt == 2) return launch_t<PB, 2, 2>(a, st, err);
-    return launch_t<PB, 2, 4>(a, st, err);
+template <int PB, bool G16, bool AFF>
+static kv_status launch_g(const wq_args &a, int depth, cudaStream_t st, kv_error *err) {
+    if (a.m <= 8)
+        return depth == 2 ? launch_t<PB, 1, G16, 2, AFF>(a, st, err) : launch_t<PB, 1, G16, 4, AFF>(a, st, err);
+    return depth == 2 ? launch_t<PB, 2, G16, 2, AFF>(a, st, err) : launch_t<PB, 2, G16, 4, AFF>(a, st, err);
 }
 
-extern "C" kv_status kv_cuda_wq_matmul(const kv_cuda_wq *w, const void *x_dev, int m, float *y_dev, int rtiles,
+template <int PB>
+static kv_status launch_pb(const wq_args &a, int depth, cudaStream_t st, kv_error *err) {
+    return a.group == 16 ? launch_g<PB, true, false>(a, depth, st, err) : launch_g<PB, false, false>(a, depth, st, err);
+}
+
+extern "C" kv_status kv_cuda_wq_matmul(const kv_cuda_wq *w, const void *x_dev, int m, float *y_dev, int variant,
                                        void *stream, kv_error *err) {
     if (!w || !x_dev || !y_dev) return kv_fail(err, KV_EINVAL, "kv_cuda_wq_matmul: NULL argument");
     if (m < 1 || m > 16) return kv_fail(err, KV_EINVAL, "kv_cuda_wq_matmul: batch %d outside 1..16", m);
-    if (rtiles != 0 && rtiles != 1 && rtiles != 2 && rtiles != 4)
-        return kv_fail(err, KV_EINVAL, "kv_cuda_wq_matmul: rtiles %d (0, 1, 2 or 4)", rtiles);
+    const int depth = variant & ~KV_WQ_TABLE;
+    if (variant < 0 || (depth != 0 && depth != KV_WQ_DEPTH2 && depth != KV_WQ_DEPTH4))
+        return kv_fail(err, KV_EINVAL, "kv_cuda_wq_matmul: variant %d", variant);
     if ((uintptr_t)x_dev % 16) return kv_fail(err, KV_EINVAL, "kv_cuda_wq_matmul: x must be 16-byte aligned");
     const kv_gpu_pack *p = &w->meta;
     wq_args a;
@@ -271,13 +308,19 @@ extern "C" kv_status kv_cuda_wq_matmul(const kv_cuda_wq *w, const void *x_dev, i
     a.m = m, a.rows = (int)p->rows, a.rows_pad = (int)p->rows_pad, a.k = (int)p->cols;
     a.nchunks = (int)(p->cols / KV_GPU_CHUNK), a.ntiles = (int)(p->rows_pad / 16), a.group = p->group;
     a.sk = p->scale_kind, a.ok = p->off_kind;
-    /* measured choice (docs/RESULTS.md, GPU section): one 16-row tile per warp at every batch size */
-    const int rt = rtiles ? rtiles : 1;
+    /* measured default (docs/RESULTS.md, GPU section): 2 chunks in flight beat 4 at every batch on the H100 */
+    const int d = depth ? depth : KV_WQ_DEPTH2;
     cudaStream_t st = (cudaStream_t)stream;
+    if (w->affine && !(variant & KV_WQ_TABLE)) {
+        const uint32_t lo = kv_fp32_to_fp16(1024.0f - (float)w->affine_base), hi = kv_fp32_to_fp16((float)w->affine_base - 64.0f);
+        a.aff_lo = lo | lo << 16, a.aff_hi = hi | hi << 16;
+        return launch_g<8, false, true>(a, d, st, err);
+    }
+    a.aff_lo = a.aff_hi = 0;
     switch (p->pair_bits) {
-    case 4: return launch_pb<4>(a, rt, st, err);
-    case 6: return launch_pb<6>(a, rt, st, err);
-    case 8: return launch_pb<8>(a, rt, st, err);
+    case 4: return launch_pb<4>(a, d, st, err);
+    case 6: return launch_pb<6>(a, d, st, err);
+    case 8: return launch_pb<8>(a, d, st, err);
     default: return kv_fail(err, KV_EINVAL, "kv_cuda_wq_matmul: pair bits %d", p->pair_bits);
     }
 }
@@ -299,6 +342,22 @@ extern "C" void kv_cuda_wq_free(kv_cuda_wq *w) {
 }
 
 extern "C" size_t kv_cuda_wq_bytes(const kv_cuda_wq *w) { return w ? w->bytes : 0; }
+
+/* Whether p's pair table is that of 4-bit codes with L[c] = c + base, base 0 or -8 (the affine decode path). */
+static void affine_of(const kv_gpu_pack *p, int *affine, int *base) {
+    *affine = 0, *base = 0;
+    if (p->pair_bits != 8 || p->group == 16) return;
+    for (int b = 0; b >= -8; b -= 8) {
+        int ok = 1;
+        for (int i = 0; i < 256 && ok; i++)
+            ok = p->lut[i] == ((uint32_t)kv_fp32_to_fp16((float)((i & 15) + b)) |
+                               (uint32_t)kv_fp32_to_fp16((float)((i >> 4) + b)) << 16);
+        if (ok) {
+            *affine = 1, *base = b;
+            return;
+        }
+    }
+}
 
 static kv_status wq_alloc(const kv_gpu_pack *p, kv_cuda_wq **out, kv_error *err) {
     kv_cuda_wq *w = (kv_cuda_wq *)calloc(1, sizeof *w);
@@ -325,6 +384,7 @@ static kv_status wq_alloc(const kv_gpu_pack *p, kv_cuda_wq **out, kv_error *err)
                        cudaGetErrorString(e));
     }
     w->bytes = kv_gpu_pack_bytes(p);
+    affine_of(p, &w->affine, &w->affine_base);
     return KV_OK;
 }
 
