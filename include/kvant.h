@@ -820,6 +820,10 @@ int kv_model_linear_by_name(const kv_model *m, const char *name, int *layer, kv_
  * take_ownership = 1: the model free()s data (it must come from malloc). The shape is the old one. */
 kv_status kv_model_set_weight(kv_model *m, const char *tensor_name, const kv_format *fmt, const void *data,
                               int take_ownership, kv_error *err);
+/* Decodes every linear (decoder linears and the head; not LLM.int8() ones, which keep their own kernel) to fp32
+ * once, so that evaluation runs the fp32 GEMM on the same values the on-the-fly path reconstructs, without
+ * decoding them again for every window. Memory: the fp32 linears. */
+kv_status kv_model_linears_to_f32(kv_model *m, kv_error *err);
 /* Records an online Hadamard on the input of one linear (see kv_weight.rht_block); block 0 removes it. */
 kv_status kv_model_set_rht(kv_model *m, const char *tensor_name, int32_t block, uint64_t seed, kv_error *err);
 /* Simulated activation quantization: the input of every DECODER linear (q/k/v, o, gate/up, down; not the

@@ -402,3 +402,58 @@ KV_TEST(plot_formats_cli_svg_and_png) {
     CHECK(out && strstr(out, "SVG or PNG"));
     free(out);
 }
+
+/* Segments of the <line stroke-width="2.0"> elements (the curves and the legend's samples). */
+static int svg_curve_segments(const char *s, double (*seg)[4], int max) {
+    int n = 0;
+    for (const char *p = strstr(s, "<line "); p && n < max; p = strstr(p + 1, "<line ")) {
+        const char *end = strchr(p, '>'), *w = strstr(p, "stroke-width=\"2.0\"");
+        if (!end || !w || w > end) continue;
+        if (sscanf(p, "<line x1=\"%lf\" y1=\"%lf\" x2=\"%lf\" y2=\"%lf\"", &seg[n][0], &seg[n][1], &seg[n][2], &seg[n][3]) == 4) n++;
+    }
+    return n;
+}
+
+KV_TEST(plot_point_labels_clear_of_curves) {
+    /* three crossing curves of labelled points, as on a Pareto plot: no label may sit on a line */
+    enum { N = 9 };
+    double x[3][N], y[3][N];
+    char names[3][N][24];
+    const char *labs[3][N];
+    for (int s = 0; s < 3; s++)
+        for (int i = 0; i < N; i++) {
+            x[s][i] = 2 + 0.55 * i + 0.2 * s;
+            y[s][i] = exp(-1.1 * i - 0.4 * s + 0.3 * (s == 1) * (i % 2));
+            snprintf(names[s][i], sizeof names[s][i], "int%d_g128_asym", i + s);
+            labs[s][i] = names[s][i];
+        }
+    kv_plot_series ser[3];
+    for (int s = 0; s < 3; s++)
+        ser[s] = (kv_plot_series){.label = s ? "other" : "gptq", .x = x[s], .y = y[s], .n = N, .point_labels = labs[s],
+                                  .line = 1, .marker = 1, .dashed = s == 2, .color = -1};
+    kv_plot p = {.title = "t", .xlabel = "bits", .ylabel = "kld", .ylog = 1, .series = ser, .n_series = 3};
+    char svg[600];
+    snprintf(svg, sizeof svg, "%s/c.svg", kv_test_tmpdir());
+    kv_error err = {0};
+    REQUIRE_OK(kv_plot_write(&p, svg, &err), &err);
+    size_t n = 0;
+    char *s = kv_test_read_file(svg, &n);
+    REQUIRE(s);
+    static tbox b[200];
+    static double seg[400][4];
+    const int nb = svg_label_boxes(s, b, 200), ns = svg_curve_segments(s, seg, 400);
+    CHECK(ns >= 3 * (N - 1));
+    int placed = 0, bad = 0;
+    for (int i = 0; i < nb; i++) {
+        int point_label = b[i].x1 - b[i].x0 > 60; /* the "int..._g128_asym" labels (tick labels are short) */
+        placed += point_label;
+        for (int k = 0; point_label && k < ns; k++)
+            for (int t = 0; t <= 200; t++) { /* sampled along the segment: independent of the library's test */
+                const double px = seg[k][0] + (seg[k][2] - seg[k][0]) * t / 200.0, py = seg[k][1] + (seg[k][3] - seg[k][1]) * t / 200.0;
+                if (px > b[i].x0 + 0.5 && px < b[i].x1 - 0.5 && py > b[i].y0 + 0.5 && py < b[i].y1 - 0.5) { bad++; break; }
+            }
+    }
+    CHECK_MSG(placed >= 2 * N, "only %d of %d labels placed", placed, 3 * N);
+    CHECK_MSG(bad == 0, "%d label/curve crossings", bad);
+    free(s);
+}

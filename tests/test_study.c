@@ -232,3 +232,59 @@ KV_TEST(study_resumes_after_sigkill) {
     }
     CHECK_MSG(left == 0, "%d model files left in cells/", left); /* the killed cell's temp was cleaned when it ran again */
 }
+
+/* Reads OUT/cells/ID.layers.csv into names and relative MSEs; returns the number of tensors. */
+static int read_gaps(const char *out, const char *id, char names[][96], double *rel, double *bpw, int max) {
+    char p[800], line[512];
+    snprintf(p, sizeof p, "%s/cells/%s.layers.csv", out, id);
+    FILE *f = fopen(p, "r");
+    if (!f) return -1;
+    int n = 0;
+    if (!fgets(line, sizeof line, f)) n = -1;
+    while (n >= 0 && n < max && fgets(line, sizeof line, f)) {
+        double g;
+        char *c = strchr(line, ',');
+        if (!c || sscanf(c + 1, "%lf,%lf,%lf", &bpw[n], &rel[n], &g) != 3) continue;
+        snprintf(names[n], 96, "%.*s", (int)(c - line), line);
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+KV_TEST(study_layer_gaps_decode_entropy_coded_tensors) {
+    char model[512];
+    kv_test_shared(model, sizeof model, PROXY);
+    if (!kv_test_exists(model)) SKIP("proxy-27m not found");
+    char spec[600], out[600], cmd[1600], *o = NULL;
+    snprintf(out, sizeof out, "%s/out", kv_test_tmpdir());
+    snprintf(spec, sizeof spec, "%s/s.json", kv_test_tmpdir());
+    REQUIRE(write_spec(spec, out,
+                       "\"cells\": [{\"format\": \"int4_g128_asym\", \"pure\": true},"
+                       " {\"format\": \"int4_g128_asym\", \"pure\": true, \"entropy_code\": true}]", NULL) == 0);
+    snprintf(cmd, sizeof cmd, "study %s --quiet", spec);
+    int rc = kv_test_run_cli(cmd, &o);
+    CHECK_MSG(rc == 0, "%s", o ? o : "");
+    free(o);
+    REQUIRE(rc == 0);
+    kv_study *s = NULL;
+    kv_error err = {0};
+    REQUIRE_OK(kv_study_load(spec, &s, &err), &err);
+    kv_study_row *rows = NULL;
+    int64_t n = 0;
+    REQUIRE_OK(kv_study_rows(s, &rows, &n, &err), &err);
+    REQUIRE(n == 3);
+    static char pn[64][96], en[64][96];
+    double prel[64], pbpw[64], erel[64], ebpw[64];
+    const int np = read_gaps(out, rows[1].id, pn, prel, pbpw, 64), ne = read_gaps(out, rows[2].id, en, erel, ebpw, 64);
+    /* every 2-D tensor of both cells: the entropy-coded ones decoded, not left out */
+    CHECK_MSG(np > 40 && ne == np, "plain %d tensors, entropy-coded %d", np, ne);
+    for (int i = 0; i < np && i < ne; i++) {
+        CHECK_STR(en[i], pn[i]);
+        /* lossless coding: the same weights, so the same error, at fewer bits */
+        CHECK_NEAR(erel[i], prel[i], 1e-9 * prel[i]);
+        CHECK_MSG(ebpw[i] < pbpw[i], "%s: %g bits entropy-coded vs %g", en[i], ebpw[i], pbpw[i]);
+    }
+    free(rows);
+    kv_study_free(s);
+}

@@ -370,6 +370,59 @@ static int overlaps(const boxes *bs, box b) {
     return 0;
 }
 
+typedef struct segs {
+    double (*s)[4]; /* x0, y0, x1, y1 */
+    int n, cap;
+} segs;
+
+static int segs_add(segs *ss, double xa, double ya, double xb, double yb) {
+    if (ss->n == ss->cap) {
+        int cap = ss->cap ? ss->cap * 2 : 64;
+        double(*q)[4] = realloc(ss->s, (size_t)cap * sizeof *q);
+        if (!q) return -1;
+        ss->s = q;
+        ss->cap = cap;
+    }
+    ss->s[ss->n][0] = xa;
+    ss->s[ss->n][1] = ya;
+    ss->s[ss->n][2] = xb;
+    ss->s[ss->n][3] = yb;
+    ss->n++;
+    return 0;
+}
+
+/* Whether the segment (xa,ya)-(xb,yb) passes through box b (Liang-Barsky clipping against its four sides). */
+static int seg_hits_box(const double *s, box b) {
+    const double dx = s[2] - s[0], dy = s[3] - s[1];
+    const double p[4] = {-dx, dx, -dy, dy}, q[4] = {s[0] - b.x0, b.x1 - s[0], s[1] - b.y0, b.y1 - s[1]};
+    double t0 = 0, t1 = 1;
+    for (int i = 0; i < 4; i++) {
+        if (p[i] == 0) {
+            if (q[i] < 0) return 0; /* parallel to this side and outside it */
+            continue;
+        }
+        const double r = q[i] / p[i];
+        if (p[i] < 0) { if (r > t1) return 0; if (r > t0) t0 = r; }
+        else { if (r < t0) return 0; if (r < t1) t1 = r; }
+    }
+    return 1;
+}
+
+/* Whether two segments intersect (orientation test; touching counts). */
+static int segs_cross(const double *a, const double *b) {
+    const double d1 = (b[2] - b[0]) * (a[1] - b[1]) - (b[3] - b[1]) * (a[0] - b[0]);
+    const double d2 = (b[2] - b[0]) * (a[3] - b[1]) - (b[3] - b[1]) * (a[2] - b[0]);
+    const double d3 = (a[2] - a[0]) * (b[1] - a[1]) - (a[3] - a[1]) * (b[0] - a[0]);
+    const double d4 = (a[2] - a[0]) * (b[3] - a[1]) - (a[3] - a[1]) * (b[2] - a[0]);
+    return ((d1 > 0) != (d2 > 0) || d1 == 0 || d2 == 0) && ((d3 > 0) != (d4 > 0) || d3 == 0 || d4 == 0);
+}
+
+static int crosses(const segs *ss, box b) {
+    for (int i = 0; i < ss->n; i++)
+        if (seg_hits_box(ss->s[i], b)) return 1;
+    return 0;
+}
+
 /* ---------------------------------------------------------------------------------------------------------- */
 /* scatter / line plot                                                                                        */
 
@@ -406,7 +459,8 @@ static void draw_plot(canvas *c, const kv_plot *p, const layout *lo, int *droppe
     if (p->xlabel) text(c, (x0 + x1) / 2, lo->H - 16, p->xlabel, 2, 1, 0x111111, 0);
     if (p->ylabel) text(c, 14, (y0 + y1) / 2, p->ylabel, 2, 1, 0x111111, 1);
 
-    /* series: lines first, markers over them */
+    /* series: lines first, markers over them; the lines are kept as obstacles for the point labels */
+    segs curves = {0};
     cv_clip(c, 1, x0, y0, x1, y1);
     for (int si = 0; si < p->n_series; si++) {
         const kv_plot_series *se = &p->series[si];
@@ -417,7 +471,10 @@ static void draw_plot(canvas *c, const kv_plot *p, const layout *lo, int *droppe
         for (int64_t i = 0; i < se->n; i++) {
             if (!usable(&ax, se->x[i]) || !usable(&ay, se->y[i])) { have = 0; continue; }
             double X = ax_map(&ax, se->x[i]), Y = ax_map(&ay, se->y[i]);
-            if (have) line(c, px0, py0, X, Y, col, 2, se->dashed);
+            if (have) {
+                line(c, px0, py0, X, Y, col, 2, se->dashed);
+                segs_add(&curves, px0, py0, X, Y);
+            }
             px0 = X;
             py0 = Y;
             have = 1;
@@ -437,7 +494,8 @@ static void draw_plot(canvas *c, const kv_plot *p, const layout *lo, int *droppe
         }
     }
     cv_clip(c, 0, 0, 0, 0, 0);
-    /* point labels: 8 directions at two distances (the far ones with a leader line) */
+    /* point labels: 8 directions at four distances (the far ones with a leader line), clear of every marker,
+     * label and curve; leader lines cross no curve either where a free place allows it */
     static const double dirs[8][2] = {{1, 0}, {1, -1}, {1, 1}, {-1, 0}, {-1, -1}, {-1, 1}, {0, -1}, {0, 1}};
     for (int si = 0; si < p->n_series; si++) {
         const kv_plot_series *se = &p->series[si];
@@ -450,23 +508,37 @@ static void draw_plot(canvas *c, const kv_plot *p, const layout *lo, int *droppe
             if (X < x0 || X > x1 || Y < y0 || Y > y1) continue;
             const double tw = text_len(lab) * CHAR_W, th = CHAR_H + 2;
             int placed = 0;
-            for (int ring = 0; ring < 3 && !placed; ring++) {
-                const double d = 7 + ring * 14;
-                for (int k = 0; k < 8 && !placed; k++) {
-                    double ax0 = X + dirs[k][0] * d, ayc = Y + dirs[k][1] * (d * 0.8 + th / 2);
-                    double bx0 = dirs[k][0] > 0 ? ax0 : dirs[k][0] < 0 ? ax0 - tw : X - tw / 2;
-                    box b = {bx0 - 1, ayc - th / 2, bx0 + tw + 1, ayc + th / 2};
-                    if (b.x0 < x0 + 1 || b.x1 > x1 - 1 || b.y0 < y0 + 1 || b.y1 > y1 - 1 || overlaps(&obst, b)) continue;
-                    if (ring > 0) line(c, X, Y, dirs[k][0] > 0 ? b.x0 : dirs[k][0] < 0 ? b.x1 : X, ayc, 0xaaaaaa, 1, 0);
-                    text(c, bx0, ayc, lab, 1, 0, col, 0);
-                    boxes_add(&obst, b);
-                    placed = 1;
+            /* pass 0: leader lines that cross no curve; pass 1: any leader line */
+            for (int pass = 0; pass < 2 && !placed; pass++)
+                for (int ring = 0; ring < 4 && !placed; ring++) {
+                    const double d = 7 + ring * 14;
+                    for (int k = 0; k < 8 && !placed; k++) {
+                        double ax0 = X + dirs[k][0] * d, ayc = Y + dirs[k][1] * (d * 0.8 + th / 2);
+                        double bx0 = dirs[k][0] > 0 ? ax0 : dirs[k][0] < 0 ? ax0 - tw : X - tw / 2;
+                        box b = {bx0 - 1, ayc - th / 2, bx0 + tw + 1, ayc + th / 2};
+                        if (b.x0 < x0 + 1 || b.x1 > x1 - 1 || b.y0 < y0 + 1 || b.y1 > y1 - 1 || overlaps(&obst, b) ||
+                            crosses(&curves, b))
+                            continue;
+                        const double lead[4] = {X + dirs[k][0] * 5, Y + dirs[k][1] * 5,
+                                                dirs[k][0] > 0 ? b.x0 : dirs[k][0] < 0 ? b.x1 : X, ayc};
+                        if (ring > 0 && pass == 0) {
+                            /* the leader starts at its own marker, where curves meet: only its outer half counts */
+                            const double outer[4] = {(lead[0] + lead[2]) / 2, (lead[1] + lead[3]) / 2, lead[2], lead[3]};
+                            int hit = 0;
+                            for (int q = 0; q < curves.n && !hit; q++) hit = segs_cross(curves.s[q], outer);
+                            if (hit) continue;
+                        }
+                        if (ring > 0) line(c, lead[0], lead[1], lead[2], lead[3], 0xaaaaaa, 1, 0);
+                        text(c, bx0, ayc, lab, 1, 0, col, 0);
+                        boxes_add(&obst, b);
+                        placed = 1;
+                    }
                 }
-            }
             if (!placed) (*dropped)++;
         }
     }
     free(obst.b);
+    free(curves.s);
     /* legend, right of the plot area */
     double ly = y0 + 8;
     for (int si = 0; si < p->n_series; si++) {

@@ -305,9 +305,38 @@ static void sctx_log(const study_ctx *c, const char *fmt, ...) {
     c->o->log(c->o->user, msg);
 }
 
+/* Squared error of one tensor of q against the same tensor of base and the energy of base, row by row; an
+ * entropy-coded (ecw) tensor has no fixed-size rows and is decoded whole first (one tensor in memory). Returns
+ * 0 when a row cannot be decoded. */
+static int tensor_error(const kv_model_file *base, const kv_tensor *bt, const kv_model_file *q, const kv_tensor *t,
+                        float *a, float *b, kv_pool *pool, double *se, double *ss) {
+    const int64_t cols = t->shape[t->n_dims - 1], rows = kv_tensor_nelements(t) / cols;
+    kv_error e2;
+    kv_error_clear(&e2);
+    float *whole = NULL;
+    if (t->type == KV_TYPE_ECW) {
+        whole = malloc((size_t)rows * (size_t)cols * sizeof *whole);
+        if (!whole || kv_ecw_tensor_to_f32(q, t, whole, pool, &e2) != KV_OK) { free(whole); return 0; }
+    }
+    int ok = 1;
+    *se = *ss = 0;
+    for (int64_t r = 0; r < rows && ok; r++) {
+        const float *qr = whole ? whole + r * cols : b;
+        if (kv_model_tensor_row_f32(base, bt, r, a, &e2) != KV_OK || (!whole && kv_model_tensor_row_f32(q, t, r, b, &e2) != KV_OK))
+            ok = 0;
+        for (int64_t k = 0; ok && k < cols; k++) {
+            const double d = (double)qr[k] - a[k];
+            *se += d * d;
+            *ss += (double)a[k] * a[k];
+        }
+    }
+    free(whole);
+    return ok;
+}
+
 /* Per-tensor relative error against the unquantized weights and its gap to the Gaussian rate-distortion bound,
- * written as CSV (name, bits/weight, relative MSE, gap in bits); one row at a time of each tensor. */
-static kv_status layer_gaps(const kv_model_file *base, const kv_model_file *q, const char *path, kv_error *err) {
+ * written as CSV (name, bits/weight, relative MSE, gap in bits). */
+static kv_status layer_gaps(const kv_model_file *base, const kv_model_file *q, const char *path, kv_pool *pool, kv_error *err) {
     size_t cap = 1 << 14, len = 0;
     char *buf = malloc(cap);
     if (!buf) return kv_fail(err, KV_ENOMEM, "out of memory");
@@ -319,7 +348,7 @@ static kv_status layer_gaps(const kv_model_file *base, const kv_model_file *q, c
         const kv_tensor *t = kv_model_tensor(q, i);
         const kv_tensor *bt = kv_model_find(base, t->name);
         if (!bt || t->n_dims != 2 || kv_tensor_nelements(bt) != kv_tensor_nelements(t)) continue;
-        const int64_t cols = t->shape[t->n_dims - 1], rows = kv_tensor_nelements(t) / cols;
+        const int64_t cols = t->shape[t->n_dims - 1];
         if (cols > acap) {
             float *na = realloc(a, (size_t)cols * sizeof *a), *nb = na ? realloc(b, (size_t)cols * sizeof *b) : NULL;
             if (na) a = na;
@@ -328,18 +357,7 @@ static kv_status layer_gaps(const kv_model_file *base, const kv_model_file *q, c
             acap = cols;
         }
         double se = 0, ss = 0;
-        kv_error e2;
-        kv_error_clear(&e2);
-        int ok = 1;
-        for (int64_t r = 0; r < rows && ok; r++) {
-            if (kv_model_tensor_row_f32(base, bt, r, a, &e2) != KV_OK || kv_model_tensor_row_f32(q, t, r, b, &e2) != KV_OK) ok = 0;
-            for (int64_t k = 0; ok && k < cols; k++) {
-                double d = (double)b[k] - a[k];
-                se += d * d;
-                ss += (double)a[k] * a[k];
-            }
-        }
-        if (!ok || !(ss > 0)) continue; /* a type the row reader cannot decode (entropy-coded): no data */
+        if (!tensor_error(base, bt, q, t, a, b, pool, &se, &ss) || !(ss > 0)) continue; /* undecodable: no data */
         const double bpw = (double)t->nbytes * 8.0 / (double)kv_tensor_nelements(t), rel = se / ss;
         const double gap = rel > 0 ? 0.5 * log2(rel) + bpw : NAN;
         if (len + 256 > cap) {
@@ -353,31 +371,6 @@ static kv_status layer_gaps(const kv_model_file *base, const kv_model_file *q, c
     free(b);
     if (st == KV_OK) st = write_atomic(path, buf, len, err);
     free(buf);
-    return st;
-}
-
-/* Weights decoded to fp32 once (the evaluation then runs the exact path without per-call dequantization). */
-static kv_status weights_to_f32(kv_model *m, kv_error *err) {
-    kv_format f32;
-    kv_status st = kv_format_from_type(KV_TYPE_F32, &f32, err);
-    const int n_layer = kv_model_get_hparams(m)->n_layer;
-    for (int l = 0; l <= n_layer && st == KV_OK; l++)
-        for (int k = 0; k < KV_LINEAR_COUNT && st == KV_OK; k++) {
-            kv_linear_id id = (kv_linear_id)k;
-            if ((l == n_layer) != (id == KV_LINEAR_HEAD)) continue;
-            const kv_weight *w = kv_model_weight(m, l, id);
-            if (!w || w->llmint8 || w->fmt.type == KV_TYPE_F32 || !w->fmt.dequantize) continue;
-            size_t rb = kv_format_row_bytes(&w->fmt, w->cols);
-            float *d = malloc((size_t)(w->rows * w->cols) * sizeof(float));
-            if (!d) return kv_fail(err, KV_ENOMEM, "out of memory converting weights for evaluation");
-            for (int64_t r = 0; r < w->rows; r++)
-                w->fmt.dequantize(&w->fmt, (const uint8_t *)w->data + (size_t)r * rb, d + r * w->cols, w->cols);
-            char name[96];
-            if (id == KV_LINEAR_HEAD) snprintf(name, sizeof name, "output.weight");
-            else snprintf(name, sizeof name, "blk.%d.%s.weight", l, kv_linear_name(id));
-            st = kv_model_set_weight(m, name, &f32, d, 1, err);
-            if (st != KV_OK) free(d);
-        }
     return st;
 }
 
@@ -410,7 +403,7 @@ static kv_status eval_file(const study_ctx *c, const char *path, const char *act
     kv_status st = kv_model_open(path, &mf, err);
     if (st == KV_OK) st = kv_model_load(mf, NULL, &m, err);
     if (st == KV_OK) st = kv_model_apply_transforms(m, mf, err);
-    if (st == KV_OK) st = weights_to_f32(m, err);
+    if (st == KV_OK) st = kv_model_linears_to_f32(m, err);
     if (st == KV_OK && act && strcmp(act, "none") && !kv_model_act_format(mf)) {
         kv_format af;
         int none = 1;
@@ -561,7 +554,7 @@ static kv_status run_cell(study_ctx *c, const kv_study_cell *cell, kv_pool *pool
         snprintf(lp, sizeof lp, "%s/cells/%s.layers.csv", s->out_dir, cell->id);
         kv_model_file *bm = NULL, *qm = NULL;
         if ((st = kv_model_open(s->model, &bm, err)) == KV_OK && (st = kv_model_open(out, &qm, err)) == KV_OK)
-            st = layer_gaps(bm, qm, lp, err);
+            st = layer_gaps(bm, qm, lp, pool, err);
         kv_model_close(qm);
         kv_model_close(bm);
     }

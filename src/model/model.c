@@ -393,6 +393,29 @@ kv_status kv_model_set_weight(kv_model *m, const char *tensor_name, const kv_for
     return KV_OK;
 }
 
+kv_status kv_model_linears_to_f32(kv_model *m, kv_error *err) {
+    kv_format f32;
+    kv_status st = kv_format_from_type(KV_TYPE_F32, &f32, err);
+    const int n_layer = m->hp.n_layer;
+    for (int l = 0; l <= n_layer && st == KV_OK; l++)
+        for (int k = 0; k < KV_LINEAR_COUNT && st == KV_OK; k++) {
+            const kv_linear_id id = (kv_linear_id)k;
+            if ((l == n_layer) != (id == KV_LINEAR_HEAD)) continue;
+            const kv_weight *w = kv_model_weight(m, l, id);
+            if (!w || w->llmint8 || w->fmt.type == KV_TYPE_F32 || !w->fmt.dequantize) continue; /* LLM.int8: own kernel */
+            const size_t rb = kv_format_row_bytes(&w->fmt, w->cols);
+            float *d = kv_malloc((size_t)w->rows * (size_t)w->cols * sizeof(float), err);
+            if (!d) return KV_ENOMEM;
+            for (int64_t r = 0; r < w->rows; r++)
+                w->fmt.dequantize(&w->fmt, (const uint8_t *)w->data + (size_t)r * rb, d + r * w->cols, w->cols);
+            char name[96];
+            if (id == KV_LINEAR_HEAD) snprintf(name, sizeof name, "output.weight");
+            else snprintf(name, sizeof name, "blk.%d.%s.weight", l, kv_linear_name(id));
+            if ((st = kv_model_set_weight(m, name, &f32, d, 1, err)) != KV_OK) free(d);
+        }
+    return st;
+}
+
 kv_status kv_model_set_rht(kv_model *m, const char *tensor_name, int32_t block, uint64_t seed, kv_error *err) {
     int layer;
     kv_linear_id which;

@@ -544,32 +544,6 @@ static double model_tensor_bytes(const kv_model_file *mf, int64_t *params) {
     return bytes;
 }
 
-/* Dequantizes every linear once to f32 so evaluation runs the fast f32 GEMM: the same weight values the
- * on-the-fly path reconstructs, without re-decoding them for every window. */
-static kv_status weights_to_f32(kv_model *m, kv_error *err) {
-    kv_format f32;
-    kv_status st = kv_format_from_type(KV_TYPE_F32, &f32, err);
-    const int n_layer = kv_model_get_hparams(m)->n_layer;
-    for (int l = 0; l <= n_layer && st == KV_OK; l++)
-        for (int k = 0; k < KV_LINEAR_COUNT && st == KV_OK; k++) {
-            kv_linear_id id = (kv_linear_id)k;
-            if ((l == n_layer) != (id == KV_LINEAR_HEAD)) continue;
-            const kv_weight *w = kv_model_weight(m, l, id);
-            if (!w || w->llmint8 || w->fmt.type == KV_TYPE_F32 || !w->fmt.dequantize) continue; /* LLM.int8: own kernel */
-            size_t rb = kv_format_row_bytes(&w->fmt, w->cols);
-            float *d = malloc((size_t)(w->rows * w->cols) * sizeof(float));
-            if (!d) return kv_fail(err, KV_ENOMEM, "out of memory converting weights for evaluation");
-            for (int64_t r = 0; r < w->rows; r++)
-                w->fmt.dequantize(&w->fmt, (const uint8_t *)w->data + (size_t)r * rb, d + r * w->cols, w->cols);
-            char name[96];
-            if (id == KV_LINEAR_HEAD) snprintf(name, sizeof name, "output.weight");
-            else snprintf(name, sizeof name, "blk.%d.%s.weight", l, kv_linear_name(id));
-            st = kv_model_set_weight(m, name, &f32, d, 1, err);
-            if (st != KV_OK) free(d);
-        }
-    return st;
-}
-
 /* --eval-base-logits F: F is read when it exists (and must then be a regular file), written otherwise. */
 static int base_logits_exist(const char *path) {
     struct stat sb;
@@ -622,7 +596,7 @@ static int run_eval(const qargs *a, kv_pool *pool, eval_row rows[2], kv_error *e
     if (st == KV_OK) st = kv_model_load(src, NULL, &base, err);
     if (st == KV_OK) st = kv_model_load(qf, NULL, &qm, err);
     if (st == KV_OK) st = kv_model_apply_transforms(qm, qf, err);
-    if (st == KV_OK) st = weights_to_f32(qm, err);
+    if (st == KV_OK) st = kv_model_linears_to_f32(qm, err);
     if (st == KV_OK && a->act && !kv_model_act_format(qf)) { /* an HF W8A8/FP8 dir carries its own (applied at load) */
         kv_format af;
         int none = 1;
