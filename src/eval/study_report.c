@@ -183,6 +183,21 @@ done:
     return st;
 }
 
+/* A heat-map column: the format, or the budget and the format of what the allocation leaves. */
+static void heat_column(const kv_study_row *r, char *c, size_t n) {
+    if (r->bits_target > 0) snprintf(c, n, "%g b/%.40s", r->bits_target, r->format);
+    else snprintf(c, n, "%.60s", r->format);
+}
+
+/* The index of label s among the *k labels of width w at tab (appended when new). */
+static int label_index(void *tab, size_t w, int *k, const char *s) {
+    char *t = tab;
+    for (int i = 0; i < *k; i++)
+        if (!strcmp(t + (size_t)i * w, s)) return i;
+    snprintf(t + (size_t)*k * w, w, "%s", s);
+    return (*k)++;
+}
+
 /* Heat map: rows = curve (method/transform/act), columns = format or budget; recovery % (or KLD). */
 static kv_status heat(const kv_study *s, const kv_study_row *rows, int64_t n, const char *dir, int *written, kv_error *err) {
     *written = 0;
@@ -191,36 +206,24 @@ static kv_status heat(const kv_study *s, const kv_study_row *rows, int64_t n, co
     const char **rlp = malloc(sizeof(char *) * (size_t)(n ? n : 1)), **clp = malloc(sizeof(char *) * (size_t)(n ? n : 1));
     double *v = NULL;
     kv_status st = KV_OK;
-    if (!rl || !cl || !rlp || !clp) { st = kv_fail(err, KV_ENOMEM, "out of memory"); goto done; }
+    int *ri = malloc(sizeof(int) * (size_t)(n ? n : 1)), *ci = malloc(sizeof(int) * (size_t)(n ? n : 1));
+    if (!rl || !cl || !rlp || !clp || !ri || !ci) { st = kv_fail(err, KV_ENOMEM, "out of memory"); goto done; }
     int nr = 0, nc = 0;
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = 0; i < n; i++) { /* each kvant row's heat-map row (its curve) and column */
+        ri[i] = ci[i] = -1;
         if (!is_kvant(&rows[i])) continue;
         char g[100], c[64];
         group_of(&rows[i], g, sizeof g);
-        if (rows[i].bits_target > 0) snprintf(c, sizeof c, "%g b/%.40s", rows[i].bits_target, rows[i].format);
-        else snprintf(c, sizeof c, "%.60s", rows[i].format);
-        int k = 0;
-        while (k < nr && strcmp(rl[k], g)) k++;
-        if (k == nr) snprintf(rl[nr++], sizeof rl[0], "%s", g);
-        k = 0;
-        while (k < nc && strcmp(cl[k], c)) k++;
-        if (k == nc) snprintf(cl[nc++], sizeof cl[0], "%s", c);
+        heat_column(&rows[i], c, sizeof c);
+        ri[i] = label_index(rl, sizeof rl[0], &nr, g);
+        ci[i] = label_index(cl, sizeof cl[0], &nc, c);
     }
     if (nr == 0 || nc == 0 || nr > 512 || nc > 512) goto done;
     v = malloc(sizeof(double) * (size_t)nr * (size_t)nc);
     if (!v) { st = kv_fail(err, KV_ENOMEM, "out of memory"); goto done; }
     for (int i = 0; i < nr * nc; i++) v[i] = NAN;
-    for (int64_t i = 0; i < n; i++) {
-        if (!is_kvant(&rows[i])) continue;
-        char g[100], c[64];
-        group_of(&rows[i], g, sizeof g);
-        if (rows[i].bits_target > 0) snprintf(c, sizeof c, "%g b/%.40s", rows[i].bits_target, rows[i].format);
-        else snprintf(c, sizeof c, "%.60s", rows[i].format);
-        int a = 0, b = 0;
-        while (strcmp(rl[a], g)) a++;
-        while (strcmp(cl[b], c)) b++;
-        v[a * nc + b] = use_rec ? rows[i].recovery : rows[i].kld;
-    }
+    for (int64_t i = 0; i < n; i++)
+        if (ri[i] >= 0) v[ri[i] * nc + ci[i]] = use_rec ? rows[i].recovery : rows[i].kld;
     for (int i = 0; i < nr; i++) rlp[i] = rl[i];
     for (int i = 0; i < nc; i++) clp[i] = cl[i];
     char title[200];
@@ -235,6 +238,8 @@ static kv_status heat(const kv_study *s, const kv_study_row *rows, int64_t n, co
     }
     if (st == KV_OK) *written = 1 + use_rec;
 done:
+    free(ri);
+    free(ci);
     free(rl);
     free(cl);
     free(rlp);

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <spawn.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -53,28 +54,34 @@ static void path_in(char *dst, size_t n, const kv_study *s, const char *name) { 
 /* ---------------------------------------------------------------------------------------------------------- */
 /* rows: JSON lines and CSV                                                                                   */
 
+/* The row's fields by name, in the order of a results.jsonl line: strings, sizes, metrics, tasks, then the tail. */
+#define ROW_FIELD(f) {#f, offsetof(kv_study_row, f), sizeof ((kv_study_row *)0)->f}
+typedef struct row_field {
+    const char *key;
+    size_t off, size;
+} row_field;
+static const row_field ROW_STRINGS[] = {
+    ROW_FIELD(id), ROW_FIELD(label), ROW_FIELD(kind), ROW_FIELD(format), ROW_FIELD(method), ROW_FIELD(transform), ROW_FIELD(act)};
+static const row_field ROW_METRICS[] = { /* doubles */
+    ROW_FIELD(bpw), ROW_FIELD(ppl), ROW_FIELD(ppl_stderr), ROW_FIELD(ppl_ratio), ROW_FIELD(kld), ROW_FIELD(kld_stderr),
+    ROW_FIELD(kld_p99), ROW_FIELD(top1), ROW_FIELD(dp_rms)};
+static const row_field ROW_TAIL[] = { /* doubles */
+    ROW_FIELD(acc_mean), ROW_FIELD(recovery), ROW_FIELD(seconds_quantize), ROW_FIELD(seconds_eval)};
+#undef ROW_FIELD
+#define N_OF(a) (sizeof(a) / sizeof((a)[0]))
+
+static const char *row_str(const kv_study_row *r, size_t off) { return (const char *)r + off; }
+static double row_num(const kv_study_row *r, size_t off) { return *(const double *)(const void *)((const char *)r + off); }
+static void row_set_num(kv_study_row *r, size_t off, double v) { *(double *)(void *)((char *)r + off) = v; }
+
 static void row_json(kv_jw *w, const kv_study_row *r) {
     kv_jw_obj_begin(w);
-    kv_jw_key(w, "id"); kv_jw_str(w, r->id);
-    kv_jw_key(w, "label"); kv_jw_str(w, r->label);
-    kv_jw_key(w, "kind"); kv_jw_str(w, r->kind);
-    kv_jw_key(w, "format"); kv_jw_str(w, r->format);
-    kv_jw_key(w, "method"); kv_jw_str(w, r->method);
-    kv_jw_key(w, "transform"); kv_jw_str(w, r->transform);
-    kv_jw_key(w, "act"); kv_jw_str(w, r->act);
+    for (size_t i = 0; i < N_OF(ROW_STRINGS); i++) { kv_jw_key(w, ROW_STRINGS[i].key); kv_jw_str(w, row_str(r, ROW_STRINGS[i].off)); }
     kv_jw_key(w, "bits_target"); kv_jw_num(w, r->bits_target);
     kv_jw_key(w, "n_params"); kv_jw_int(w, r->n_params);
     kv_jw_key(w, "tensor_bytes"); kv_jw_int(w, (int64_t)r->tensor_bytes);
     kv_jw_key(w, "file_bytes"); kv_jw_int(w, (int64_t)r->file_bytes);
-    kv_jw_key(w, "bpw"); kv_jw_num(w, r->bpw);
-    kv_jw_key(w, "ppl"); kv_jw_num(w, r->ppl);
-    kv_jw_key(w, "ppl_stderr"); kv_jw_num(w, r->ppl_stderr);
-    kv_jw_key(w, "ppl_ratio"); kv_jw_num(w, r->ppl_ratio);
-    kv_jw_key(w, "kld"); kv_jw_num(w, r->kld);
-    kv_jw_key(w, "kld_stderr"); kv_jw_num(w, r->kld_stderr);
-    kv_jw_key(w, "kld_p99"); kv_jw_num(w, r->kld_p99);
-    kv_jw_key(w, "top1"); kv_jw_num(w, r->top1);
-    kv_jw_key(w, "dp_rms"); kv_jw_num(w, r->dp_rms);
+    for (size_t i = 0; i < N_OF(ROW_METRICS); i++) { kv_jw_key(w, ROW_METRICS[i].key); kv_jw_num(w, row_num(r, ROW_METRICS[i].off)); }
     kv_jw_key(w, "tasks");
     kv_jw_arr_begin(w);
     for (int i = 0; i < r->n_tasks; i++) {
@@ -85,10 +92,7 @@ static void row_json(kv_jw *w, const kv_study_row *r) {
         kv_jw_obj_end(w);
     }
     kv_jw_arr_end(w);
-    kv_jw_key(w, "acc_mean"); kv_jw_num(w, r->acc_mean);
-    kv_jw_key(w, "recovery"); kv_jw_num(w, r->recovery);
-    kv_jw_key(w, "seconds_quantize"); kv_jw_num(w, r->seconds_quantize);
-    kv_jw_key(w, "seconds_eval"); kv_jw_num(w, r->seconds_eval);
+    for (size_t i = 0; i < N_OF(ROW_TAIL); i++) { kv_jw_key(w, ROW_TAIL[i].key); kv_jw_num(w, row_num(r, ROW_TAIL[i].off)); }
     kv_jw_key(w, "commit"); kv_jw_str(w, r->commit);
     kv_jw_obj_end(w);
 }
@@ -106,33 +110,16 @@ static void str_into(const kv_json *o, const char *k, char *dst, size_t n) {
 static int row_parse(const kv_json *o, kv_study_row *r) {
     memset(r, 0, sizeof *r);
     if (o->type != KV_JSON_OBJECT) return -1;
-    str_into(o, "id", r->id, sizeof r->id);
+    for (size_t i = 0; i < N_OF(ROW_STRINGS); i++) str_into(o, ROW_STRINGS[i].key, (char *)r + ROW_STRINGS[i].off, ROW_STRINGS[i].size);
     if (strlen(r->id) != 16) return -1;
-    str_into(o, "label", r->label, sizeof r->label);
-    str_into(o, "kind", r->kind, sizeof r->kind);
-    str_into(o, "format", r->format, sizeof r->format);
-    str_into(o, "method", r->method, sizeof r->method);
-    str_into(o, "transform", r->transform, sizeof r->transform);
-    str_into(o, "act", r->act, sizeof r->act);
     str_into(o, "commit", r->commit, sizeof r->commit);
     int64_t iv;
     r->bits_target = num_or_nan(o, "bits_target");
     if (kv_json_get_int(o, "n_params", &iv) == 1) r->n_params = iv;
     if (kv_json_get_int(o, "tensor_bytes", &iv) == 1) r->tensor_bytes = (uint64_t)iv;
     if (kv_json_get_int(o, "file_bytes", &iv) == 1) r->file_bytes = (uint64_t)iv;
-    r->bpw = num_or_nan(o, "bpw");
-    r->ppl = num_or_nan(o, "ppl");
-    r->ppl_stderr = num_or_nan(o, "ppl_stderr");
-    r->ppl_ratio = num_or_nan(o, "ppl_ratio");
-    r->kld = num_or_nan(o, "kld");
-    r->kld_stderr = num_or_nan(o, "kld_stderr");
-    r->kld_p99 = num_or_nan(o, "kld_p99");
-    r->top1 = num_or_nan(o, "top1");
-    r->dp_rms = num_or_nan(o, "dp_rms");
-    r->acc_mean = num_or_nan(o, "acc_mean");
-    r->recovery = num_or_nan(o, "recovery");
-    r->seconds_quantize = num_or_nan(o, "seconds_quantize");
-    r->seconds_eval = num_or_nan(o, "seconds_eval");
+    for (size_t i = 0; i < N_OF(ROW_METRICS); i++) row_set_num(r, ROW_METRICS[i].off, num_or_nan(o, ROW_METRICS[i].key));
+    for (size_t i = 0; i < N_OF(ROW_TAIL); i++) row_set_num(r, ROW_TAIL[i].off, num_or_nan(o, ROW_TAIL[i].key));
     const kv_json *t = kv_json_get(o, "tasks");
     for (uint64_t i = 0; t && t->type == KV_JSON_ARRAY && i < t->len && r->n_tasks < KV_STUDY_MAX_TASKS; i++) {
         str_into(&t->u.items[i], "name", r->task[r->n_tasks], sizeof r->task[0]);
@@ -176,9 +163,9 @@ static void csv_row(FILE *f, const kv_study *s, const kv_study_row *r) {
     fprintf(f, ",%s", r->act);
     csv_num(f, r->bits_target);
     fprintf(f, ",%lld,%llu,%llu", (long long)r->n_params, (unsigned long long)r->tensor_bytes, (unsigned long long)r->file_bytes);
-    const double v[] = {r->bpw, r->ppl, r->ppl_stderr, r->ppl_ratio, r->kld, r->kld_stderr, r->kld_p99, r->top1, r->dp_rms,
-                        r->acc_mean, r->recovery};
-    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) csv_num(f, v[i]);
+    for (size_t i = 0; i < N_OF(ROW_METRICS); i++) csv_num(f, row_num(r, ROW_METRICS[i].off));
+    csv_num(f, r->acc_mean);
+    csv_num(f, r->recovery);
     for (int i = 0; i < s->n_tasks; i++) {
         csv_num(f, i < r->n_tasks ? r->acc[i] : NAN);
         csv_num(f, i < r->n_tasks ? r->acc_norm[i] : NAN);
