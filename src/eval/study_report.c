@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct sbuf {
     char *p;
@@ -68,6 +69,23 @@ static int pareto(const kv_study_row *rows, int64_t n, const kv_study_row **fron
         }
     free(all);
     return nf;
+}
+
+/* The lower convex hull of the front in (bits/weight, log KLD), in place; returns its size. The interpolation
+ * below runs on it: a cell above the chord of its neighbours (a recipe worse than the log-linear estimate between
+ * them) must not make the estimate between those neighbours worse than it was without that cell. */
+static int lower_hull(const kv_study_row **f, int nf) {
+    int h = 0;
+    for (int i = 0; i < nf; i++) {
+        while (h >= 2) {
+            const kv_study_row *a = f[h - 2], *b = f[h - 1], *c = f[i];
+            const double cross = (b->bpw - a->bpw) * (log(c->kld) - log(a->kld)) - (log(b->kld) - log(a->kld)) * (c->bpw - a->bpw);
+            if (cross > 0) break; /* b lies below the chord a-c: keep it */
+            h--;
+        }
+        f[h++] = f[i];
+    }
+    return h;
 }
 
 /* Bits/weight at which the front reaches KLD k (log-linear between front points); *bound: -1 when k is above
@@ -248,47 +266,73 @@ done:
     return st;
 }
 
-/* Per-tensor gaps of the cells that have them: a plot (tensor index on x, one series per cell, at most 10 cells)
- * and the mean gap per cell. Returns the number of cells with data. */
+static int gap_file(const kv_study *s, const kv_study_row *r, char *path, size_t n) {
+    snprintf(path, n, "%s/cells/%s.layers.csv", s->out_dir, r->id);
+    return strcmp(r->kind, "base") != 0 && access(path, R_OK) == 0;
+}
+
+/* Marks the cells whose gaps are plotted: the first cell of each curve (method), then the others in order, up to
+ * max; returns the count. */
+static int choose_gap_plots(const kv_study *s, const kv_study_row *rows, int64_t n, char *plot, int max) {
+    int chosen = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int64_t i = 0; i < n && chosen < max; i++) {
+            char path[1200], g[100], h[100];
+            if (plot[i] || !gap_file(s, &rows[i], path, sizeof path)) continue;
+            group_of(&rows[i], g, sizeof g);
+            int seen = 0;
+            for (int64_t k = 0; pass == 0 && k < n && !seen; k++)
+                if (plot[k]) {
+                    group_of(&rows[k], h, sizeof h);
+                    seen = !strcmp(g, h);
+                }
+            if (seen) continue;
+            plot[i] = 1;
+            chosen++;
+        }
+    return chosen;
+}
+
+/* Per-tensor gaps of the cells that have them: the mean gap of every such cell, and a plot (tensor index on x,
+ * one series per cell) of at most 10 of them, every method represented. Returns the number of plotted cells. */
 static int layer_report(const kv_study *s, const kv_study_row *rows, int64_t n, const char *dir, sbuf *md, kv_error *err) {
     enum { MAXC = 10, MAXT = 4096 };
-    static const int zero = 0;
-    (void)zero;
-    double *x = malloc(sizeof(double) * MAXC * MAXT), *y = malloc(sizeof(double) * MAXC * MAXT);
+    double *x = malloc(sizeof(double) * MAXC * MAXT), *y = malloc(sizeof(double) * MAXC * MAXT), *g = malloc(sizeof(double) * MAXT);
+    char *plot = calloc((size_t)(n ? n : 1), 1);
     kv_plot_series ser[MAXC];
-    int ns = 0;
-    if (!x || !y) { free(x); free(y); return 0; }
-    for (int64_t i = 0; i < n && ns < MAXC; i++) {
-        if (strcmp(rows[i].kind, "base") == 0) continue;
-        char path[1200];
-        snprintf(path, sizeof path, "%s/cells/%s.layers.csv", s->out_dir, rows[i].id);
+    int ns = 0, nt = 0;
+    if (!x || !y || !g || !plot) { free(x); free(y); free(g); free(plot); return 0; }
+    choose_gap_plots(s, rows, n, plot, MAXC);
+    for (int64_t i = 0; i < n; i++) {
+        char path[1200], line[512];
+        if (!gap_file(s, &rows[i], path, sizeof path)) continue;
         FILE *f = fopen(path, "r");
         if (!f) continue;
-        char line[512];
         int m = 0;
-        double sum = 0, wsum = 0;
+        double sum = 0;
         if (!fgets(line, sizeof line, f)) { fclose(f); continue; }
         while (fgets(line, sizeof line, f) && m < MAXT) {
             char *c1 = strchr(line, ',');
-            if (!c1) continue;
-            double bpw, rel, gap;
-            if (sscanf(c1 + 1, "%lf,%lf,%lf", &bpw, &rel, &gap) != 3 || !isfinite(gap)) continue;
-            x[ns * MAXT + m] = m;
-            y[ns * MAXT + m] = gap;
-            sum += gap;
-            wsum += 1;
-            m++;
+            double bpw, rel;
+            if (!c1 || sscanf(c1 + 1, "%lf,%lf,%lf", &bpw, &rel, &g[m]) != 3 || !isfinite(g[m])) continue;
+            sum += g[m++];
         }
         fclose(f);
         if (m == 0) continue;
-        if (ns == 0)
+        if (nt++ == 0)
             sb_printf(md, "\n## Per-tensor rate–distortion gap\n\nFor every 2-D tensor of a cell (in file order: embedding, then "
                           "each layer's linears, then the head), gap = ½·log2(‖Q(W) − W‖² / ‖W‖²) + R with R the tensor's "
-                          "stored bits/weight: the bits spent above the Gaussian rate–distortion bound D(R) = σ²·2^(−2R) "
-                          "at that tensor's error (cells without rotations only; up to %d cells).\n\n"
+                          "stored bits/weight (entropy-coded tensors: their coded size): the bits spent above the Gaussian "
+                          "rate–distortion bound D(R) = σ²·2^(−2R) at that tensor's error (cells without rotations only; the "
+                          "plot shows up to %d cells, every method's first).\n\n"
                           "![per-tensor gap](layer_gap.png) ([SVG](layer_gap.svg))\n\n| cell | tensors | mean gap (bits) |\n|---|---:|---:|\n",
                       MAXC);
-        sb_printf(md, "| %s | %d | %.3f |\n", rows[i].label, m, sum / wsum);
+        sb_printf(md, "| %s | %d | %.3f |\n", rows[i].label, m, sum / m);
+        if (!plot[i] || ns == MAXC) continue;
+        for (int k = 0; k < m; k++) {
+            x[ns * MAXT + k] = k;
+            y[ns * MAXT + k] = g[k];
+        }
         ser[ns] = (kv_plot_series){.label = rows[i].label, .x = x + ns * MAXT, .y = y + ns * MAXT, .n = m, .line = 1, .marker = 1, .color = -1};
         ns++;
     }
@@ -300,6 +344,8 @@ static int layer_report(const kv_study *s, const kv_study_row *rows, int64_t n, 
     }
     free(x);
     free(y);
+    free(g);
+    free(plot);
     return ns;
 }
 
@@ -389,10 +435,11 @@ kv_status kv_study_report(const kv_study *s, const char *dir, const char *commit
     /* against llama.cpp */
     int nl = 0;
     for (int64_t i = 0; i < n; i++) nl += is_llama(&rows[i]);
+    nf = lower_hull(front, nf);
     if (nl) {
         sb_printf(&md, "\n## Against llama.cpp at equal KLD\n\nFor each llama.cpp file (llama-quantize%s, evaluated by kvant on the "
-                       "same tokens): the bits/weight at which kvant's front reaches the same KLD (log-linear between front "
-                       "points), the bits saved, and kvant's KLD at the llama.cpp file's size.\n\n"
+                       "same tokens): the bits/weight at which kvant's front reaches the same KLD (log-linear between the "
+                       "points of the front's lower convex hull in log KLD), the bits saved, and kvant's KLD at the llama.cpp file's size.\n\n"
                        "| llama.cpp | bits/weight | KLD | kvant bits/weight at that KLD | saved (bits/weight) | kvant KLD at that size |\n"
                        "|---|---:|---:|---:|---:|---:|\n",
                   s->llama_imatrix ? " with kvant's imatrix of the calibration text" : "");
