@@ -71,23 +71,6 @@ static int pareto(const kv_study_row *rows, int64_t n, const kv_study_row **fron
     return nf;
 }
 
-/* The lower convex hull of the front in (bits/weight, log KLD), in place; returns its size. The interpolation
- * below runs on it: a cell above the chord of its neighbours (a recipe worse than the log-linear estimate between
- * them) must not make the estimate between those neighbours worse than it was without that cell. */
-static int lower_hull(const kv_study_row **f, int nf) {
-    int h = 0;
-    for (int i = 0; i < nf; i++) {
-        while (h >= 2) {
-            const kv_study_row *a = f[h - 2], *b = f[h - 1], *c = f[i];
-            const double cross = (b->bpw - a->bpw) * (log(c->kld) - log(a->kld)) - (log(b->kld) - log(a->kld)) * (c->bpw - a->bpw);
-            if (cross > 0) break; /* b lies below the chord a-c: keep it */
-            h--;
-        }
-        f[h++] = f[i];
-    }
-    return h;
-}
-
 /* Bits/weight at which the front reaches KLD k (log-linear between front points); *bound: -1 when k is above
  * the front's first point (the answer is at most its bits), +1 when the front never gets that low. */
 static double bpw_at_kld(const kv_study_row *const *f, int nf, double k, int *bound) {
@@ -435,13 +418,14 @@ kv_status kv_study_report(const kv_study *s, const char *dir, const char *commit
     /* against llama.cpp */
     int nl = 0;
     for (int64_t i = 0; i < n; i++) nl += is_llama(&rows[i]);
-    nf = lower_hull(front, nf);
     if (nl) {
         sb_printf(&md, "\n## Against llama.cpp at equal KLD\n\nFor each llama.cpp file (llama-quantize%s, evaluated by kvant on the "
-                       "same tokens): the bits/weight at which kvant's front reaches the same KLD (log-linear between the "
-                       "points of the front's lower convex hull in log KLD), the bits saved, and kvant's KLD at the llama.cpp file's size.\n\n"
-                       "| llama.cpp | bits/weight | KLD | kvant bits/weight at that KLD | saved (bits/weight) | kvant KLD at that size |\n"
-                       "|---|---:|---:|---:|---:|---:|\n",
+                       "same tokens): the bits/weight at which kvant's front reaches the same KLD (log-linear between front "
+                       "points), the bits saved, and kvant's KLD at the llama.cpp file's size (interpolated); then the "
+                       "smallest kvant cell measured at that KLD or below and the bits it saves (no interpolation).\n\n"
+                       "| llama.cpp | bits/weight | KLD | kvant bits/weight at that KLD | saved (bits/weight) | kvant KLD at that size "
+                       "| smallest kvant cell at ≤ that KLD | saved, measured |\n"
+                       "|---|---:|---:|---:|---:|---:|---|---:|\n",
                   s->llama_imatrix ? " with kvant's imatrix of the calibration text" : "");
         const kv_study_row **ll = malloc(sizeof *ll * (size_t)n);
         int k = 0;
@@ -457,7 +441,10 @@ kv_status kv_study_report(const kv_study *s, const char *dir, const char *commit
             else sb_printf(&md, " %.3f | %.3f |", b, ll[i]->bpw - b);
             /* past kvant's largest front cell: its KLD bounds what kvant reaches at that size */
             cell_md(&md, kld_at_bpw(front, nf, ll[i]->bpw), nf && ll[i]->bpw > front[nf - 1]->bpw ? "≤ %.5f" : "%.5f");
-            sb_printf(&md, "\n");
+            int m = 0; /* the front is sorted by bits with falling KLD: its first cell at or below the target */
+            while (m < nf && front[m]->kld > ll[i]->kld) m++;
+            if (m < nf) sb_printf(&md, " %.3f (%s, KLD %.5f) | %.3f |\n", front[m]->bpw, front[m]->label, front[m]->kld, ll[i]->bpw - front[m]->bpw);
+            else sb_printf(&md, " none | — |\n");
         }
         free(ll);
     }
