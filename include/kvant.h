@@ -1373,6 +1373,8 @@ typedef struct kv_quantize_report {
                                * block at a time (calibrated methods; docs/quantize.md "Memory"); 0: the whole
                                * model was held in fp32 */
     uint64_t peak_rss_bytes;  /* the process's peak resident set at the end of the run (getrusage) */
+    int llama_cpp_runs;       /* 1: llama.cpp loads the output and computes what kvant does */
+    char llama_cpp_why[256];  /* why not (or a caveat when it runs): the first reason found */
 } kv_quantize_report;
 
 kv_status kv_quantize_model(const char *model_path, const char *out_path, const kv_quantize_opts *opts,
@@ -1501,6 +1503,12 @@ kv_status kv_ecw_decode(const uint8_t *data, size_t size, int64_t *rows, int64_t
  * byte size the u64 metadata KV_META_ECW_BYTES_FMT, its logical shape [rows, cols]; string metadata
  * "kvant.tensor.<name>.format" = "ecw". Stored in kvant (Hugging Face) row order: no q/k permutation. */
 #define KV_TYPE_ECW 1031u
+/* GGUF tensor type of a weight rotated for an online transform (its input is rotated at run time:
+ * kvant.transform.<name>.rht_block / rht_seed, --transform rht / quarot) whose rows are those of a ggml type
+ * (q4_0, q8_0, mxfp4, f16, ...): the string metadata "kvant.tensor.<name>.format" names that ggml format and the
+ * bytes are exactly its rows. Under the plain ggml id llama.cpp would run the weight without the rotation (wrong
+ * output, no warning); it does not know this id and refuses the file (docs/FORMAT.md "1032"). */
+#define KV_TYPE_ROTATED 1032u
 #define KV_ECW_FORMAT_NAME "ecw"
 #define KV_META_ECW_BYTES_FMT "kvant.tensor.%s.bytes"
 /* Version 5 containers ("Huffman-GPTQ" baseline, `kvant quantize --entropy-code`): the integer codes of a

@@ -196,6 +196,13 @@ int kv_qspill_fd(const kv_qspill *cs);
 const char *kv_qspill_path(const kv_qspill *cs);
 const char *kv_qspill_state_path(const kv_qspill *cs);
 void kv_qspill_close(kv_qspill *cs, int success);
+/* The GGUF type id ot is stored under: KV_TYPE_ROTATED for a ggml-typed weight whose input is rotated online
+ * (docs/FORMAT.md "1032"), else its own type. */
+uint32_t kv_qstored_type(const kv_qtensor *q);
+/* Whether llama.cpp can run the output (rep->llama_cpp_runs) and why not, or the caveat when it does
+ * (rep->llama_cpp_why): GGUF only, no kvant type ids (formats >= 1024, ecw, weights rotated online). */
+void kv_qllama_cpp_verdict(const kv_qtensor *ot, int64_t n, kv_out_format of, const char *act, const char *transforms,
+                           kv_quantize_report *rep);
 kv_status kv_qwrite_safetensors(kv_qtensor *ot, int64_t n, const kv_qrun_info *ri, const char *path, kv_error *err);
 
 #endif

@@ -288,6 +288,7 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
         rep->streamed = streaming ? (calibrated ? 2 : 1) : 0;
         struct rusage ru;
         if (getrusage(RUSAGE_SELF, &ru) == 0) rep->peak_rss_bytes = (uint64_t)ru.ru_maxrss * 1024u; /* KiB on Linux */
+        kv_qllama_cpp_verdict(ot, wm.n, o.out_format, act_none ? NULL : o.act, applied, rep);
     }
     rep->seconds = kv_now_seconds() - t0;
     if (st != KV_OK && cs && err)

@@ -251,7 +251,7 @@ kv_status kv_qstream_add(kv_qstream *ss, kv_gguf_writer *w, kv_qtensor *ot, int6
             st = kv_gguf_writer_add_tensor_ecw_fn(w, t->name, t->shape[0], kv_wtensor_nelem(t) / t->shape[0],
                                                   ot[i].nbytes, stream_rows, &ss->refs[i], err);
         else
-            st = kv_gguf_writer_add_tensor_fn(w, t->name, t->n_dims, t->shape, ot[i].type, stream_rows,
+            st = kv_gguf_writer_add_tensor_fn(w, t->name, t->n_dims, t->shape, kv_qstored_type(&ot[i]), stream_rows,
                                               &ss->refs[i], err);
     }
     return st;

@@ -19,6 +19,58 @@ int kv_qqk_heads(const kv_model_file *mf, const kv_hparams *hp, const char *name
     return strcmp(out_arch, "llama") ? 0 : kv_gguf_qk_heads(hp, name);
 }
 
+/* The GGUF type id a tensor is stored under: a weight whose input is rotated online keeps its ggml rows under
+ * KV_TYPE_ROTATED, so that llama.cpp refuses the file instead of running the weight without the rotation. */
+uint32_t kv_qstored_type(const kv_qtensor *q) {
+    return q->wt->rht_block > 0 && q->type < KV_TYPE_KVANT_BASE ? KV_TYPE_ROTATED : q->type;
+}
+
+static void why_add(char *why, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void why_add(char *why, size_t n, const char *fmt, ...) {
+    size_t len = strlen(why);
+    if (len && len + 2 < n) memcpy(why + len, "; ", 3), len += 2;
+    va_list ap;
+    va_start(ap, fmt);
+    if (len < n) vsnprintf(why + len, n - len, fmt, ap);
+    va_end(ap);
+}
+
+void kv_qllama_cpp_verdict(const kv_qtensor *ot, int64_t n, kv_out_format of, const char *act, const char *transforms,
+                           kv_quantize_report *rep) {
+    char *why = rep->llama_cpp_why;
+    size_t cap = sizeof rep->llama_cpp_why;
+    why[0] = 0;
+    rep->llama_cpp_runs = 0;
+    if (of == KV_OUT_SAFETENSORS) {
+        why_add(why, cap, "kvant's safetensors layout of packed rows is read by kvant only");
+        return;
+    }
+    if (of != KV_OUT_GGUF) {
+        why_add(why, cap, "a Hugging Face directory (transformers, vLLM), not a GGUF");
+        return;
+    }
+    int64_t n_kvant = 0, n_rot = 0, n_ecw = 0;
+    const char *kvant_fmt = NULL;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t t = kv_qstored_type(&ot[i]);
+        if (t == KV_TYPE_ROTATED) n_rot++;
+        else if (t == KV_TYPE_ECW) n_ecw++;
+        else if (t >= KV_TYPE_KVANT_BASE) {
+            if (!n_kvant++) kvant_fmt = ot[i].fmt.name;
+        }
+    }
+    if (n_kvant)
+        why_add(why, cap, "%lld tensors in kvant-only formats (%s ...: type ids >= 1024)", (long long)n_kvant, kvant_fmt);
+    if (n_ecw) why_add(why, cap, "%lld entropy-coded tensors (type 1031)", (long long)n_ecw);
+    if (n_rot)
+        why_add(why, cap, "%lld weights need the online rotation of --transform %s, which llama.cpp does not apply "
+                "(stored under kvant type 1032)", (long long)n_rot, transforms && *transforms ? transforms : "rht");
+    if (why[0]) return;
+    rep->llama_cpp_runs = 1;
+    if (act && *act && strcmp(act, "none"))
+        why_add(why, cap, "the weights only: llama.cpp does not simulate the --act %s activation quantization", act);
+}
+
 /* general.file_type: the llama_ftype of a llama.cpp mix or plain float format (llama-quantize's F32 / F16 /
  * BF16); none for kvant formats and --pure. */
 static uint32_t file_type_of(const kv_policy *p) {
@@ -164,7 +216,8 @@ kv_status kv_qwrite_gguf(const kv_model_file *mf, const kv_wmodel *wm, kv_qtenso
     for (int64_t i = 0; st == KV_OK && i < n; i++) {
         char key[256];
         const kv_wtensor *t = ot[i].wt;
-        if (ot[i].type >= KV_TYPE_KVANT_BASE && ot[i].type != KV_TYPE_ECW) { /* ecw: the writer adds its keys */
+        uint32_t type = kv_qstored_type(&ot[i]);
+        if (type >= KV_TYPE_KVANT_BASE && type != KV_TYPE_ECW) { /* ecw: the writer adds its keys */
             snprintf(key, sizeof key, "kvant.tensor.%s.format", t->name);
             st = kv_gguf_writer_add_str(w, key, ot[i].fmt.name, err);
         }
@@ -196,7 +249,7 @@ kv_status kv_qwrite_gguf(const kv_model_file *mf, const kv_wmodel *wm, kv_qtenso
             if (st != KV_OK) { kv_error_context(err, NULL, -1, t->name); break; }
             data = perm[i];
         }
-        st = kv_gguf_writer_add_tensor(w, t->name, t->n_dims, t->shape, ot[i].type, data, err);
+        st = kv_gguf_writer_add_tensor(w, t->name, t->n_dims, t->shape, kv_qstored_type(&ot[i]), data, err);
     }
     for (int64_t i = 0; st == KV_OK && i < xo->n; i++)
         if (xo->it[i].is_tensor)

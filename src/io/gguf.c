@@ -71,9 +71,10 @@ static kv_status kvant_row_bytes(uint32_t type, const char *format_name, int64_t
     if (st)
         return kv_fail(err, st == KV_EINVAL ? KV_EUNSUPPORTED : st, "kvant-only type %u: format '%s': %s", type,
                        format_name, sub.message);
-    if (f.type != type)
-        return kv_fail(err, KV_EFORMAT, "format '%s' has type id %u but the tensor says %u", format_name, f.type,
-                       type);
+    if (type == KV_TYPE_ROTATED ? f.type >= KV_TYPE_KVANT_BASE : f.type != type)
+        return kv_fail(err, KV_EFORMAT, type == KV_TYPE_ROTATED ? "format '%s' (type id %u) under the rotated-weight "
+                       "type %u: that type holds ggml formats only" : "format '%s' has type id %u but the tensor says %u",
+                       format_name, f.type, type);
     if (ne0 == 0) return KV_OK;
     *rb = kv_format_row_bytes(&f, ne0);
     if (*rb == 0)

@@ -393,6 +393,14 @@ kv_status kv_gguf_convert(const char *src, const char *dst, uint32_t outtype, in
             if (res) res->n_skipped++;
             continue;
         }
+        char key[256];
+        snprintf(key, sizeof key, KV_META_RHT_BLOCK_FMT, t->name);
+        if ((mf->gguf && kv_gguf_find_key(mf->gguf, key) >= 0) || kv_model_meta_string(mf, key)) { /* a plain GGUF would lose the online rotation (FORMAT.md "1032") */
+            st = kv_fail(err, KV_EUNSUPPORTED, "the weight needs the online rotation recorded in %s, which a plain "
+                         "GGUF cannot express (llama.cpp would run it unrotated)", key);
+            kv_error_context(err, src, -1, t->name);
+            break;
+        }
         if (t->type != KV_TYPE_F32 && t->type != KV_TYPE_F16 && t->type != KV_TYPE_BF16) {
             const kv_type_info *ti = kv_type_get(t->type);
             st = kv_fail(err, KV_EUNSUPPORTED, "convert takes f32/f16/bf16 tensors, not %s (use kvant quantize)",

@@ -575,6 +575,28 @@ static int gguf_needs_unpermute(const kv_hparams *hp, const char *name, int *n_h
     return 0;
 }
 
+/* A weight stored under KV_TYPE_ROTATED (docs/FORMAT.md "1032") holds the rows of the ggml format its
+ * kvant.tensor.<name>.format names; kvant reads it as that type and the forward pass applies the rotation its
+ * kvant.transform.<name>.rht_block / rht_seed record. Without that record the weight would run unrotated. */
+static kv_status rotated_ggml_type(const kv_model_file *mf, const kv_gguf *g, const kv_gguf_tensor *gt, uint32_t *type,
+                                   kv_error *err) {
+    char key[256];
+    snprintf(key, sizeof key, "kvant.tensor.%s.format", gt->name);
+    const char *name = kv_model_meta_string(mf, key);
+    kv_format f;
+    kv_status st = name ? kv_format_get(name, &f, err) : kv_fail(err, KV_EFORMAT, "rotated-weight type %u without "
+                                                                 "metadata %s", KV_TYPE_ROTATED, key);
+    snprintf(key, sizeof key, KV_META_RHT_BLOCK_FMT, gt->name);
+    if (st == KV_OK && !kv_gguf_find(g, key))
+        st = kv_fail(err, KV_EFORMAT, "rotated-weight type %u without its rotation (metadata %s)", KV_TYPE_ROTATED, key);
+    if (st != KV_OK) {
+        kv_error_context(err, mf->path, (int64_t)gt->info_offset, gt->name);
+        return st;
+    }
+    *type = f.type;
+    return KV_OK;
+}
+
 static kv_status kv_gguf_model_open(kv_model_file *mf, const char *path, kv_error *err) {
     kv_gguf *g;
     kv_status st = kv_gguf_open(path, &g, err);
@@ -597,6 +619,7 @@ static kv_status kv_gguf_model_open(kv_model_file *mf, const char *path, kv_erro
         t->n_dims = gt->n_dims;
         for (int d = 0; d < 4; d++) t->shape[d] = d < gt->n_dims ? gt->shape[d] : 1;
         t->type = gt->type;
+        if (t->type == KV_TYPE_ROTATED && (st = rotated_ggml_type(mf, g, gt, &t->type, err)) != KV_OK) return st;
         t->offset = base + gt->offset;
         t->nbytes = gt->nbytes;
         t->data = gt->data;

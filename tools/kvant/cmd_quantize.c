@@ -854,6 +854,8 @@ int kv_cmd_quantize(int argc, char **argv) {
         kv_jw_key(&w, "seconds"), kv_jw_num(&w, rep.seconds);
         kv_jw_key(&w, "peak_rss_bytes"), kv_jw_int(&w, (int64_t)rep.peak_rss_bytes);
         kv_jw_key(&w, "streamed"), kv_jw_bool(&w, rep.streamed != 0);
+        kv_jw_key(&w, "llama_cpp_runs"), kv_jw_bool(&w, rep.llama_cpp_runs != 0);
+        kv_jw_key(&w, "llama_cpp_why"), kv_jw_str(&w, rep.llama_cpp_why);
         if (have_i8) {
             kv_jw_key(&w, "llmint8");
             kv_jw_obj_begin(&w);
@@ -907,6 +909,9 @@ int kv_cmd_quantize(int argc, char **argv) {
         printf("memory: peak RSS %.1f MiB (%s)\n", (double)rep.peak_rss_bytes / 1048576.0,
                rep.streamed == 2 ? "streamed: one decoder block at a time"
                : rep.streamed ? "streamed: one tensor at a time per thread" : "the whole model held in fp32");
+        if (!rep.llama_cpp_runs) printf("llama.cpp: cannot run this file (kvant eval/run can): %s\n", rep.llama_cpp_why);
+        else if (rep.llama_cpp_why[0]) printf("llama.cpp: runs this file (%s)\n", rep.llama_cpp_why);
+        else printf("llama.cpp: runs this file\n");
         if (have_i8) {
             printf("llm-int8: threshold %g: %lld outlier input columns in fp16 over %lld tensors, max %lld (%s)\n",
                    i8.threshold, (long long)i8.total, (long long)i8.n_tensors, (long long)i8.max,
