@@ -645,7 +645,7 @@ KV_TEST(quantize_eval_table_and_recipe) {
     snprintf(args, sizeof args, "quantize %s -o %s/e.gguf --recipe %s --eval %s --ctx 64 --chunks 2 --quiet", model,
              dir, recipe, text);
     CHECK_EQ_INT(kv_test_run_cli(args, &out), 0);
-    CHECK(strstr(out, "| model | size (MiB) | bits/weight | PPL | ΔPPL | KLD mean | top-1 agree |") != NULL);
+    CHECK(strstr(out, "| model | tensors (MiB) | bits/weight | PPL | ΔPPL | KLD mean | top-1 agree |") != NULL);
     CHECK(strstr(out, "| base |") && strstr(out, "| q8_0 |"));
     free(out);
     char path[600];

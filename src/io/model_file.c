@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <dirent.h>
 
 static kv_status kv_gguf_model_open(kv_model_file *mf, const char *path, kv_error *err);
 static void kv_gguf_model_close(kv_model_file *mf);
@@ -153,8 +154,53 @@ kv_status kv_mf_set_meta(kv_model_file *mf, const char *key, const char *value, 
 const char *kv_model_act_format(const kv_model_file *mf) { return mf && mf->act_format[0] ? mf->act_format : NULL; }
 const char *kv_model_quant_method(const kv_model_file *mf) { return mf ? mf->quant_method : ""; }
 
+/* A directory without config.json that holds exactly one model file (a llama2.c .bin, a .gguf): its path in
+ * out. 0 when it is not such a directory (the HF reader then reports what is missing), -1 on an error (several
+ * models: the caller cannot guess which). Candidates are opened to tell a checkpoint from a tokenizer.bin. */
+static int dir_single_model(const char *dir, char *out, size_t n, kv_error *err) {
+    char p[1200];
+    struct stat sb;
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    if (stat(p, &sb) == 0) return 0;
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int found = 0;
+    char names[600] = "";
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (!(len > 4 && !strcmp(e->d_name + len - 4, ".bin")) && !(len > 5 && !strcmp(e->d_name + len - 5, ".gguf")))
+            continue;
+        if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= sizeof p || stat(p, &sb) || !S_ISREG(sb.st_mode))
+            continue;
+        kv_model_file *mf = NULL;
+        kv_error scratch;
+        kv_error_clear(&scratch);
+        if (kv_model_open(p, &mf, &scratch) != KV_OK || !mf->has_hparams) {
+            kv_model_close(mf);
+            continue;
+        }
+        kv_model_close(mf);
+        if (!found++) kv_strlcpy(out, p, n);
+        size_t used = strlen(names);
+        snprintf(names + used, sizeof names - used, "%s%s", used ? ", " : "", e->d_name);
+    }
+    closedir(d);
+    if (found <= 1) return found;
+    kv_fail(err, KV_EINVAL, "no config.json, and %d model files (%s): give the file", found, names);
+    kv_error_context(err, dir, -1, NULL);
+    return -1;
+}
+
 kv_status kv_model_open(const char *path, kv_model_file **out, kv_error *err) {
     *out = NULL;
+    char single[1200];
+    struct stat ds;
+    if (path && stat(path, &ds) == 0 && S_ISDIR(ds.st_mode)) {
+        int r = dir_single_model(path, single, sizeof single, err);
+        if (r < 0) return KV_EINVAL;
+        if (r > 0) path = single;
+    }
     if (!path || !*path) return kv_fail(err, KV_EINVAL, "empty model path");
     kv_model_file *mf = kv_calloc(1, sizeof *mf, err);
     if (!mf) return KV_ENOMEM;

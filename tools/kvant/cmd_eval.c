@@ -8,6 +8,7 @@
 
 static const char k_usage[] =
     "usage: kvant eval MODEL --text FILE [--ctx N] [--chunks K] [--style hf|llamacpp]\n"
+    "       (llama-perplexity's spellings work too: -m MODEL, -f FILE, -c N, --chunks K)\n"
     "       kvant eval MODEL --tasks FILE.jsonl[,FILE2.jsonl...] [--limit N] (with or without --text)\n"
     "                  [--save-logits FILE] [--kld FILE] [-t N] [--rope-freq auto|exact|bf16|f16]\n"
     "                  [--bf16-dot] [--act-dot q8|f32] [--json] [--quiet]\n"
@@ -151,9 +152,14 @@ int kv_cmd_eval(int argc, char **argv) {
     long long threads = 0, n;
     int json = 0, quiet = 0;
     for (int i = 1; i < argc; i++) {
-        if (kv_cli_opt(argc, argv, &i, "--text", NULL, &v)) {
+        if (kv_cli_opt(argc, argv, &i, "--text", "-f", &v)) { /* -f: llama-perplexity's spelling */
             if (!v) return kv_cli_usage("eval", "--text needs a file");
+            if (text_path) return kv_cli_usage("eval", "--text (-f) given twice");
             text_path = v;
+        } else if (kv_cli_opt(argc, argv, &i, "--model", "-m", &v)) {
+            if (!v) return kv_cli_usage("eval", "--model needs a path");
+            if (model) return kv_cli_usage("eval", "MODEL given twice ('%s')", v);
+            model = v;
         } else if (kv_cli_opt(argc, argv, &i, "--tasks", NULL, &v)) {
             if (!v) return kv_cli_usage("eval", "--tasks needs a JSONL file (or a comma list)");
             tasks_arg = v;

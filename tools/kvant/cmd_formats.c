@@ -22,7 +22,8 @@ static void usage(FILE *out) {
             "  --plot FILE        MSE versus bits/weight (log scale) per format family with the Shannon bound\n"
             "                     (.svg or .png; repeatable)\n"
             "  --formats LIST     comma-separated format names (default: the canonical list)\n"
-            "  --samples N        samples per data set (default 1048576)\n"
+            "  --samples N        samples per data set (default 1048576; rounded up to whole tensors of 64 rows of\n"
+            "                     4096 values, so at least 262144, with a warning when it is not such a multiple)\n"
             "  --seed S           seed of the samples and the rotation signs (default 1)\n"
             "  -t, --threads N    worker threads (default: all cores)\n"
             "  --quiet            no progress line\n");
@@ -223,6 +224,18 @@ int kv_cmd_formats(int argc, char **argv) {
         } else if (kv_cli_opt(argc, argv, &i, "--threads", "-t", &val)) {
             if (kv_cli_parse_int(val, 1, 1024, &threads)) return kv_cli_usage(cmd, "-t must be in 1 .. 1024");
         } else return kv_cli_usage(cmd, "unknown argument '%s'", argv[i]);
+    }
+    const long long unit = (long long)KV_FMT_SAMPLE_ROW * KV_FMT_SAMPLE_TENSOR_ROWS; /* whole sample tensors */
+    if (nsamples % unit) {
+        long long used = (nsamples + unit - 1) / unit * unit;
+        if (nsamples < unit)
+            fprintf(stderr, "kvant formats: warning: --samples %lld is below the minimum of %lld (one tensor of %d rows "
+                    "of %d values): measuring %lld samples per set\n", nsamples, unit, KV_FMT_SAMPLE_TENSOR_ROWS,
+                    KV_FMT_SAMPLE_ROW, used);
+        else
+            fprintf(stderr, "kvant formats: warning: --samples %lld is not a multiple of %lld (whole tensors of %d rows "
+                    "of %d values): measuring %lld samples per set\n", nsamples, unit, KV_FMT_SAMPLE_TENSOR_ROWS,
+                    KV_FMT_SAMPLE_ROW, used);
     }
     for (int k = 0; k < nplots; k++) { /* an unwritable plot fails before the measurements */
         int prc = kv_cli_prepare_output(cmd, plots[k]);

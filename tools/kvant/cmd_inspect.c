@@ -2,13 +2,14 @@
  * hyper-parameters, tokenizer, every tensor) and its size in parameters, bytes and bits/weight;
  * `--verify`: every tensor decoded and checked (kv_tensor_verify), one verdict per tensor. */
 #include "cli.h"
+#include "inspect_meta.h"
 #include "io/json.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static const char k_usage[] =
-    "usage: kvant inspect PATH [--json]\n"
+    "usage: kvant inspect PATH [--meta] [--json]\n"
     "       kvant inspect --verify PATH [--json] [-t N] [--quiet]\n"
     "\n"
     "Show a model: a Hugging Face directory (config.json + safetensors), a .gguf file, a .safetensors file or\n"
@@ -19,6 +20,11 @@ static const char k_usage[] =
     "  --json        one JSON object: format, path, architecture, hparams, tokenizer, params, bytes,\n"
     "                bits_per_weight, recipe (what `kvant quantize` recorded, or null), tensors [{name,\n"
     "                source_name, shape, dtype, bytes, offset}]\n"
+    "  --meta        also the file's own metadata: a GGUF's key/value pairs (arrays: element type, length,\n"
+    "                first items), a safetensors file's __metadata__, an HF directory's quantization_config\n"
+    "                and first shard's __metadata__; and the transforms recorded (kvant.transform.list, every\n"
+    "                weight rotated online with its rht block and seed). --json: metadata [{key, type, value |\n"
+    "                elem_type, n, first}], quantization_config, safetensors_metadata, transforms {list, rotated}\n"
     "  --verify      decode every tensor (every format, entropy-coded ones with their checksums) and check\n"
     "                that its values are finite; one line per tensor, ok or the error with its byte offset\n"
     "                (--json: path, format, tensors [{name, dtype, status, values, nonfinite, max_abs,\n"
@@ -95,7 +101,7 @@ static double bits_per_weight(const kv_model_file *mf) {
     return p ? (double)kv_model_n_bytes(mf) * 8.0 / (double)p : 0.0;
 }
 
-static void print_json(const kv_model_file *mf) {
+static void print_json(const kv_model_file *mf, const kv_inspect_meta *meta) {
     kv_jw w;
     kv_jw_init(&w, stdout, 1);
     kv_jw_obj_begin(&w);
@@ -192,11 +198,12 @@ static void print_json(const kv_model_file *mf) {
         kv_jw_obj_end(&w);
     }
     kv_jw_arr_end(&w);
+    if (meta) kv_inspect_meta_write_json(&w, meta);
     kv_jw_obj_end(&w);
     kv_jw_end(&w);
 }
 
-static void print_text(const kv_model_file *mf) {
+static void print_text(const kv_model_file *mf, const kv_inspect_meta *meta) {
     printf("format:        %s\n", kv_file_format_name(kv_model_format(mf)));
     printf("path:          %s\n", kv_model_path(mf));
     const kv_hparams *hp = kv_model_hparams(mf);
@@ -238,6 +245,7 @@ static void print_text(const kv_model_file *mf) {
     char *recipe = stored_recipe(mf);
     if (recipe) printf("recipe:        %s\n", recipe);
     free(recipe);
+    if (meta) kv_inspect_meta_print_text(meta, mf);
 }
 
 /* ---- --verify ---------------------------------------------------------------------------------- */
@@ -345,11 +353,12 @@ int kv_cmd_inspect(int argc, char **argv) {
         return 0;
     }
     const char *path = NULL, *v = NULL;
-    int json = 0, verify = 0, quiet = 0, threads_given = 0;
+    int json = 0, verify = 0, quiet = 0, threads_given = 0, meta = 0;
     long long threads = 0;
     for (int i = 1; i < argc; i++) {
         if (kv_cli_flag(argv, i, "--json", NULL)) json = 1;
         else if (kv_cli_flag(argv, i, "--verify", NULL)) verify = 1;
+        else if (kv_cli_flag(argv, i, "--meta", NULL)) meta = 1;
         else if (kv_cli_flag(argv, i, "--quiet", "-q")) quiet = 1;
         else if (kv_cli_opt(argc, argv, &i, "--threads", "-t", &v)) {
             if (kv_cli_parse_int(v, 1, 256, &threads)) return kv_cli_usage("inspect", "--threads needs 1..256");
@@ -361,14 +370,21 @@ int kv_cmd_inspect(int argc, char **argv) {
     if (!path) return kv_cli_usage("inspect", "missing PATH");
     if (!verify && (threads_given || quiet))
         return kv_cli_usage("inspect", "%s is an option of --verify", threads_given ? "--threads" : "--quiet");
+    if (verify && meta) return kv_cli_usage("inspect", "--meta and --verify are separate reports: give one");
     kv_error err;
     kv_error_clear(&err);
     kv_model_file *mf;
     if (kv_model_open(path, &mf, &err) != KV_OK) return kv_cli_fail("inspect", &err);
+    kv_inspect_meta *mi = NULL;
+    if (meta && kv_inspect_meta_open(mf, &mi, &err) != KV_OK) {
+        kv_model_close(mf);
+        return kv_cli_fail("inspect", &err);
+    }
     int rc = 0;
     if (verify) rc = verify_model(mf, json, (int)threads, quiet);
-    else if (json) print_json(mf);
-    else print_text(mf);
+    else if (json) print_json(mf, mi);
+    else print_text(mf, mi);
+    kv_inspect_meta_close(mi);
     kv_model_close(mf);
     return rc;
 }

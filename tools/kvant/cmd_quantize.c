@@ -835,6 +835,11 @@ int kv_cmd_quantize(int argc, char **argv) {
         kv_json_free(recipe);
         return kv_cli_fail("quantize", &err);
     }
+    /* the quantized row of the --eval table: --label, else the recipe (format, A:act) */
+    char row_label[160];
+    snprintf(row_label, sizeof row_label, "%s%s%s", a.label ? a.label : a.format ? a.format : have_i8 ? KV_LLMINT8_FORMAT : "q4_k_m",
+             !a.label && a.act && strcmp(a.act, "none") ? " A:" : "", !a.label && a.act && strcmp(a.act, "none") ? a.act : "");
+    if (have_eval) rows[1].name = row_label;
     if (a.json) {
         kv_jw w;
         kv_jw_init(&w, stdout, 1);
@@ -902,9 +907,11 @@ int kv_cmd_quantize(int argc, char **argv) {
         kv_jw_obj_end(&w);
         kv_jw_end(&w);
     } else {
-        printf("quantized %s -> %s: %lld tensors (%lld quantized, %lld fallbacks), %.2f MiB, %.3f bits/weight, %.1f s%s%s\n",
+        printf("quantized %s -> %s: %lld tensors (%lld quantized, %lld fallbacks), %s %.2f MiB, tensor data %.2f MiB, "
+               "%.3f bits/weight, %.1f s%s%s\n",
                a.model, a.out, (long long)rep.n_tensors, (long long)rep.n_quantized, (long long)rep.n_fallback,
-               (double)rep.file_bytes / 1048576.0, rep.bpw, rep.seconds, rep.transforms[0] ? ", transforms " : "",
+               o.out_format == KV_OUT_GGUF || o.out_format == KV_OUT_SAFETENSORS ? "file" : "safetensors", (double)rep.file_bytes / 1048576.0,
+               (double)rep.tensor_bytes / 1048576.0, rep.bpw, rep.seconds, rep.transforms[0] ? ", transforms " : "",
                rep.transforms);
         printf("memory: peak RSS %.1f MiB (%s)\n", (double)rep.peak_rss_bytes / 1048576.0,
                rep.streamed == 2 ? "streamed: one decoder block at a time"
@@ -926,15 +933,13 @@ int kv_cmd_quantize(int argc, char **argv) {
             else snprintf(win, sizeof win, "all windows");
             printf("\neval: %s, hf style, ctx %lld, %s%s%s\n", a.eval, a.ctx, win,
                    a.act && strcmp(a.act, "none") ? ", activations " : "", a.act && strcmp(a.act, "none") ? a.act : "");
-            printf("| model | size (MiB) | bits/weight | PPL | ΔPPL | KLD mean | top-1 agree |\n");
+            printf("| model | tensors (MiB) | bits/weight | PPL | ΔPPL | KLD mean | top-1 agree |\n");
             printf("|---|---:|---:|---:|---:|---:|---:|\n");
             if (a.ppl_only) printf("| base | %.2f | %.3f | — | — | — | — |\n", rows[0].mib, rows[0].bpw);
             else printf("| base | %.2f | %.3f | %.4f | — | — | — |\n", rows[0].mib, rows[0].bpw, rows[0].ppl);
             if (a.ppl_only)
-                printf("| %s | %.2f | %.3f | %.4f | — | — | — |\n", a.label ? a.label : a.format ? a.format : "q4_k_m",
-                       rows[1].mib, rows[1].bpw, rows[1].ppl);
-            else printf("| %s%s%s | %.2f | %.3f | %.4f | %+.4f | %.5f | %.2f%% |\n", a.label ? a.label : a.format ? a.format : "q4_k_m",
-                   !a.label && a.act && strcmp(a.act, "none") ? " A:" : "", !a.label && a.act && strcmp(a.act, "none") ? a.act : "", rows[1].mib,
+                printf("| %s | %.2f | %.3f | %.4f | — | — | — |\n", row_label, rows[1].mib, rows[1].bpw, rows[1].ppl);
+            else printf("| %s | %.2f | %.3f | %.4f | %+.4f | %.5f | %.2f%% |\n", row_label, rows[1].mib,
                    rows[1].bpw, rows[1].ppl, rows[1].dppl, rows[1].kld, rows[1].top1);
         }
     }

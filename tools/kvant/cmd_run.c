@@ -10,10 +10,12 @@
 #include <string.h>
 
 static const char k_usage[] =
-    "usage: kvant run MODEL -p TEXT [-n N] [--temp T] [--top-p P] [--seed S] [--ctx N] [-t N] [--json] [--quiet]\n"
+    "usage: kvant run MODEL -p TEXT|-f FILE [-n N] [--temp T] [--top-p P] [--seed S] [--ctx N] [-t N] [--json] [--quiet]\n"
     "\n"
     "Generate text from a prompt and stream it to stdout. At the end, prefill and decode speeds go to stderr.\n"
     "  -p, --prompt TEXT  the prompt (BOS is added when the model expects it)\n"
+    "  -f, --file FILE    the prompt from a UTF-8 text file (llama-cli's -f)\n"
+    "  -m, --model MODEL  MODEL as an option (llama.cpp's spelling)\n"
     "  -n N               tokens to generate (default 128; stops early at EOS or a full context)\n"
     "  --temp T           temperature (default 0.8; 0 = greedy argmax)\n"
     "  --top-p P          nucleus sampling: smallest set of tokens with probability >= P (default 0.9; 1 = off)\n"
@@ -71,7 +73,7 @@ static int32_t sample(const float *logits, int32_t V, double temp, double top_p,
 
 int kv_cmd_run(int argc, char **argv) {
     if (kv_cli_wants_help(argc, argv)) { fputs(k_usage, stdout); return 0; }
-    const char *model = NULL, *prompt = NULL, *v = NULL;
+    const char *model = NULL, *prompt = NULL, *prompt_file = NULL, *v = NULL;
     long long ntok = 128, seed = 0, threads = 0, ctx = 0;
     double temp = 0.8, top_p = 0.9;
     int json = 0, quiet = 0;
@@ -79,7 +81,16 @@ int kv_cmd_run(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (kv_cli_opt(argc, argv, &i, "--prompt", "-p", &v)) {
             if (!v) return kv_cli_usage("run", "--prompt needs a text");
+            if (prompt || prompt_file) return kv_cli_usage("run", "give one prompt (-p TEXT or -f FILE)");
             prompt = v;
+        } else if (kv_cli_opt(argc, argv, &i, "--file", "-f", &v)) { /* llama-cli's prompt file */
+            if (!v) return kv_cli_usage("run", "--file needs a file");
+            if (prompt || prompt_file) return kv_cli_usage("run", "give one prompt (-p TEXT or -f FILE)");
+            prompt_file = v;
+        } else if (kv_cli_opt(argc, argv, &i, "--model", "-m", &v)) {
+            if (!v) return kv_cli_usage("run", "--model needs a path");
+            if (model) return kv_cli_usage("run", "MODEL given twice ('%s')", v);
+            model = v;
         } else if (kv_cli_opt(argc, argv, &i, "--n-predict", "-n", &v)) {
             if (kv_cli_parse_int(v, 0, 1 << 20, &ntok)) return kv_cli_usage("run", "-n needs a number >= 0");
         } else if (kv_cli_opt(argc, argv, &i, "--temp", NULL, &v)) {
@@ -107,13 +118,34 @@ int kv_cmd_run(int argc, char **argv) {
         }
     }
     if (!model) return kv_cli_usage("run", "missing MODEL");
-    if (!prompt) return kv_cli_usage("run", "missing -p TEXT");
-    if (kv_utf8_invalid_offset(prompt, strlen(prompt)) >= 0) return kv_cli_usage("run", "the prompt is not valid UTF-8");
-
+    if (!prompt && !prompt_file) return kv_cli_usage("run", "missing -p TEXT (or -f FILE)");
     kv_error err;
     kv_error_clear(&err);
+    char *file_text = NULL;
+    if (prompt_file) {
+        kv_mapped fm;
+        if (kv_map_file(prompt_file, &fm, &err) != KV_OK) return kv_cli_fail("run", &err);
+        if (fm.size && memchr(fm.data, 0, fm.size)) {
+            kv_unmap_file(&fm);
+            return kv_cli_usage("run", "%s: the prompt file holds a NUL byte (not text)", prompt_file);
+        }
+        file_text = malloc(fm.size + 1);
+        if (file_text && fm.size) memcpy(file_text, fm.data, fm.size);
+        if (file_text) file_text[fm.size] = 0;
+        kv_unmap_file(&fm);
+        if (!file_text) return kv_cli_usage("run", "out of memory reading %s", prompt_file);
+        prompt = file_text;
+    }
+    if (kv_utf8_invalid_offset(prompt, strlen(prompt)) >= 0) {
+        free(file_text);
+        return kv_cli_usage("run", "the prompt is not valid UTF-8");
+    }
+
     kv_cli_model cm;
-    if (kv_cli_model_open(model, &lo, 1, &cm, &err) != KV_OK) return kv_cli_fail("run", &err);
+    if (kv_cli_model_open(model, &lo, 1, &cm, &err) != KV_OK) {
+        free(file_text);
+        return kv_cli_fail("run", &err);
+    }
     const kv_hparams *hp = kv_model_get_hparams(cm.m);
     if (ctx == 0) ctx = hp->n_ctx_train > 0 ? KV_MIN(hp->n_ctx_train, 4096) : 2048;
     int rc = 0;
@@ -210,6 +242,7 @@ int kv_cmd_run(int argc, char **argv) {
                     (long long)generated, dec_tps);
     }
 done:
+    free(file_text);
     free(text);
     free(scratch);
     free(logits);

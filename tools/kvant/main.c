@@ -13,7 +13,7 @@ static const kv_command k_commands[] = {
     {"run", "generate text from a prompt", kv_cmd_run},
     {"quantize", "quantize a model and write GGUF", kv_cmd_quantize},
     {"formats", "list number formats with their error on Gaussian data; quantize raw rows", kv_cmd_formats},
-    {"bench", "benchmarks (matmul, prefill, formats)", kv_cmd_bench},
+    {"bench", "benchmarks (matmul, kernels, run, prefill)", kv_cmd_bench},
     {"imatrix", "compute an importance matrix (llama.cpp format) from calibration text", kv_cmd_imatrix},
     {"sensitivity", "estimate per-layer sensitivities (HIGGS linearity) for bit allocation", kv_cmd_sensitivity},
     {"tasks", "make and check zero-shot multiple-choice task files (JSONL) for eval --tasks", kv_cmd_tasks},
