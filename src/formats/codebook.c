@@ -17,7 +17,7 @@
 enum { CB_NF4, CB_NF4_DQ, CB_AF4 };
 #define CB_BLOCK 64
 
-static const float k_nf4[16] = {
+const float kv_nf4_code64[16] = {
     -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,
     -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,
     0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f,
@@ -59,7 +59,7 @@ static int nearest_sorted(const float *tab, int n, float v) {
     return v - tab[lo] <= tab[hi] - v ? lo : hi;
 }
 
-static const float *cb_table(const kv_format *f) { return f->params[0] == CB_AF4 ? kv_af4_code64 : k_nf4; }
+static const float *cb_table(const kv_format *f) { return f->params[0] == CB_AF4 ? kv_af4_code64 : kv_nf4_code64; }
 
 static void cb_code_block(const float *tab, const float *x, float absmax, uint8_t *q) {
     memset(q, 0, CB_BLOCK / 2);

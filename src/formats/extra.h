@@ -103,6 +103,7 @@ typedef struct kv_higgs_grid {
 } kv_higgs_grid;
 const kv_higgs_grid *kv_higgs_grid_get(int p, int b); /* NULL if not generated */
 extern const float kv_af4_code64[16];                 /* AbnormalFloat-4 for blocks of 64, ascending */
+extern const float kv_nf4_code64[16];                 /* NormalFloat-4 (bitsandbytes), ascending */
 /* bitsandbytes' signed 8-bit dynamic map (nf4_dq's second level), ascending. */
 void kv_nf4_dynamic_map(float *map256);
 

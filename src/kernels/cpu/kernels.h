@@ -3,7 +3,8 @@
  * f32_avx512.c, qdot_avx2.c, qdot_avx512.c) and is only called after CPUID says the CPU has it.
  *   - kv_f32_kernels: the fp32/bf16 GEMM micro-kernels and the vector helpers of the forward pass.
  *   - kv_qkernel: integer dot products of one packed weight row with activations quantized per block on the
- *     fly (ggml's q8_0 / q8_K trick: llama.cpp's CPU arithmetic), one entry per (format, ISA). */
+ *     fly (ggml's q8_0 / q8_K trick: llama.cpp's CPU arithmetic), or of formats without an integer grid with
+ *     fp32 activations (table lookups in registers, fp32 sums); one entry per (format, ISA). */
 #ifndef KV_KERNELS_CPU_KERNELS_H
 #define KV_KERNELS_CPU_KERNELS_H
 
@@ -61,7 +62,9 @@ const kv_f32_kernels *kv_f32_kernels_hw(void);
 /* ---------------------------------------------------------------------------------------------- */
 /* Activation blocks (internal layouts, never stored): the scale is kept in fp32 (ggml's q8_0 rounds it to
  * fp16; fp32 loses nothing and costs nothing here). Codes q = nearest-even(x / d), d = absmax / 127. */
-typedef enum kv_act_kind { KV_ACT_NONE = 0, KV_ACT_Q8_32, KV_ACT_Q8_256 } kv_act_kind;
+/* KV_ACT_F32: the activations as they are (n floats): kernels of formats whose values are no integer grid
+ * (NF4/AF4 codebooks, HIGGS grids) decode the weights to fp32 in registers and accumulate in fp32. */
+typedef enum kv_act_kind { KV_ACT_NONE = 0, KV_ACT_Q8_32, KV_ACT_Q8_256, KV_ACT_F32 } kv_act_kind;
 typedef struct kv_act_q8_32 {
     float d;
     int32_t sum;    /* Σ q (the offset terms of q4_0-style weights) */
@@ -92,7 +95,7 @@ typedef float (*kv_qdot_fn)(int64_t n, const void *wrow, const void *act);
 typedef void (*kv_qtile_fn)(int64_t n, const uint8_t *w, size_t w_stride, int nr, const uint8_t *act,
                             size_t act_stride, int nt, float *y, int64_t ldy);
 typedef struct kv_qkernel {
-    uint32_t type;     /* kv_format type id (ggml ids) */
+    uint32_t type;     /* ggml type id, or a KV_QK_* id of a kvant layout (qdot_layout.h) */
     kv_act_kind act;
     kv_qdot_fn dot;
     kv_qtile_fn tile;  /* NULL: the caller loops over dot */

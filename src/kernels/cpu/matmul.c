@@ -326,20 +326,31 @@ static void qmm_task(void *ctx, int64_t task, int thread) {
 static kv_status qmm_run(const kv_weight *w, const kv_qkernel *k, size_t rb, const float *x, int64_t ntok, float *y,
                          kv_matmul_ws *ws, kv_pool *pool, kv_error *err) {
     const size_t ab = kv_act_row_bytes(k->act, w->cols);
-    void *owned;
-    uint8_t *act = scratch_get(ws, ab * (size_t)ntok, &owned, err);
+    void *owned = NULL;
+    /* fp32-activation kernels read x as it is */
+    uint8_t *act = k->act == KV_ACT_F32 ? (uint8_t *)(uintptr_t)x : scratch_get(ws, ab * (size_t)ntok, &owned, err);
     if (!act) return err ? err->status : KV_ENOMEM;
     qmm_job j = {.k = k, .w = w->data, .row_bytes = rb, .rows = w->rows, .cols = w->cols, .ntok = ntok,
                  .rows_per_task = ntok == 1 ? QROWS_GEMV : QROWS_GEMM, .x = x, .act = act, .act_bytes = ab, .y = y};
-    kv_pool_run(ntok > 1 ? pool : NULL, ntok, act_task, &j);
+    if (k->act != KV_ACT_F32) kv_pool_run(ntok > 1 ? pool : NULL, ntok, act_task, &j);
     kv_pool_run(pool, (w->rows + j.rows_per_task - 1) / j.rows_per_task, qmm_task, &j);
     kv_free_aligned(owned);
     return KV_OK;
 }
 
+/* The packed-weight kernel kv_weight_matmul_opt runs w through, or NULL for the dequantizing fp32 path: integer
+ * kernels with act_q8; fp32-activation kernels (exact arithmetic up to the order of the fp32 sums) with act_q8,
+ * and without it for decode (few tokens: prefill keeps the blocked GEMM, which dequantizes each tile once). */
+static const kv_qkernel *packed_kernel(const kv_weight *w, int act_q8, int64_t ntok) {
+    const kv_qkernel *k = kv_qkernel_find(&w->fmt, kv_cpu_isa());
+    if (!k) return NULL;
+    if (k->act == KV_ACT_F32 && ntok < 4) return k;
+    return act_q8 && !w->packed ? k : NULL;
+}
+
 const char *kv_weight_kernel_name(const kv_weight *w, int act_q8) {
-    if (act_q8 && kv_qkernel_find(&w->fmt, kv_cpu_isa())) return "int8-dot";
-    return "fp32";
+    const kv_qkernel *k = packed_kernel(w, act_q8, 1);
+    return !k ? "fp32" : k->act == KV_ACT_F32 ? "fp32-lut" : "int8-dot";
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -368,7 +379,7 @@ kv_status kv_weight_matmul_opt(const kv_weight *w, const float *x, int64_t ntok,
         !w->fmt.dequantize)
         return kv_fail(err, KV_EUNSUPPORTED, "format %s cannot be dequantized", w->fmt.name);
     if (ntok == 0) return KV_OK;
-    const kv_qkernel *qk = o.act_q8 && !w->packed ? kv_qkernel_find(&w->fmt, kv_cpu_isa()) : NULL;
+    const kv_qkernel *qk = packed_kernel(w, o.act_q8, ntok);
     kv_status st;
     if (qk) {
         st = qmm_run(w, qk, rb, x, ntok, y, o.ws, pool, err);

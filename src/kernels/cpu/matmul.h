@@ -31,13 +31,15 @@ typedef struct kv_matmul_opts {
     int bf16_dot;     /* as kv_weight_matmul_ex */
     int act_q8;       /* 1: formats with an integer kernel (kernels.h kv_qkernel_find) multiply activations
                        * quantized to 8 bits per block (llama.cpp's q8_0 / q8_K arithmetic) with integer dot
-                       * products; 0: exact fp32 activations */
+                       * products, and formats with an fp32-activation kernel use it for any token count;
+                       * 0: exact fp32 activations (fp32-activation kernels for fewer than 4 tokens) */
     kv_matmul_ws *ws; /* NULL: scratch allocated per call */
 } kv_matmul_opts;
 /* y = x·Wᵀ (+ b) with those options (opts NULL: all zero). */
 kv_status kv_weight_matmul_opt(const kv_weight *w, const float *x, int64_t ntok, float *y, const kv_matmul_opts *opts,
                                kv_pool *pool, kv_error *err);
-/* "int8-dot" when act_q8 would run w through an integer kernel on this CPU, else "fp32". */
+/* "int8-dot" when act_q8 would run w through an integer kernel on this CPU, "fp32-lut" when a kernel on fp32
+ * activations reads w's packed bytes (decode always, prefill with act_q8), else "fp32" (dequantize + fp32). */
 const char *kv_weight_kernel_name(const kv_weight *w, int act_q8);
 
 /* Caches w as packed fp32 GEMM panels (w->packed, 64-byte aligned; the exact path then skips dequantize + pack

@@ -385,11 +385,14 @@ TILE_ENTRY(tile_q8_0_fn, tile_q8_0, TILE_T34(tile_q8_0))
 TILE_ENTRY(tile_q4_k_fn, tile_q4_k, )
 TILE_ENTRY(tile_q6_k_fn, tile_q6_k, )
 
+#include "kernels/cpu/qdot_lut_impl.h"
+
 const kv_qkernel KV_QDOT_TABLE[] = {
     {KV_TYPE_Q4_0, KV_ACT_Q8_32, tile_q4_0_fn_dot, tile_q4_0_fn, TR, TT},
     {KV_TYPE_Q8_0, KV_ACT_Q8_32, tile_q8_0_fn_dot, tile_q8_0_fn, TR, TT},
     {KV_TYPE_Q4_K, KV_ACT_Q8_256, tile_q4_k_fn_dot, tile_q4_k_fn, TR, TT_K},
     {KV_TYPE_Q5_K, KV_ACT_Q8_256, dot_q5_k, NULL, 0, 0},
     {KV_TYPE_Q6_K, KV_ACT_Q8_256, tile_q6_k_fn_dot, tile_q6_k_fn, TR, TT_K},
+    KV_QDOT_LUT_ENTRIES
     {0, KV_ACT_NONE, NULL, NULL, 0, 0},
 };
