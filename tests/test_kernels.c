@@ -330,3 +330,40 @@ KV_TEST(bench_run_refuses_bad_arguments) {
     CHECK(rc == 1 && out && strstr(out, "nonexistent"));
     free(out);
 }
+
+/* PPL (JSON "ppl") of `kvant eval MODEL` on 2 windows of 64 tokens, with --act-dot MODE; NAN on failure. */
+static double eval_ppl(kv_test_ctx *T, const char *model, const char *text, const char *mode) {
+    char args[2400], *out = NULL;
+    snprintf(args, sizeof args, "eval %s --text %s --ctx 64 --chunks 2 --json -t 2 --act-dot %s", model, text, mode);
+    const int rc = kv_test_run_cli(args, &out);
+    const char *p = out ? strstr(out, "\"ppl\":") : NULL;
+    const double ppl = rc == 0 && p ? strtod(p + 6, NULL) : NAN;
+    CHECK_MSG(isfinite(ppl), "eval %s --act-dot %s: rc %d: %s", model, mode, rc, out ? out : "");
+    free(out);
+    return ppl;
+}
+
+/* The proxy quantized to each format with a packed kernel: eval through the kernels (--act-dot q8) gives the PPL
+ * of the exact path (--act-dot f32: dequantized fp32 GEMM) — the same for fp32-activation kernels up to the
+ * order of fp32 sums, within the 8-bit activations' effect for the integer ones. */
+KV_TEST(eval_ppl_through_packed_kernels_matches_reference) {
+    char model[512], text[512], args[2400], gguf[700];
+    char *out = NULL;
+    kv_test_shared(model, sizeof model, PROXY);
+    if (!kv_test_exists(model)) SKIP("proxy-27m absent");
+    kv_test_shared(text, sizeof text, "data/wikitext2-test.txt");
+    static const struct { const char *fmt; double tol; } k[] = {
+        {"nf4", 1e-4}, {"higgs_p2_b4", 1e-4}, {"int4_g128_asym", 1e-2}, {"mxfp4", 1e-2}};
+    for (size_t i = 0; i < KV_ARRAY_LEN(k); i++) {
+        snprintf(gguf, sizeof gguf, "%s/%s.gguf", kv_test_tmpdir(), k[i].fmt);
+        snprintf(args, sizeof args, "quantize %s -o %s --format %s --pure --quiet", model, gguf, k[i].fmt);
+        const int rc = kv_test_run_cli(args, &out);
+        CHECK_MSG(rc == 0, "%s: %s", args, out ? out : "");
+        free(out);
+        out = NULL;
+        if (rc) continue;
+        const double ref = eval_ppl(T, gguf, text, "f32"), got = eval_ppl(T, gguf, text, "q8");
+        CHECK_MSG(fabs(got / ref - 1.0) < k[i].tol, "%s: PPL %.6f through the kernels, %.6f exact", k[i].fmt, got,
+                  ref);
+    }
+}

@@ -285,6 +285,20 @@ KV_INLINE void tile_af4(int64_t n, const uint8_t *w, size_t ws, const uint8_t *a
     tile_cb4(n, w, ws, act, as, y, ldy, NR, NT, kv_af4_code64);
 }
 
+/* n (3, 4, 6 or 8) little-endian bytes, assembled in registers: a memcpy into a zeroed u64 would be stored in
+ * pieces and reloaded whole, a store-forwarding stall on every chunk */
+static inline uint64_t load_le(const uint8_t *p, const int n) {
+    uint32_t a;
+    uint16_t b;
+    uint64_t v;
+    switch (n) {
+    case 8: memcpy(&v, p, 8); return v;
+    case 6: memcpy(&a, p, 4); memcpy(&b, p + 4, 2); return a | (uint64_t)b << 32;
+    case 4: memcpy(&a, p, 4); return a;
+    default: memcpy(&b, p, 2); return b | (uint64_t)p[2] << 16;
+    }
+}
+
 /* higgs_p2_b{3,4}: the codes of VF_LANES / 2 pairs are 2b-bit fields of VF_LANES·b / 8 consecutive bytes; one
  * 64-bit gather fetches their grid points (both coordinates), scaled by s to the dequantized values */
 KV_INLINE void tile_higgs_p2(int64_t n, const uint8_t *w, size_t ws, const uint8_t *act, size_t as, float *y,
@@ -321,8 +335,7 @@ KV_INLINE void tile_higgs_p2(int64_t n, const uint8_t *w, size_t ws, const uint8
             vf v[TR];
             UNROLL
             for (int r = 0; r < NR; r++) {
-                uint64_t u = 0;
-                memcpy(&u, p[r] + 2 + (size_t)c * chunk, (size_t)chunk);
+                const uint64_t u = load_le(p[r] + 2 + (size_t)c * chunk, chunk);
 #if defined(__AVX512F__)
                 const __m512i idx = _mm512_and_si512(_mm512_srlv_epi64(_mm512_set1_epi64((long long)u), sh), mask);
                 v[r] = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_i64gather_epi64(idx, pts, 8)), s[r]);
