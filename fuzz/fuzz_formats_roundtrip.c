@@ -45,6 +45,19 @@ static int grid_has_min(const kv_format *f) {
     return strstr(f->name, "_asym") != NULL;
 }
 
+/* An asymmetric block whose range is far below its offset's fp16 resolution (values -32382/256 .. -32383/256:
+ * range 2^-8 beside a min near -126.5, stored to 2^-4) comes back from the stored min and step with another
+ * min/max, so re-quantizing picks other codes (the fuzzer's counterexample int3_g128_asym, kept in
+ * fuzz/regress/formats_roundtrip/): no byte fixed point there, only the range bound. */
+static int offset_dwarfs_range(const float *x, int64_t total, int64_t block) {
+    for (int64_t b = 0; b + block <= total; b += block) {
+        float lo = x[b], hi = x[b];
+        for (int64_t i = 1; i < block; i++) lo = fminf(lo, x[b + i]), hi = fmaxf(hi, x[b + i]);
+        if (hi - lo < 0x1p-7f * fmaxf(fabsf(lo), fabsf(hi))) return 1;
+    }
+    return 0;
+}
+
 /* per row: every value within [min - range, max + range] of its input row, plus the resolution of the stored
  * scales: the k-quants' fp16 super-scale d = (block scale)/63 of a small block is an fp16 subnormal (spacing
  * 2^-24), and a value is d·sc·q with sc·q up to 63·31 (a constant q4_k row of 194·2^-14 comes back 1.2e-5 low:
@@ -130,6 +143,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     if (!w) {
         promise p = promise_of(&f);
+        if (p == PROMISE_BYTES && grid_has_min(&f) && offset_dwarfs_range(x, total, f.block)) p = PROMISE_BOUND;
         if (p == PROMISE_BYTES) FUZZ_ASSERT(!memcmp(q1, q2, rb * (size_t)rows));
         if (p == PROMISE_VALUES) FUZZ_ASSERT(!memcmp(y1, y2, sizeof(float) * (size_t)total));
     }
