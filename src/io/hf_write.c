@@ -490,28 +490,6 @@ kv_status kv_hf_check_output_dir(const char *dir, kv_error *err) {
 
 /* ---- JSON -------------------------------------------------------------------------------------------------- */
 
-static void emit_json(kv_jw *w, const kv_json *v) {
-    switch (v->type) {
-    case KV_JSON_NULL: kv_jw_null(w); break;
-    case KV_JSON_BOOL: kv_jw_bool(w, v->boolean); break;
-    case KV_JSON_NUMBER: if (v->is_int) kv_jw_int(w, v->ival); else kv_jw_num(w, v->num); break;
-    case KV_JSON_STRING: kv_jw_str(w, v->u.str); break;
-    case KV_JSON_ARRAY:
-        kv_jw_arr_begin(w);
-        for (uint64_t i = 0; i < v->len; i++) emit_json(w, &v->u.items[i]);
-        kv_jw_arr_end(w);
-        break;
-    case KV_JSON_OBJECT:
-        kv_jw_obj_begin(w);
-        for (uint64_t i = 0; i < v->len; i++) {
-            kv_jw_key(w, v->u.items[i].key);
-            emit_json(w, &v->u.items[i]);
-        }
-        kv_jw_obj_end(w);
-        break;
-    default: break;
-    }
-}
 
 static void jw_kv_str(kv_jw *w, const char *k, const char *v) { kv_jw_key(w, k); kv_jw_str(w, v); }
 static void jw_kv_int(kv_jw *w, const char *k, int64_t v) { kv_jw_key(w, k); kv_jw_int(w, v); }
@@ -705,7 +683,7 @@ static kv_status write_config(const char *tmp, const kv_hparams *hp, const schem
             const char *k = root->u.items[i].key;
             if (!strcmp(k, "quantization_config") || !strcmp(k, "torch_dtype") || !strcmp(k, "dtype")) continue;
             kv_jw_key(&w, k);
-            emit_json(&w, &root->u.items[i]);
+            kv_json_write(&w, &root->u.items[i]);
         }
         jw_kv_str(&w, "torch_dtype", dtype);
     } else config_from_hparams(&w, hp, dtype);

@@ -512,3 +512,29 @@ const char *kv_json_type_name(int type) {
     }
     return "?";
 }
+
+void kv_json_write(kv_jw *w, const kv_json *v) {
+    if (!v) { kv_jw_null(w); return; }
+    switch (v->type) {
+    case KV_JSON_BOOL: kv_jw_bool(w, v->boolean); break;
+    case KV_JSON_NUMBER:
+        if (v->is_int) kv_jw_int(w, v->ival);
+        else kv_jw_num(w, v->num);
+        break;
+    case KV_JSON_STRING: kv_jw_str(w, v->u.str); break;
+    case KV_JSON_ARRAY:
+        kv_jw_arr_begin(w);
+        for (uint64_t i = 0; i < v->len; i++) kv_json_write(w, &v->u.items[i]);
+        kv_jw_arr_end(w);
+        break;
+    case KV_JSON_OBJECT:
+        kv_jw_obj_begin(w);
+        for (uint64_t i = 0; i < v->len; i++) {
+            kv_jw_key(w, v->u.items[i].key);
+            kv_json_write(w, &v->u.items[i]);
+        }
+        kv_jw_obj_end(w);
+        break;
+    default: kv_jw_null(w); break;
+    }
+}

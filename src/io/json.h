@@ -55,6 +55,8 @@ const kv_json *kv_json_root(const kv_json_doc *doc);
 /* Lookups: NULL when v is NULL, not the right kind, or the key/index is missing. Object lookup is a linear
  * scan; for big objects iterate items instead. With duplicate keys, the first one wins. */
 const kv_json *kv_json_get(const kv_json *obj, const char *key);
+/* Writes v (NULL: null) through the report writer, keys in document order. */
+void kv_json_write(kv_jw *w, const kv_json *v);
 const kv_json *kv_json_at(const kv_json *arr, uint64_t i);
 /* The first duplicate key of an object (n log n), or NULL when all keys are distinct. */
 const kv_json *kv_json_find_duplicate_key(const kv_json *obj);

@@ -145,32 +145,6 @@ static void gguf_meta_json(kv_jw *w, const kv_gguf *g) {
 
 /* ---- JSON documents (safetensors __metadata__, config.json) ----------------------------------- */
 
-static void json_value(kv_jw *w, const kv_json *v) {
-    if (!v) { kv_jw_null(w); return; }
-    switch (v->type) {
-    case KV_JSON_BOOL: kv_jw_bool(w, v->boolean); break;
-    case KV_JSON_NUMBER:
-        if (v->is_int) kv_jw_int(w, v->ival);
-        else kv_jw_num(w, v->num);
-        break;
-    case KV_JSON_STRING: kv_jw_str(w, v->u.str); break;
-    case KV_JSON_ARRAY:
-        kv_jw_arr_begin(w);
-        for (uint64_t i = 0; i < v->len; i++) json_value(w, &v->u.items[i]);
-        kv_jw_arr_end(w);
-        break;
-    case KV_JSON_OBJECT:
-        kv_jw_obj_begin(w);
-        for (uint64_t i = 0; i < v->len; i++) {
-            kv_jw_key(w, v->u.items[i].key);
-            json_value(w, &v->u.items[i]);
-        }
-        kv_jw_obj_end(w);
-        break;
-    default: kv_jw_null(w); break;
-    }
-}
-
 /* The JSON header of a safetensors file (its 8-byte length, then the text). */
 static kv_status st_header(const char *path, kv_json_doc **doc, kv_error *err) {
     FILE *f = fopen(path, "rb");
@@ -321,7 +295,7 @@ static void meta_close(meta_info *m) {
 static void compact_json_line(const kv_json *v) {
     kv_jw w;
     kv_jw_init(&w, stdout, 0);
-    json_value(&w, v);
+    kv_json_write(&w, v);
     kv_jw_end(&w);
 }
 
@@ -384,9 +358,9 @@ void kv_inspect_meta_write_json(kv_jw *w, const kv_inspect_meta *h) {
     if (m->g) gguf_meta_json(w, m->g);
     else kv_jw_null(w);
     kv_jw_key(w, "quantization_config");
-    json_value(w, m->cfg ? kv_json_get(kv_json_root(m->cfg), "quantization_config") : NULL);
+    kv_json_write(w, m->cfg ? kv_json_get(kv_json_root(m->cfg), "quantization_config") : NULL);
     kv_jw_key(w, "safetensors_metadata");
-    json_value(w, m->st ? kv_json_get(kv_json_root(m->st), "__metadata__") : NULL);
+    kv_json_write(w, m->st ? kv_json_get(kv_json_root(m->st), "__metadata__") : NULL);
     kv_jw_key(w, "transforms");
     kv_jw_obj_begin(w);
     kv_jw_key(w, "list");
