@@ -1,7 +1,7 @@
 /* gen_seeds.c — writes small valid seed inputs for the fuzz targets (run by fuzz/run.sh; not a fuzz target):
  *   DIR/gguf/NAME.gguf     GGUF files made with kvant's own writer (every value type, nested arrays, tensors
  *                          of plain and block types, alignment 32 and 64, a vocab-like array of strings,
- *                          an entropy-coded (ecw) tensor);
+ *                          an entropy-coded (ecw) tensor, a rotated ggml-typed (1032) tensor);
  *   DIR/safetensors/NAME   safetensors files (header JSON + byte buffer) of several dtypes and shapes;
  *   DIR/json/NAME.json     JSON texts exercising escapes, surrogate pairs, numbers and nesting;
  *   DIR/imatrix/           importance matrices saved by kvant in both forms (.dat, GGUF);
@@ -99,6 +99,37 @@ static const char *const k_json[] = {
     "  \"just a string with UTF-8 \xc3\xa9\xe2\x82\xac\"  ",
     "{\"dup\":1,\"dup\":2}",
 };
+
+/* A GGUF with a rotated ggml-typed weight (type 1032, docs/FORMAT.md "1032"): q8_0 rows under the kvant id, the
+ * format named in metadata and the online rotation recorded, so the fuzzer reaches the rotated-type checks. */
+static int rotated_seed(const char *dir, const char *name) {
+    kv_error err;
+    kv_gguf_writer *w;
+    if (kv_gguf_writer_create(&w, &err)) return -1;
+    static uint8_t data[2 * 2 * 34];
+    for (size_t i = 0; i < sizeof data; i++) data[i] = (uint8_t)(i * 29 + 3);
+    static const int64_t shape[2] = {2, 64};
+    const char *t = "blk.0.attn_q.weight";
+    char key[256];
+    kv_status st = kv_gguf_writer_add_str(w, "general.architecture", "llama", &err);
+    snprintf(key, sizeof key, "%s%s%s", KV_GGUF_KVANT_FORMAT_PREFIX, t, KV_GGUF_KVANT_FORMAT_SUFFIX);
+    if (!st) st = kv_gguf_writer_add_str(w, key, "q8_0", &err);
+    snprintf(key, sizeof key, KV_META_RHT_BLOCK_FMT, t);
+    if (!st) st = kv_gguf_writer_add_u32(w, key, 64, &err);
+    snprintf(key, sizeof key, KV_META_RHT_SEED_FMT, t);
+    if (!st) st = kv_gguf_writer_add_u64(w, key, 7, &err);
+    if (!st) st = kv_gguf_writer_add_tensor(w, t, 2, shape, KV_TYPE_ROTATED, data, &err);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (!st) st = kv_gguf_writer_write(w, path, NULL, &err);
+    kv_gguf_writer_free(w);
+    if (st) {
+        char buf[1200];
+        fprintf(stderr, "gen_seeds: %s\n", kv_error_format(&err, buf, sizeof buf));
+        return -1;
+    }
+    return 0;
+}
 
 /* A GGUF with an entropy-coded tensor (type 1031, docs/FORMAT.md "kvant ECW"): version 4 codes of a small
  * matrix, so the fuzzer reaches the container checks and, through fuzz_gguf's decode, the rANS streams. */
@@ -501,6 +532,7 @@ int main(int argc, char **argv) {
     bad |= gguf_seed(d_gguf, "all-a64.gguf", 64, 4, 1);
     bad |= gguf_seed(d_gguf, "one-tensor-a8.gguf", 8, 1, 0);
     bad |= ecw_seed(d_gguf, "ecw.gguf");
+    bad |= rotated_seed(d_gguf, "rotated-q8_0.gguf");
     bad |= safetensors_seed(d_st, "f32.safetensors",
                             "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}}", 24);
     bad |= safetensors_seed(d_st, "mixed.safetensors",

@@ -115,6 +115,7 @@ float *kv_test_model_logits(kv_test_ctx *T, const char *path, const int32_t *ids
     float *lg = NULL;
     kv_status st = kv_model_open(path, &mf, &err);
     if (!st) st = kv_model_load(mf, lo, &m, &err);
+    if (!st) st = kv_model_apply_transforms(m, mf, &err); /* as eval does: the file's online rotations */
     if (!st) st = kv_context_create(m, n_ids, &c, &err);
     if (!st) {
         *vocab = kv_model_get_hparams(m)->n_vocab;

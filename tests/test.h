@@ -58,8 +58,8 @@ int kv_test_proxy_ref_ids(int32_t *ids, int cap);
 /* The whole file, with a NUL after its last byte (not counted in *size); NULL if unreadable. */
 void *kv_test_read_file(const char *path, size_t *size);
 int kv_test_write_file(const char *path, const void *data, size_t size);
-/* Logits (n_ids x vocab, malloc'd, caller frees) of the model file at path over ids, loaded with lo; on error a
- * test failure naming the file, and NULL. */
+/* Logits (n_ids x vocab, malloc'd, caller frees) of the model file at path over ids, loaded with lo and with the
+ * file's recorded online transforms applied (as eval runs it); on error a test failure naming the file, and NULL. */
 float *kv_test_model_logits(kv_test_ctx *T, const char *path, const int32_t *ids, int64_t n_ids, int64_t *vocab,
                             const kv_model_load_opts *lo);
 

@@ -8,27 +8,6 @@
 static const int32_t k_ids[] = {1, 450, 4996, 1735, 1701, 432, 1724, 975, 278, 1736, 1103, 2988, 13, 1576, 2987, 2990};
 #define N_IDS ((int)(sizeof k_ids / sizeof k_ids[0]))
 
-/* Logits of N_IDS tokens of the model at path (its recorded online rotations applied). */
-static kv_status file_logits(const char *path, float **out, int *vocab, kv_error *err) {
-    kv_model_file *mf = NULL;
-    kv_model *m = NULL;
-    kv_context *c = NULL;
-    *out = NULL;
-    kv_status st = kv_model_open(path, &mf, err);
-    if (st == KV_OK) st = kv_model_load(mf, NULL, &m, err);
-    if (st == KV_OK) st = kv_model_apply_transforms(m, mf, err);
-    if (st == KV_OK) st = kv_context_create(m, N_IDS, &c, err);
-    if (st == KV_OK) {
-        *vocab = kv_model_get_hparams(m)->n_vocab;
-        *out = malloc((size_t)N_IDS * (size_t)*vocab * sizeof(float));
-        st = *out ? kv_forward(c, k_ids, N_IDS, 0, *out, 0, NULL, err) : KV_ENOMEM;
-    }
-    kv_context_free(c);
-    kv_model_free(m);
-    kv_model_close(mf);
-    return st;
-}
-
 /* proxy-27m -> dir/name with format F, --pure, transforms (NULL: none). */
 static kv_status quantize_proxy(kv_test_ctx *T, const char *name, const char *format, const char *transforms,
                                 char *out, size_t n, kv_quantize_report *rep, kv_error *err) {
@@ -101,10 +80,9 @@ KV_TEST(honest_gguf_rotated_weights_stored_under_1032) {
     CHECK_EQ_INT(kv_model_find(mf, "blk.3.ffn_down.weight")->type, KV_TYPE_Q8_0);
     CHECK_EQ_INT(kv_model_find(mf, "output.weight")->type, KV_TYPE_Q8_0);
     kv_model_close(mf);
-    float *a = NULL, *b = NULL;
-    int va = 0, vb = 0;
-    CHECK_OK(file_logits(out, &a, &va, &err), &err);
-    CHECK_OK(file_logits(plain, &b, &vb, &err), &err);
+    int64_t va = 0, vb = 0;
+    float *a = kv_test_model_logits(T, out, k_ids, N_IDS, &va, NULL);
+    float *b = kv_test_model_logits(T, plain, k_ids, N_IDS, &vb, NULL);
     REQUIRE(a && b && va == vb && va > 0);
     CHECK(!memcmp(a, b, (size_t)N_IDS * (size_t)va * sizeof(float)));
     free(a);

@@ -170,3 +170,31 @@ KV_TEST(inspect_llama2c_directory_finds_the_checkpoint) {
     CHECK_MSG(out && strstr(out, "2 model files") && strstr(out, "a.bin") && strstr(out, "b.bin"), "%.600s", out ? out : "");
     free(out);
 }
+
+/* --meta on what is not a model: a clear error naming the file (and the offset for bad bytes), exit 1, and no
+ * partial report; on a vocab-only GGUF (a valid GGUF that holds no tensors) the key/value pairs are shown. */
+KV_TEST(inspect_meta_refuses_bad_files_and_reads_vocab_only_gguf) {
+    char bad[700], trunc[700], vocab[512];
+    snprintf(bad, sizeof bad, "%s/junk.gguf", kv_test_tmpdir());
+    REQUIRE(kv_test_write_file(bad, "GGUX\x03\0\0\0 not a model", 20) == 0);
+    char *out = cli(T, 1, "inspect %s --meta%s", bad, "");
+    CHECK_MSG(out && strstr(out, bad) && strstr(out, "offset 0") && strstr(out, "not a GGUF file"), "%.400s", out ? out : "");
+    CHECK(out && !strstr(out, "metadata:"));
+    free(out);
+    /* a GGUF cut inside its key/value pairs */
+    kv_test_shared(vocab, sizeof vocab, "tokenizers/ggml-vocab-llama-spm.gguf");
+    if (!kv_test_exists(vocab)) SKIP("%.200s not found", vocab);
+    size_t n = 0;
+    char *bytes = kv_test_read_file(vocab, &n);
+    REQUIRE(bytes && n > 4096);
+    snprintf(trunc, sizeof trunc, "%s/cut.gguf", kv_test_tmpdir());
+    REQUIRE(kv_test_write_file(trunc, bytes, 4096) == 0);
+    free(bytes);
+    out = cli(T, 1, "inspect %s --meta%s", trunc, "");
+    CHECK_MSG(out && strstr(out, trunc) && strstr(out, "error"), "%.400s", out ? out : "");
+    CHECK(out && !strstr(out, "metadata:"));
+    free(out);
+    out = cli(T, 0, "inspect %s --meta%s", vocab, "");
+    CHECK_MSG(out && strstr(out, "tokenizer.ggml.tokens") && strstr(out, "metadata:"), "%.400s", out ? out : "");
+    free(out);
+}

@@ -138,26 +138,6 @@ KV_TEST(rht_online_equals_offline_weight_rotation) {
 
 /* ---- whole-model transforms: the unquantized transformed model computes the same logits ---- */
 
-/* Logits of n tokens of the model at path (online transforms of the file applied). */
-static kv_status file_logits(const char *path, const int32_t *ids, int n, float **out, int *vocab, kv_error *err) {
-    kv_model_file *mf = NULL;
-    kv_model *m = NULL;
-    kv_context *c = NULL;
-    kv_status st = kv_model_open(path, &mf, err);
-    if (st == KV_OK) st = kv_model_load(mf, NULL, &m, err);
-    if (st == KV_OK) st = kv_model_apply_transforms(m, mf, err);
-    if (st == KV_OK) st = kv_context_create(m, n, &c, err);
-    if (st == KV_OK) {
-        *vocab = kv_model_get_hparams(m)->n_vocab;
-        *out = malloc((size_t)n * (size_t)*vocab * sizeof(float));
-        st = *out ? kv_forward(c, ids, n, 0, *out, 0, NULL, err) : KV_ENOMEM;
-    }
-    kv_context_free(c);
-    kv_model_free(m);
-    kv_model_close(mf);
-    return st;
-}
-
 /* Writes MODEL transformed (unquantized f32) and checks its logits against the plain f32 copy. */
 static void check_transform_keeps_logits(kv_test_ctx *T, const char *model_rel, const char *transforms,
                                          const char *format, int with_calib, double tol, const char *changed) {
@@ -191,12 +171,11 @@ static void check_transform_keeps_logits(kv_test_ctx *T, const char *model_rel, 
     CHECK_MSG(rep.transforms[0] != 0, "no transform recorded for %s", transforms);
     int32_t ids[48];
     for (int i = 0; i < 48; i++) ids[i] = (i * 37 + 11) % 500 + 1;
-    float *a = NULL, *b = NULL;
-    int va = 0, vb = 0;
-    REQUIRE_OK(file_logits(ref, ids, 48, &a, &va, &err), &err);
-    kv_status st = file_logits(out, ids, 48, &b, &vb, &err);
-    CHECK_OK(st, &err);
-    if (st == KV_OK && va == vb) {
+    int64_t va = 0, vb = 0;
+    float *a = kv_test_model_logits(T, ref, ids, 48, &va, NULL);
+    REQUIRE(a);
+    float *b = kv_test_model_logits(T, out, ids, 48, &vb, NULL);
+    if (b && va == vb) {
         double maxd = 0, maxv = 0;
         int finite = 1;
         for (int64_t i = 0; i < (int64_t)48 * va; i++) {

@@ -20,6 +20,8 @@ int kv_cli_fail(const char *cmd, const kv_error *err);
 int kv_cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Strict number parsing for option values; return 0 on success. */
 int kv_cli_parse_int(const char *s, long long lo, long long hi, long long *out);
+/* "1,2,4": each item an integer in [lo, hi]; returns the count (<= cap) or -1 */
+int kv_cli_parse_int_list(const char *s, long long lo, long long hi, long long *out, int cap);
 int kv_cli_parse_double(const char *s, double *out);
 /* Is argv[i] this option ("--name" or "-n")? Then *val gets the next argument (error if missing). */
 int kv_cli_opt(int argc, char **argv, int *i, const char *long_name, const char *short_name, const char **val);

@@ -28,30 +28,18 @@ static const char k_usage[] =
     "  --threads LIST   comma-separated thread counts (default 1,2)\n"
     "  --json           one JSON object with every measurement\n";
 
-static int parse_threads(const char *s, int *out, int cap) {
-    int n = 0;
-    while (s && *s && n < cap) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s || v < 1 || v > 256) return -1;
-        out[n++] = (int)v;
-        s = *end == ',' ? end + 1 : end;
-        if (*end && *end != ',') return -1;
-    }
-    return n;
-}
-
 typedef struct shape { const char *name; int64_t n, k; } shape;
 
 static int bench_matmul(int argc, char **argv) {
     long long M = 512, reps = 5;
-    int threads[8] = {1, 2}, nthr = 2, json = 0;
+    long long threads[8] = {1, 2};
+    int nthr = 2, json = 0;
     const char *v;
     for (int i = 1; i < argc; i++) {
         if (kv_cli_opt(argc, argv, &i, "--tokens", "-m", &v)) {
             if (kv_cli_parse_int(v, 1, 1 << 16, &M)) return kv_cli_usage("bench", "--tokens needs 1..65536");
         } else if (kv_cli_opt(argc, argv, &i, "--threads", "-t", &v)) {
-            if ((nthr = parse_threads(v, threads, 8)) <= 0) return kv_cli_usage("bench", "--threads needs a list like 1,2");
+            if ((nthr = kv_cli_parse_int_list(v, 1, 256, threads, 8)) <= 0) return kv_cli_usage("bench", "--threads needs a list like 1,2");
         } else if (kv_cli_opt(argc, argv, &i, "--reps", NULL, &v)) {
             if (kv_cli_parse_int(v, 1, 1000, &reps)) return kv_cli_usage("bench", "--reps needs 1..1000");
         } else if (kv_cli_flag(argv, i, "--json", NULL)) {
@@ -95,7 +83,7 @@ static int bench_matmul(int argc, char **argv) {
         kv_format_get("bf16", &wt.fmt, &err);
         const double flop = 2.0 * (double)M * (double)N * (double)K;
         for (int t = 0; t < nthr; t++) {
-            kv_pool *pool = kv_pool_create(threads[t]);
+            kv_pool *pool = kv_pool_create((int)threads[t]);
             double best[4] = {1e30, 1e30, 1e30, 1e30};
             for (long long rep = 0; rep < reps; rep++) {
                 double t0 = kv_now_seconds();
@@ -108,7 +96,7 @@ static int bench_matmul(int argc, char **argv) {
                 kv_weight_matmul_ex(&wt, A, M, C, 1, pool, &err);
                 best[3] = KV_MIN(best[3], kv_now_seconds() - t0);
                 if (kv_have_openblas()) {
-                    kv_openblas_set_threads(threads[t]);
+                    kv_openblas_set_threads((int)threads[t]);
                     t0 = kv_now_seconds();
                     kv_gemm_openblas_nt(M, N, K, A, K, B, K, C, N);
                     best[2] = KV_MIN(best[2], kv_now_seconds() - t0);
@@ -121,7 +109,7 @@ static int bench_matmul(int argc, char **argv) {
                 kv_jw_key(&w, "shape"); kv_jw_str(&w, shapes[s].name);
                 kv_jw_key(&w, "n"); kv_jw_int(&w, N);
                 kv_jw_key(&w, "k"); kv_jw_int(&w, K);
-                kv_jw_key(&w, "threads"); kv_jw_int(&w, threads[t]);
+                kv_jw_key(&w, "threads"); kv_jw_int(&w, (int)threads[t]);
                 kv_jw_key(&w, "kvant_f32_gflops"); kv_jw_num(&w, g0);
                 kv_jw_key(&w, "kvant_bf16_gflops"); kv_jw_num(&w, g1);
                 kv_jw_key(&w, "kvant_bf16_dot_gflops");
@@ -132,7 +120,7 @@ static int bench_matmul(int argc, char **argv) {
                 else kv_jw_null(&w);
                 kv_jw_obj_end(&w);
             } else {
-                printf("%-22s %7d %10.1f %10.1f ", shapes[s].name, threads[t], g0, g1);
+                printf("%-22s %7d %10.1f %10.1f ", shapes[s].name, (int)threads[t], g0, g1);
                 if (kv_gemm_bf16_available()) printf("%10.1f ", g3);
                 else printf("%10s ", "-");
                 if (kv_have_openblas()) printf("%10.1f\n", g2);
@@ -152,14 +140,15 @@ static int bench_matmul(int argc, char **argv) {
 
 static int bench_prefill(int argc, char **argv) {
     long long ctx = 512, reps = 3;
-    int threads[8] = {1, 2}, nthr = 2, json = 0;
+    long long threads[8] = {1, 2};
+    int nthr = 2, json = 0;
     kv_model_load_opts lo = {.prepack = -1};
     const char *v, *model = NULL;
     for (int i = 1; i < argc; i++) {
         if (kv_cli_opt(argc, argv, &i, "--ctx", "-c", &v)) {
             if (kv_cli_parse_int(v, 1, 1 << 20, &ctx)) return kv_cli_usage("bench", "--ctx needs a positive number");
         } else if (kv_cli_opt(argc, argv, &i, "--threads", "-t", &v)) {
-            if ((nthr = parse_threads(v, threads, 8)) <= 0) return kv_cli_usage("bench", "--threads needs a list like 1,2");
+            if ((nthr = kv_cli_parse_int_list(v, 1, 256, threads, 8)) <= 0) return kv_cli_usage("bench", "--threads needs a list like 1,2");
         } else if (kv_cli_opt(argc, argv, &i, "--reps", NULL, &v)) {
             if (kv_cli_parse_int(v, 1, 1000, &reps)) return kv_cli_usage("bench", "--reps needs 1..1000");
         } else if (kv_cli_flag(argv, i, "--bf16-dot", NULL)) {
@@ -202,7 +191,7 @@ static int bench_prefill(int argc, char **argv) {
                lo.bf16_dot ? ", bf16-dot" : "", reps);
     }
     for (int t = 0; t < nthr; t++) {
-        kv_pool *pool = kv_pool_create(threads[t]);
+        kv_pool *pool = kv_pool_create((int)threads[t]);
         double best = 1e30, best_cpu = 1e30;
         for (long long rep = 0; rep < reps; rep++) {
             const double t0 = kv_now_seconds();
@@ -218,14 +207,14 @@ static int bench_prefill(int argc, char **argv) {
         kv_pool_destroy(pool);
         if (json) {
             kv_jw_obj_begin(&w);
-            kv_jw_key(&w, "threads"); kv_jw_int(&w, threads[t]);
+            kv_jw_key(&w, "threads"); kv_jw_int(&w, (int)threads[t]);
             kv_jw_key(&w, "seconds"); kv_jw_num(&w, best);
             kv_jw_key(&w, "tokens_per_s"); kv_jw_num(&w, (double)ctx / best);
             kv_jw_key(&w, "cpu_seconds"); kv_jw_num(&w, best_cpu);
             kv_jw_key(&w, "tokens_per_cpu_s"); kv_jw_num(&w, (double)ctx / best_cpu);
             kv_jw_obj_end(&w);
         } else {
-            printf("  threads %d: %.3f s, %.1f tokens/s  (%.3f CPU s, %.1f tokens per CPU-second)\n", threads[t], best,
+            printf("  threads %d: %.3f s, %.1f tokens/s  (%.3f CPU s, %.1f tokens per CPU-second)\n", (int)threads[t], best,
                    (double)ctx / best, best_cpu, (double)ctx / best_cpu);
         }
     }

@@ -39,21 +39,6 @@ static void progress_line(void *user, const char *line) {
     fprintf(stderr, "%s\n", line);
 }
 
-static int parse_list_ll(const char *s, long long lo, long long hi, long long *out, int cap) {
-    char **items = NULL;
-    int n = kv_cli_split_list(s, &items);
-    if (n <= 0 || n > cap) {
-        kv_cli_free_list(items, n < 0 ? 0 : n);
-        return -1;
-    }
-    for (int i = 0; i < n; i++)
-        if (kv_cli_parse_int(items[i], lo, hi, &out[i])) {
-            kv_cli_free_list(items, n);
-            return -1;
-        }
-    kv_cli_free_list(items, n);
-    return n;
-}
 #endif
 
 int kv_cmd_bench_gpu(int argc, char **argv) {
@@ -75,9 +60,9 @@ int kv_cmd_bench_gpu(int argc, char **argv) {
         } else if (kv_cli_opt(argc, argv, &i, "--formats", NULL, &v)) {
             formats_arg = v;
         } else if (kv_cli_opt(argc, argv, &i, "--batches", NULL, &v)) {
-            if ((nb = parse_list_ll(v, 1, 16, batches, 16)) <= 0) return kv_cli_usage("bench", "--batches needs a list of 1..16");
+            if ((nb = kv_cli_parse_int_list(v, 1, 16, batches, 16)) <= 0) return kv_cli_usage("bench", "--batches needs a list of 1..16");
         } else if (kv_cli_opt(argc, argv, &i, "--tokens", NULL, &v)) {
-            if ((nt = parse_list_ll(v, 1, 65536, tokens, 16)) <= 0) return kv_cli_usage("bench", "--tokens needs a list of 1..65536");
+            if ((nt = kv_cli_parse_int_list(v, 1, 65536, tokens, 16)) <= 0) return kv_cli_usage("bench", "--tokens needs a list of 1..65536");
         } else if (kv_cli_opt(argc, argv, &i, "--reps", NULL, &v)) {
             if (kv_cli_parse_int(v, 3, 1000, &reps)) return kv_cli_usage("bench", "--reps needs 3..1000");
         } else if (kv_cli_flag(argv, i, "--no-w8a8", NULL)) {

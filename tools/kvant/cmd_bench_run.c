@@ -18,18 +18,6 @@ static const char k_usage[] =
     "  --json        one JSON object {model, prompt, gen, act_dot, results: [{threads, prefill_tokens_per_s,\n"
     "                decode_tokens_per_s}]}\n";
 
-static int parse_list(const char *s, int *out, int cap) {
-    int n = 0;
-    while (s && *s && n < cap) {
-        char *end;
-        const long v = strtol(s, &end, 10);
-        if (end == s || v < 1 || v > 256 || (*end && *end != ',')) return -1;
-        out[n++] = (int)v;
-        s = *end == ',' ? end + 1 : end;
-    }
-    return n;
-}
-
 /* Best seconds of reps runs of prefill (P tokens) and decode (G tokens) on a fresh cache. */
 static kv_status time_run(kv_context *c, const int32_t *ids, long long P, long long G, long long reps,
                           kv_pool *pool, float *logits, double *pp_s, double *tg_s, kv_error *err) {
@@ -49,7 +37,8 @@ static kv_status time_run(kv_context *c, const int32_t *ids, long long P, long l
 
 int kv_bench_run(int argc, char **argv) {
     long long P = 512, G = 128, reps = 3;
-    int threads[8] = {1, 2}, nthr = 2, json = 0;
+    long long threads[8] = {1, 2};
+    int nthr = 2, json = 0;
     kv_model_load_opts lo = {.prepack = -1, .act_q8 = 1};
     const char *v, *model = NULL;
     for (int i = 1; i < argc; i++) {
@@ -58,7 +47,7 @@ int kv_bench_run(int argc, char **argv) {
         } else if (kv_cli_opt(argc, argv, &i, "--gen", "-n", &v)) {
             if (kv_cli_parse_int(v, 1, 1 << 16, &G)) return kv_cli_usage("bench", "--gen needs 1..65536");
         } else if (kv_cli_opt(argc, argv, &i, "--threads", "-t", &v)) {
-            if ((nthr = parse_list(v, threads, 8)) <= 0) return kv_cli_usage("bench", "--threads needs a list like 1,2");
+            if ((nthr = kv_cli_parse_int_list(v, 1, 256, threads, 8)) <= 0) return kv_cli_usage("bench", "--threads needs a list like 1,2");
         } else if (kv_cli_opt(argc, argv, &i, "--reps", NULL, &v)) {
             if (kv_cli_parse_int(v, 1, 1000, &reps)) return kv_cli_usage("bench", "--reps needs 1..1000");
         } else if (kv_cli_opt(argc, argv, &i, "--act-dot", NULL, &v)) {
@@ -106,19 +95,19 @@ int kv_bench_run(int argc, char **argv) {
         printf("%8s %14s %14s\n", "threads", "prefill tok/s", "decode tok/s");
     }
     for (int t = 0; t < nthr; t++) {
-        kv_pool *pool = kv_pool_create(threads[t]);
+        kv_pool *pool = kv_pool_create((int)threads[t]);
         double pp, tg;
         const kv_status st = time_run(c, ids, P, G, reps, pool, logits, &pp, &tg, &err);
         kv_pool_destroy(pool);
         if (st != KV_OK) { rc = kv_cli_fail("bench", &err); goto done; }
         if (json) {
             kv_jw_obj_begin(&w);
-            kv_jw_key(&w, "threads"); kv_jw_int(&w, threads[t]);
+            kv_jw_key(&w, "threads"); kv_jw_int(&w, (int)threads[t]);
             kv_jw_key(&w, "prefill_tokens_per_s"); kv_jw_num(&w, (double)P / pp);
             kv_jw_key(&w, "decode_tokens_per_s"); kv_jw_num(&w, (double)G / tg);
             kv_jw_obj_end(&w);
         } else {
-            printf("%8d %14.1f %14.1f\n", threads[t], (double)P / pp, (double)G / tg);
+            printf("%8d %14.1f %14.1f\n", (int)threads[t], (double)P / pp, (double)G / tg);
         }
     }
     if (json) {

@@ -78,6 +78,15 @@ int kv_cli_parse_int(const char *s, long long lo, long long hi, long long *out) 
     return 0;
 }
 
+int kv_cli_parse_int_list(const char *s, long long lo, long long hi, long long *out, int cap) {
+    char **items = NULL;
+    int n = kv_cli_split_list(s, &items);
+    int bad = n <= 0 || n > cap;
+    for (int i = 0; !bad && i < n; i++) bad = kv_cli_parse_int(items[i], lo, hi, &out[i]) != 0;
+    kv_cli_free_list(items, n < 0 ? 0 : n);
+    return bad ? -1 : n;
+}
+
 int kv_cli_parse_double(const char *s, double *out) {
     if (!s || !*s) return -1;
     char *end = NULL;
