@@ -13,10 +13,12 @@
 #include <string.h>
 
 static const char k_usage[] =
-    "usage: kvant bench kernels [--format F[,F...]] [--threads N] [--reps R] [--act-dot q8|f32] [--json]\n"
+    "usage: kvant bench kernels [--format F[,F...]] [--shape RxC] [--threads N] [--reps R] [--act-dot q8|f32]\n"
+    "                          [--json]\n"
     "  GEMV GB/s (weight bytes per second, 1 token) and GEMM GFLOP/s (64 tokens) of y = x W^T for each\n"
     "  format (default q4_0,q4_k,q5_k,q6_k,q8_0,mxfp4,nf4,int4_g128_asym,higgs_p2_b4) on 4096x4096,\n"
     "  4096x14336 and 14336x4096 (rows x cols), and a STREAM triad (GB/s) in the same run.\n"
+    "  --shape RxC   only this matrix shape (rows x cols, cols a multiple of every format's block)\n"
     "  --threads N   threads (default 2); --reps R best of R (default 5)\n"
     "  --act-dot M   q8 (default): integer kernels where the format has one; f32: exact fp32 activations\n"
     "  --json        one JSON object\n";
@@ -97,11 +99,20 @@ done:
 int kv_bench_kernels(int argc, char **argv) {
     const char *formats = "q4_0,q4_k,q5_k,q6_k,q8_0,mxfp4,nf4,int4_g128_asym,higgs_p2_b4", *v = NULL;
     long long threads = 2, reps = 5;
-    int json = 0, act_q8 = 1;
+    int json = 0, act_q8 = 1, nshapes = 3;
+    int64_t one_shape[2] = {0, 0};
     for (int i = 1; i < argc; i++) {
         if (kv_cli_opt(argc, argv, &i, "--format", NULL, &v)) {
             if (!v || !*v) return kv_cli_usage("bench", "--format needs a list of formats");
             formats = v;
+        } else if (kv_cli_opt(argc, argv, &i, "--shape", NULL, &v)) {
+            long long r = 0, c = 0;
+            char tail = 0;
+            if (!v || sscanf(v, "%lldx%lld%c", &r, &c, &tail) != 2 || r < 1 || c < 1 || r > (1 << 20) || c > (1 << 20))
+                return kv_cli_usage("bench", "--shape needs ROWSxCOLS (e.g. 4096x14336)");
+            one_shape[0] = r;
+            one_shape[1] = c;
+            nshapes = 1;
         } else if (kv_cli_opt(argc, argv, &i, "--threads", "-t", &v)) {
             if (kv_cli_parse_int(v, 1, 256, &threads)) return kv_cli_usage("bench", "--threads needs 1..256");
         } else if (kv_cli_opt(argc, argv, &i, "--reps", NULL, &v)) {
@@ -131,7 +142,8 @@ int kv_bench_kernels(int argc, char **argv) {
         if (!fmts[nf].quantize) return kv_cli_usage("bench", "format %s cannot quantize", tok);
         nf++;
     }
-    static const int64_t shapes[3][2] = {{4096, 4096}, {4096, 14336}, {14336, 4096}};
+    int64_t shapes[3][2] = {{4096, 4096}, {4096, 14336}, {14336, 4096}};
+    if (nshapes == 1) { shapes[0][0] = one_shape[0]; shapes[0][1] = one_shape[1]; }
     kv_pool *pool = kv_pool_create((int)threads);
     if (!pool) { fprintf(stderr, "kvant bench: cannot start %lld threads\n", threads); return 1; }
     const double triad = triad_gbs((int64_t)32 << 20, (int)reps, pool, &err);
@@ -150,7 +162,7 @@ int kv_bench_kernels(int argc, char **argv) {
     }
     int rc = 0;
     for (int f = 0; f < nf && !rc; f++)
-        for (int s = 0; s < 3; s++) {
+        for (int s = 0; s < nshapes; s++) {
             kres r = {0};
             if (bench_one(&fmts[f], shapes[s][0], shapes[s][1], (int)reps, act_q8, pool, &r, &err) != KV_OK) {
                 rc = kv_cli_fail("bench", &err);

@@ -64,7 +64,12 @@ const kv_f32_kernels *kv_f32_kernels_hw(void);
  * fp16; fp32 loses nothing and costs nothing here). Codes q = nearest-even(x / d), d = absmax / 127. */
 /* KV_ACT_F32: the activations as they are (n floats): kernels of formats whose values are no integer grid
  * (NF4/AF4 codebooks, HIGGS grids) decode the weights to fp32 in registers and accumulate in fp32. */
-typedef enum kv_act_kind { KV_ACT_NONE = 0, KV_ACT_Q8_32, KV_ACT_Q8_256, KV_ACT_F32 } kv_act_kind;
+/* KV_ACT_Q8_64NF: blocks of 64 codes in the nibble order of an nf4 / af4 block's 32 bytes (byte j holds value 2j
+ * in its high nibble, 2j + 1 in its low one): q[l] is the code of value 2l + 1, q[32 + l] that of value 2l, so
+ * a kernel multiplies the low nibbles of 32 bytes, then the high ones, by 32 consecutive codes without moving
+ * a byte. off = -8 Σq: the VNNI kernels add 128 to the signed table values (VPDPBUSD multiplies unsigned
+ * bytes) and start each of their 16 lanes at off, -128 Σq in all. */
+typedef enum kv_act_kind { KV_ACT_NONE = 0, KV_ACT_Q8_32, KV_ACT_Q8_256, KV_ACT_F32, KV_ACT_Q8_64NF } kv_act_kind;
 typedef struct kv_act_q8_32 {
     float d;
     int32_t sum;    /* Σ q (the offset terms of q4_0-style weights) */
@@ -75,11 +80,19 @@ typedef struct kv_act_q8_256 {
     int16_t bsum[16]; /* Σ q over each 16 codes (k-quant minimums and offsets) */
     int8_t q[256];
 } kv_act_q8_256;
+typedef struct kv_act_q8_64 {
+    float d;
+    int32_t off;  /* -8 Σ q */
+    int8_t q[64]; /* KV_ACT_Q8_64NF order */
+} kv_act_q8_64;
+KV_STATIC_ASSERT(sizeof(kv_act_q8_64) == 72, "q8_64 activation block");
 KV_STATIC_ASSERT(sizeof(kv_act_q8_32) == 40, "q8_32 activation block");
 KV_STATIC_ASSERT(sizeof(kv_act_q8_256) == 292, "q8_256 activation block");
 
 /* Bytes of one activation row of n values (n a multiple of the block). */
 size_t kv_act_row_bytes(kv_act_kind kind, int64_t n);
+/* 64 values x in KV_ACT_Q8_64NF order into out. */
+void kv_act_nf_order(const float *x, float *out);
 /* x[n] -> activation blocks; identical bytes on every ISA. */
 void kv_act_quantize(kv_act_kind kind, const float *x, int64_t n, void *dst);
 /* The same computed on one ISA (kv_act_quantize picks the widest this CPU runs; tests compare them). */
@@ -102,9 +115,17 @@ typedef struct kv_qkernel {
     int tile_rows, tile_toks;
 } kv_qkernel;
 
-/* Tables per ISA (terminated by type 0 / dot NULL); lookup of one format's kernel on a given ISA (falls back to
- * the next narrower ISA that has it); NULL when the format has no integer kernel. */
+/* Tables per ISA (terminated by type 0 / dot NULL); a format may have two entries, one on quantized and one on
+ * fp32 activations (nf4 / af4). kv_qkernel_find_act: one format's kernel on a given ISA (falling back to the
+ * next narrower ISA that has it): with q8 set, its kernel on quantized activations if there is one, else its
+ * fp32-activation kernel; with q8 0, only an fp32-activation kernel. NULL when there is none. kv_qkernel_find
+ * is kv_qkernel_find_act(f, isa, 1). */
 extern const kv_qkernel kv_qkernels_scalar[], kv_qkernels_avx2[], kv_qkernels_avx512[];
+const kv_qkernel *kv_qkernel_find_act(const kv_format *f, kv_isa isa, int q8);
 const kv_qkernel *kv_qkernel_find(const kv_format *f, kv_isa isa);
+
+/* The int8 table of a 16-value codebook in [-1, 1] (nf4, af4): t[c] = nearest(127 · code[c]), |error| <= 1/254
+ * of the block's absmax (the kernels on KV_ACT_Q8_64NF multiply these and divide the sum by 127). */
+void kv_cb4_table_i8(const float *code, int8_t t[16]);
 
 #endif

@@ -342,10 +342,11 @@ static kv_status qmm_run(const kv_weight *w, const kv_qkernel *k, size_t rb, con
  * kernels with act_q8; fp32-activation kernels (exact arithmetic up to the order of the fp32 sums) with act_q8,
  * and without it for decode (few tokens: prefill keeps the blocked GEMM, which dequantizes each tile once). */
 static const kv_qkernel *packed_kernel(const kv_weight *w, int act_q8, int64_t ntok) {
-    const kv_qkernel *k = kv_qkernel_find(&w->fmt, kv_cpu_isa());
+    const int q8 = act_q8 && !w->packed;
+    const kv_qkernel *k = kv_qkernel_find_act(&w->fmt, kv_cpu_isa(), q8);
     if (!k) return NULL;
     if (k->act == KV_ACT_F32 && ntok < 4) return k;
-    return act_q8 && !w->packed ? k : NULL;
+    return q8 ? k : NULL;
 }
 
 const char *kv_weight_kernel_name(const kv_weight *w, int act_q8) {

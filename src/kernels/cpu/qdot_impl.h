@@ -103,6 +103,19 @@ void KV_QDOT_ACT(kv_act_kind kind, const float *x, int64_t n, void *dst) {
                 b->bsum[2 * k + 1] = (int16_t)hsum8i(_mm256_add_epi32(c[2], c[3]));
             }
         }
+    } else if (kind == KV_ACT_Q8_64NF) {
+        kv_act_q8_64 *b = dst;
+        float v[64];
+        __m256i c2[4];
+        for (int64_t i = 0; i < n / 64; i++, b++, x += 64) {
+            kv_act_nf_order(x, v);
+            const float d = absmax(v, 64) / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+            b->d = d;
+            codes32(v, id, b->q, c);
+            codes32(v + 32, id, b->q + 32, c2);
+            const __m256i s = _mm256_add_epi32(_mm256_add_epi32(c[0], c[1]), _mm256_add_epi32(c[2], c[3]));
+            b->off = -8 * hsum8i(_mm256_add_epi32(s, _mm256_add_epi32(_mm256_add_epi32(c2[0], c2[1]), _mm256_add_epi32(c2[2], c2[3]))));
+        }
     }
 }
 

@@ -5,7 +5,9 @@
  *     signed products through |w| · sign(x, w) (ggml-cpu/arch/x86/quants.c ggml_vec_dot_mxfp4_q8_0);
  *   - int4 / int3 groups of 128 on q8 activations: the codes unpacked to bytes, the offset 2^(b-1) (sym) or
  *     the minimum (asym) through the activation block sums (ggml's q4_0 / q4_1 with q8_0 / q8_1);
- *   - nf4 / af4 and higgs_p2_b{3,4} on fp32 activations (their values are no integer grid): the 16-entry
+ *   - nf4 / af4 on q8 activations in their nibble order (KV_ACT_Q8_64NF): the codebook rounded to int8
+ *     (127 · code, within 1/254 of the absmax) in a register, VPSHUFB as the lookup;
+ *   - nf4 / af4 (exact, for --act-dot f32) and higgs_p2_b{3,4} on fp32 activations: the 16-entry
  *     codebook scaled by the block's absmax in registers (AVX-512 VPERMPS on 16 lanes; AVX2 two VPERMPS of
  *     8 and a blend on code bit 3), the HIGGS 2-D grid in L1 (one 64-bit gather per pair), fp32 sums.
  * Each (row, token) of a tile runs the same operation sequence as the 1 x 1 tile, so tiles equal dot(). */
@@ -187,6 +189,101 @@ INT_TILE(tile_int4_sym, 4, 0)
 INT_TILE(tile_int4_asym, 4, 1)
 INT_TILE(tile_int3_sym, 3, 0)
 INT_TILE(tile_int3_asym, 3, 1)
+
+/* the int8 table of a codebook in [-1, 1] (kv_cb4_table_i8's bytes: CVTPS2DQ rounds half to even as
+ * kv_nearest_int does) */
+static inline __m128i cb4_table_i8(const float *code) {
+    const __m128 s = _mm_set1_ps(127.0f);
+    __m128i c[4];
+    for (int k = 0; k < 4; k++) c[k] = _mm_cvtps_epi32(_mm_mul_ps(_mm_loadu_ps(code + 4 * k), s));
+    return _mm_packs_epi16(_mm_packs_epi32(c[0], c[1]), _mm_packs_epi32(c[2], c[3]));
+}
+
+/* nf4 / af4 on KV_ACT_Q8_64NF: per block absmax·d·Σ t[c]·q with t the int8 table in a register (VPSHUFB), the
+ * activation codes already in the bytes' nibble order. AVX-512: the 64 codes of a block in one register (low
+ * nibbles in the low half, high nibbles in the high half: one broadcast load, one shift per 64-bit lane), the
+ * table + 128 as VPDPBUSD's unsigned operand, its 128 Σq removed by the accumulator's start (act off); AVX2:
+ * two 32-byte halves, signed products (dp_s8s8). */
+KV_INLINE void tile_cb4q(int64_t n, const uint8_t *w, size_t ws, const uint8_t *act, size_t as, float *y,
+                         int64_t ldy, const int NR, const int NT, const float *code) {
+    const __m128i t8 = cb4_table_i8(code);
+#if defined(__AVX512F__) && defined(__AVX512VNNI__)
+    const __m512i tab = _mm512_xor_si512(_mm512_broadcast_i32x4(t8), _mm512_set1_epi8((char)0x80));
+    const __m512i sh = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4), m4 = _mm512_set1_epi8(0x0F);
+    __m512 acc[TR][TT];
+    UNROLL
+    for (int r = 0; r < NR; r++)
+        UNROLL
+        for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < n / 64; b++) {
+        __m512i wq[TR];
+        __m512 wd[TR];
+        UNROLL
+        for (int r = 0; r < NR; r++) {
+            const uint8_t *p = w + (size_t)r * ws + (size_t)b * KV_CB4_BYTES;
+            const __m512i q = _mm512_broadcast_i64x4(load256(p + 4));
+            wq[r] = _mm512_shuffle_epi8(tab, _mm512_and_si512(_mm512_srlv_epi64(q, sh), m4));
+            wd[r] = _mm512_set1_ps(kv_rd_f32(p));
+        }
+        UNROLL
+        for (int t = 0; t < NT; t++) {
+            const kv_act_q8_64 *x = (const kv_act_q8_64 *)(const void *)(act + (size_t)t * as) + b;
+            const __m512i xq = _mm512_loadu_si512((const void *)x->q), start = _mm512_set1_epi32(x->off);
+            const __m512 xd = _mm512_set1_ps(x->d);
+            UNROLL
+            for (int r = 0; r < NR; r++)
+                acc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(wd[r], xd), _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, wq[r], xq)),
+                                            acc[r][t]);
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NR; r++)
+        UNROLL
+        for (int t = 0; t < NT; t++) y[(int64_t)t * ldy + r] = _mm512_reduce_add_ps(acc[r][t]) * (1.0f / 127.0f);
+#else
+    const __m256i tab = _mm256_broadcastsi128_si256(t8), m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc[TR][TT];
+    UNROLL
+    for (int r = 0; r < NR; r++)
+        UNROLL
+        for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / 64; b++) {
+        __m256i wl[TR], wh[TR];
+        __m256 wd[TR];
+        UNROLL
+        for (int r = 0; r < NR; r++) {
+            const uint8_t *p = w + (size_t)r * ws + (size_t)b * KV_CB4_BYTES;
+            const __m256i q = load256(p + 4);
+            wl[r] = _mm256_shuffle_epi8(tab, _mm256_and_si256(q, m4));
+            wh[r] = _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+            wd[r] = _mm256_set1_ps(kv_rd_f32(p));
+        }
+        UNROLL
+        for (int t = 0; t < NT; t++) {
+            const kv_act_q8_64 *x = (const kv_act_q8_64 *)(const void *)(act + (size_t)t * as) + b;
+            const __m256i x0 = load256(x->q), x1 = load256(x->q + 32);
+            const __m256 xd = _mm256_set1_ps(x->d);
+            UNROLL
+            for (int r = 0; r < NR; r++) {
+                const __m256i s = dp_s8s8(dp_s8s8(_mm256_setzero_si256(), wl[r], x0), wh[r], x1);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(wd[r], xd), _mm256_cvtepi32_ps(s), acc[r][t]);
+            }
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NR; r++)
+        UNROLL
+        for (int t = 0; t < NT; t++) y[(int64_t)t * ldy + r] = hsum8(acc[r][t]) * (1.0f / 127.0f);
+#endif
+}
+KV_INLINE void tile_nf4q(int64_t n, const uint8_t *w, size_t ws, const uint8_t *act, size_t as, float *y,
+                         int64_t ldy, const int NR, const int NT) {
+    tile_cb4q(n, w, ws, act, as, y, ldy, NR, NT, kv_nf4_code64);
+}
+KV_INLINE void tile_af4q(int64_t n, const uint8_t *w, size_t ws, const uint8_t *act, size_t as, float *y,
+                         int64_t ldy, const int NR, const int NT) {
+    tile_cb4q(n, w, ws, act, as, y, ldy, NR, NT, kv_af4_code64);
+}
 
 /* ---------------------------------------------------------------------------------------------- */
 /* fp32 activations                                                                                */
@@ -370,6 +467,8 @@ TILE_ENTRY(tile_int4_sym_fn, tile_int4_sym, TILE_T34(tile_int4_sym))
 TILE_ENTRY(tile_int4_asym_fn, tile_int4_asym, TILE_T34(tile_int4_asym))
 TILE_ENTRY(tile_int3_sym_fn, tile_int3_sym, TILE_T34(tile_int3_sym))
 TILE_ENTRY(tile_int3_asym_fn, tile_int3_asym, TILE_T34(tile_int3_asym))
+TILE_ENTRY(tile_nf4q_fn, tile_nf4q, TILE_T34(tile_nf4q))
+TILE_ENTRY(tile_af4q_fn, tile_af4q, TILE_T34(tile_af4q))
 TILE_ENTRY(tile_nf4_fn, tile_nf4, )
 TILE_ENTRY(tile_af4_fn, tile_af4, )
 TILE_ENTRY(tile_higgs_p2b3_fn, tile_higgs_p2b3, )
@@ -383,6 +482,8 @@ TILE_ENTRY(tile_higgs_p2b4_fn, tile_higgs_p2b4, )
     {KV_QK_INT4_ASYM, KV_ACT_Q8_32, tile_int4_asym_fn_dot, tile_int4_asym_fn, TR, TT},                             \
     {KV_QK_INT3_SYM, KV_ACT_Q8_32, tile_int3_sym_fn_dot, tile_int3_sym_fn, TR, TT},                                \
     {KV_QK_INT3_ASYM, KV_ACT_Q8_32, tile_int3_asym_fn_dot, tile_int3_asym_fn, TR, TT},                             \
+    {KV_QK_NF4, KV_ACT_Q8_64NF, tile_nf4q_fn_dot, tile_nf4q_fn, TR, TT},                                          \
+    {KV_QK_AF4, KV_ACT_Q8_64NF, tile_af4q_fn_dot, tile_af4q_fn, TR, TT},                                          \
     {KV_QK_NF4, KV_ACT_F32, tile_nf4_fn_dot, tile_nf4_fn, TR, TT_F},                                               \
     {KV_QK_AF4, KV_ACT_F32, tile_af4_fn_dot, tile_af4_fn, TR, TT_F},                                               \
     {KV_QK_HIGGS_P2B3, KV_ACT_F32, tile_higgs_p2b3_fn_dot, tile_higgs_p2b3_fn, TR, TT_F},                          \

@@ -4,7 +4,8 @@
  * quantize_row_q8_0 / quantize_row_q8_K (d = absmax/127, per-16 sums for the k-quants' minimums) with the scale
  * kept in fp32. Each kernel sums the integer products of a block exactly, then adds scale · sum in fp32 — the
  * order of ggml_vec_dot_*_q8_* reference loops. Also ggml's mxfp4, nvfp4 and iq4_nl (table values times q8
- * codes), kvant's int{3,4}_g128 on q8 blocks, and, on fp32 activations, nf4 / af4 and higgs_p2_b{3,4} (the
+ * codes), kvant's int{3,4}_g128 on q8 blocks, nf4 / af4 as int8 tables on q8 blocks of 64 in their nibble
+ * order, and, on fp32 activations, nf4 / af4 and higgs_p2_b{3,4} (the
  * dequantized values times x, an fp32 sum per block). The SIMD tables (qdot_avx2.c, qdot_avx512.c) compute the
  * same sums with a different fp32 summation order; tests/test_kernels.c bounds the difference. */
 #include "kernels/cpu/kernels.h"
@@ -21,6 +22,7 @@ size_t kv_act_row_bytes(kv_act_kind kind, int64_t n) {
     case KV_ACT_Q8_32: return (size_t)(n / 32) * sizeof(kv_act_q8_32);
     case KV_ACT_Q8_256: return (size_t)(n / 256) * sizeof(kv_act_q8_256);
     case KV_ACT_F32: return (size_t)n * sizeof(float);
+    case KV_ACT_Q8_64NF: return (size_t)(n / 64) * sizeof(kv_act_q8_64);
     default: return 0;
     }
 }
@@ -35,6 +37,14 @@ static float act_block(const float *x, int n, int8_t *q) {
         q[i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
     }
     return d;
+}
+
+/* 64 values in KV_ACT_Q8_64NF order (kernels.h) */
+void kv_act_nf_order(const float *x, float *out) {
+    for (int l = 0; l < 32; l++) {
+        out[l] = x[2 * l + 1];
+        out[32 + l] = x[2 * l];
+    }
 }
 
 void kv_act_quantize(kv_act_kind kind, const float *x, int64_t n, void *dst) {
@@ -64,7 +74,21 @@ void kv_act_quantize_isa(kv_isa isa, kv_act_kind kind, const float *x, int64_t n
                 b->bsum[g] = (int16_t)s;
             }
         }
+    } else if (kind == KV_ACT_Q8_64NF) {
+        kv_act_q8_64 *b = dst;
+        float v[64];
+        for (int64_t i = 0; i < n / 64; i++, b++, x += 64) {
+            kv_act_nf_order(x, v);
+            b->d = act_block(v, 64, b->q);
+            int s = 0;
+            for (int l = 0; l < 64; l++) s += b->q[l];
+            b->off = -8 * s;
+        }
     }
+}
+
+void kv_cb4_table_i8(const float *code, int8_t t[16]) {
+    for (int c = 0; c < 16; c++) t[c] = (int8_t)kv_nearest_int(127.0f * code[c]);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -223,6 +247,24 @@ static float dot_cb4(int64_t n, const void *wrow, const void *act, const float *
 static float dot_nf4(int64_t n, const void *w, const void *a) { return dot_cb4(n, w, a, kv_nf4_code64); }
 static float dot_af4(int64_t n, const void *w, const void *a) { return dot_cb4(n, w, a, kv_af4_code64); }
 
+/* nf4 / af4 on KV_ACT_Q8_64NF: per block absmax · d · Σ t[c]·q exactly, t the int8 table; the sum over blocks
+ * divided by the table's 127 at the end */
+static float dot_cb4_q8(int64_t n, const void *wrow, const void *act, const float *code) {
+    const uint8_t *w = wrow;
+    const kv_act_q8_64 *x = act;
+    int8_t t[16];
+    kv_cb4_table_i8(code, t);
+    float acc = 0.0f;
+    for (int64_t b = 0; b < n / 64; b++, w += KV_CB4_BYTES, x++) {
+        int s = 0;
+        for (int l = 0; l < 32; l++) s += t[w[4 + l] & 0xF] * x->q[l] + t[w[4 + l] >> 4] * x->q[32 + l];
+        acc += kv_rd_f32(w) * x->d * (float)s;
+    }
+    return acc * (1.0f / 127.0f);
+}
+static float dot_nf4_q8(int64_t n, const void *w, const void *a) { return dot_cb4_q8(n, w, a, kv_nf4_code64); }
+static float dot_af4_q8(int64_t n, const void *w, const void *a) { return dot_cb4_q8(n, w, a, kv_af4_code64); }
+
 /* higgs_p2_b{3,4}: the dequantized pair s·grid[c] times x, one fp32 sum per 256-value group */
 static float dot_higgs_p2(int64_t n, const void *wrow, const void *act, const int b) {
     const uint8_t *w = wrow;
@@ -256,6 +298,8 @@ const kv_qkernel kv_qkernels_scalar[] = {
     {KV_QK_INT4_ASYM, KV_ACT_Q8_32, dot_int4_asym, NULL, 0, 0},
     {KV_QK_INT3_SYM, KV_ACT_Q8_32, dot_int3_sym, NULL, 0, 0},
     {KV_QK_INT3_ASYM, KV_ACT_Q8_32, dot_int3_asym, NULL, 0, 0},
+    {KV_QK_NF4, KV_ACT_Q8_64NF, dot_nf4_q8, NULL, 0, 0},
+    {KV_QK_AF4, KV_ACT_Q8_64NF, dot_af4_q8, NULL, 0, 0},
     {KV_QK_NF4, KV_ACT_F32, dot_nf4, NULL, 0, 0},
     {KV_QK_AF4, KV_ACT_F32, dot_af4, NULL, 0, 0},
     {KV_QK_HIGGS_P2B3, KV_ACT_F32, dot_higgs_p2b3, NULL, 0, 0},
@@ -291,18 +335,26 @@ static uint32_t kernel_id(const kv_format *f) {
     return 0;
 }
 
-static const kv_qkernel *table_find(const kv_qkernel *t, uint32_t type) {
+/* the entry of type in t on fp32 activations (f32 1) or on quantized ones (f32 0) */
+static const kv_qkernel *table_find(const kv_qkernel *t, uint32_t type, int f32) {
     for (; t->dot; t++)
-        if (t->type == type) return t;
+        if (t->type == type && (t->act == KV_ACT_F32) == f32) return t;
     return NULL;
 }
 
-const kv_qkernel *kv_qkernel_find(const kv_format *f, kv_isa isa) {
-    const uint32_t id = f ? kernel_id(f) : 0;
-    if (!id) return NULL;
+static const kv_qkernel *isa_find(uint32_t id, kv_isa isa, int f32) {
     const kv_qkernel *k = NULL;
-    if (isa >= KV_ISA_AVX512) k = table_find(kv_qkernels_avx512, id);
-    if (!k && isa >= KV_ISA_AVX2) k = table_find(kv_qkernels_avx2, id);
-    if (!k) k = table_find(kv_qkernels_scalar, id);
+    if (isa >= KV_ISA_AVX512) k = table_find(kv_qkernels_avx512, id, f32);
+    if (!k && isa >= KV_ISA_AVX2) k = table_find(kv_qkernels_avx2, id, f32);
+    if (!k) k = table_find(kv_qkernels_scalar, id, f32);
     return k;
 }
+
+const kv_qkernel *kv_qkernel_find_act(const kv_format *f, kv_isa isa, int q8) {
+    const uint32_t id = f ? kernel_id(f) : 0;
+    if (!id) return NULL;
+    const kv_qkernel *k = q8 ? isa_find(id, isa, 0) : NULL;
+    return k ? k : isa_find(id, isa, 1);
+}
+
+const kv_qkernel *kv_qkernel_find(const kv_format *f, kv_isa isa) { return kv_qkernel_find_act(f, isa, 1); }
