@@ -239,7 +239,8 @@ typedef struct kv_hparams {
  *   blk.N.attn_q.bias, blk.N.attn_k.bias, blk.N.attn_v.bias, blk.N.attn_output.weight,
  *   blk.N.ffn_norm.weight, blk.N.ffn_gate.weight, blk.N.ffn_up.weight, blk.N.ffn_down.weight.
  * Row layout is Hugging Face's (rotate-half RoPE): a GGUF written by llama.cpp stores attn_q/attn_k rows
- * permuted for its interleaved RoPE. The reader does not copy them: such a matrix keeps pointing at the file's
+ * permuted for its interleaved RoPE (a llama2.c checkpoint's wq/wk rows are in the same order). The reader
+ * does not copy them: such a matrix keeps pointing at the file's
  * bytes with qk_heads > 0, and every reader of rows (kv_tensor_row_bytes, kv_tensor_copy_bytes,
  * kv_tensor_row_f32, the model loader) un-permutes as it reads; the GGUF writer redoes the permutation. Read a
  * tensor's rows through those functions, not through data + row * row_bytes. (1-D q/k biases are un-permuted

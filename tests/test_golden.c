@@ -18,7 +18,8 @@
  *     recipe's current hash as a C table row.
  * The hashes are those of the default build (gcc -O2 -march=native) on x86-64, recorded without OpenBLAS;
  * the calibrated methods whose Hessians/Cholesky go through OpenBLAS when it is found (gptq, mr-gptq,
- * watersic) also carry the hash of an OpenBLAS build (blas_hash, recorded with Debian 12's 0.3.21). Other
+ * watersic) also carry the hash of an OpenBLAS build (blas_hash, recorded with Debian 12's 0.3.21 and its
+ * Prescott kernels, which tests/runner.c pins: OpenBLAS's CPU-specific kernels round differently). Other
  * compilers may round them differently (the test then fails and says so).
  * The calibrated recipes use one window of 512 calibration tokens (and watersic only=... one block) to stay
  * cheap; the slowest ones (awq, gptq, mr-gptq) are skipped under sanitizers. */

@@ -3,7 +3,7 @@
  * seq_len; a negative vocab_size means an unshared classifier) then fp32 weights, each kind stacked over layers.
  * After rms_final_weight come two legacy RoPE tables (freq_cis_real, freq_cis_imag: seq_len*head_size/2 floats
  * each) that run.c skips, then wcls when unshared. llama2.c applies RoPE to adjacent pairs, so wq/wk rows are
- * un-permuted into Hugging Face order here. */
+ * un-permuted into Hugging Face order as they are read (kv_tensor.qk_heads), never copied. */
 #include "io/model_file.h"
 #include <stdio.h>
 
@@ -100,13 +100,8 @@ kv_status kv_llama2c_open_file(kv_model_file *mf, const char *path, kv_error *er
             t->nbytes = per;
             t->file_index = idx;
             t->data = m->data + t->offset;
-            if (pt->unpermute_heads) {
-                void *buf = kv_mf_alloc(mf, per, err);
-                if (!buf) return KV_ENOMEM;
-                st = kv_permute_qk_from_gguf(t->data, buf, pt->rows, (size_t)pt->cols * 4, pt->unpermute_heads, err);
-                if (st) return st;
-                t->data = buf;
-            }
+            /* read through the row accessors, un-permuted per row: no fp32 copy of every wq/wk at open */
+            t->qk_heads = pt->unpermute_heads;
         }
         pos += per * (uint64_t)count;
     }
