@@ -58,12 +58,13 @@ endif
 .PHONY: all test asan check check-layers fuzz test-fuzz bench clean check-headers cuda test-cuda
 all: $(BUILD)/kvant $(BUILD)/libkvant.a $(BUILD)/gen_model
 
-# Kernels for one instruction set live in files named *_avx2.c / *_avx512.c, compiled with that ISA's flags
+# Kernels for one instruction set live in files named *_avx2.c / *_avx512.c / *_avx512vbmi.c, compiled with that ISA's flags
 # and called only after CPUID says the CPU has it (src/kernels/cpu/kernels.h). Everything else is baseline
 # x86-64 (SSE2) and, as -std=c11 implies -ffp-contract=off, never fuses a*b+c: same bytes on any x86-64.
 ISA_avx2   = -mavx2 -mfma -mf16c
 ISA_avx512 = -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vnni
-isa_flags  = $(if $(filter %_avx512.c,$<),$(ISA_avx512),$(if $(filter %_avx2.c,$<),$(ISA_avx2)))
+ISA_avx512vbmi = $(ISA_avx512) -mavx512vbmi
+isa_flags  = $(if $(filter %_avx512vbmi.c,$<),$(ISA_avx512vbmi),$(if $(filter %_avx512.c,$<),$(ISA_avx512),$(if $(filter %_avx2.c,$<),$(ISA_avx2))))
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -339,7 +339,7 @@ const char *kv_blas_slow_kernels_warning(char *buf, size_t n) {
             snprintf(buf, n, "warning: OpenBLAS runs its %s kernels on this %s CPU (a CPU this OpenBLAS does not "
                      "know): the Hessian inverses and GEMMs run several times slower; set OPENBLAS_CORETYPE=%s "
                      "(results then differ from this run's in the last bits of the BLAS sums)",
-                     core, kv_isa_name(hw), hw == KV_ISA_AVX512 ? "SkylakeX" : "Haswell");
+                     core, kv_isa_name(hw), hw >= KV_ISA_AVX512 ? "SkylakeX" : "Haswell");
             return buf;
         }
 #else

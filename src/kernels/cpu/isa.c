@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const k_isa_names[KV_ISA_COUNT] = {"scalar", "avx2", "avx512"};
+static const char *const k_isa_names[KV_ISA_COUNT] = {"scalar", "avx2", "avx512", "avx512vbmi"};
 
 kv_isa kv_cpu_isa_hw(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -12,7 +12,7 @@ kv_isa kv_cpu_isa_hw(void) {
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2"))
-        return KV_ISA_AVX512;
+        return __builtin_cpu_supports("avx512vbmi") ? KV_ISA_AVX512VBMI : KV_ISA_AVX512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return KV_ISA_AVX2;
 #endif
     return KV_ISA_SCALAR;
@@ -20,7 +20,7 @@ kv_isa kv_cpu_isa_hw(void) {
 
 int kv_cpu_has_avx512bf16(void) {
 #if defined(__x86_64__) || defined(__i386__)
-    return kv_cpu_isa_hw() == KV_ISA_AVX512 && __builtin_cpu_supports("avx512bf16");
+    return kv_cpu_isa_hw() >= KV_ISA_AVX512 && __builtin_cpu_supports("avx512bf16");
 #else
     return 0;
 #endif
@@ -42,6 +42,7 @@ const char *kv_isa_name(kv_isa isa) { return isa >= 0 && isa < KV_ISA_COUNT ? k_
 
 const kv_f32_kernels *kv_f32_kernels_hw(void) {
     switch (kv_cpu_isa_hw()) {
+    case KV_ISA_AVX512VBMI:
     case KV_ISA_AVX512: return &kv_f32_kernels_avx512;
     case KV_ISA_AVX2: return &kv_f32_kernels_avx2;
     default: return &kv_f32_kernels_generic;

@@ -1,6 +1,6 @@
 /* kernels.h — CPU kernel tables chosen at run time (internal). One binary runs on any x86-64: every kernel that
  * uses wider instructions lives in a translation unit compiled with that ISA's target flags (f32_avx2.c,
- * f32_avx512.c, qdot_avx2.c, qdot_avx512.c) and is only called after CPUID says the CPU has it.
+ * f32_avx512.c, qdot_avx2.c, qdot_avx512.c, qdot_avx512vbmi.c) and is only called after CPUID says the CPU has it.
  *   - kv_f32_kernels: the fp32/bf16 GEMM micro-kernels and the vector helpers of the forward pass.
  *   - kv_qkernel: integer dot products of one packed weight row with activations quantized per block on the
  *     fly (ggml's q8_0 / q8_K trick: llama.cpp's CPU arithmetic), or of formats without an integer grid with
@@ -17,16 +17,17 @@ typedef enum kv_isa {
     KV_ISA_SCALAR = 0, /* portable C (whatever the baseline x86-64 compiler flags give) */
     KV_ISA_AVX2,       /* AVX2 + FMA + F16C */
     KV_ISA_AVX512,     /* AVX-512 F/BW/DQ/VL + VNNI (Cascade Lake, Cooper Lake, Ice Lake, Zen 4 and later) */
+    KV_ISA_AVX512VBMI, /* the same + VBMI: byte permutes and bit-field extraction (Ice Lake, Zen 4 and later) */
     KV_ISA_COUNT
 } kv_isa;
 
 /* Best ISA the CPU supports (CPUID, through the compiler's __builtin_cpu_supports). */
 kv_isa kv_cpu_isa_hw(void);
-/* kv_cpu_isa_hw capped by the environment variable KVANT_ISA=scalar|avx2|avx512 (tests and benchmarks of the
+/* kv_cpu_isa_hw capped by the environment variable KVANT_ISA=scalar|avx2|avx512|avx512vbmi (tests and benchmarks of the
  * weight kernels; an unknown value is ignored). */
 kv_isa kv_cpu_isa(void);
 const char *kv_isa_name(kv_isa isa);
-/* Parses "scalar|avx2|avx512"; -1 when unknown. */
+/* Parses "scalar|avx2|avx512|avx512vbmi"; -1 when unknown. */
 int kv_isa_parse(const char *s);
 int kv_cpu_has_avx512bf16(void);
 
@@ -69,7 +70,12 @@ const kv_f32_kernels *kv_f32_kernels_hw(void);
  * a kernel multiplies the low nibbles of 32 bytes, then the high ones, by 32 consecutive codes without moving
  * a byte. off = -8 Σq: the VNNI kernels add 128 to the signed table values (VPDPBUSD multiplies unsigned
  * bytes) and start each of their 16 lanes at off, -128 Σq in all. */
-typedef enum kv_act_kind { KV_ACT_NONE = 0, KV_ACT_Q8_32, KV_ACT_Q8_256, KV_ACT_F32, KV_ACT_Q8_64NF } kv_act_kind;
+/* KV_ACT_Q8_128P: blocks of 128 with the pairs' coordinates apart (HIGGS p = 2): q[t] is the code of value 2t,
+ * q[64 + t] that of value 2t + 1, so the x and the y coordinates of 64 pairs each meet 64 consecutive codes;
+ * off = -8 Σq as in KV_ACT_Q8_64NF. */
+typedef enum kv_act_kind {
+    KV_ACT_NONE = 0, KV_ACT_Q8_32, KV_ACT_Q8_256, KV_ACT_F32, KV_ACT_Q8_64NF, KV_ACT_Q8_128P
+} kv_act_kind;
 typedef struct kv_act_q8_32 {
     float d;
     int32_t sum;    /* Σ q (the offset terms of q4_0-style weights) */
@@ -86,19 +92,27 @@ typedef struct kv_act_q8_64 {
     int8_t q[64]; /* KV_ACT_Q8_64NF order */
 } kv_act_q8_64;
 KV_STATIC_ASSERT(sizeof(kv_act_q8_64) == 72, "q8_64 activation block");
+typedef struct kv_act_q8_128 {
+    float d;
+    int32_t off;   /* -8 Σ q */
+    int8_t q[128]; /* KV_ACT_Q8_128P order */
+} kv_act_q8_128;
+KV_STATIC_ASSERT(sizeof(kv_act_q8_128) == 136, "q8_128 activation block");
 KV_STATIC_ASSERT(sizeof(kv_act_q8_32) == 40, "q8_32 activation block");
 KV_STATIC_ASSERT(sizeof(kv_act_q8_256) == 292, "q8_256 activation block");
 
 /* Bytes of one activation row of n values (n a multiple of the block). */
 size_t kv_act_row_bytes(kv_act_kind kind, int64_t n);
-/* 64 values x in KV_ACT_Q8_64NF order into out. */
+/* 64 values x in KV_ACT_Q8_64NF order / 128 values in KV_ACT_Q8_128P order into out. */
 void kv_act_nf_order(const float *x, float *out);
+void kv_act_pair_order(const float *x, float *out);
 /* x[n] -> activation blocks; identical bytes on every ISA. */
 void kv_act_quantize(kv_act_kind kind, const float *x, int64_t n, void *dst);
 /* The same computed on one ISA (kv_act_quantize picks the widest this CPU runs; tests compare them). */
 void kv_act_quantize_isa(kv_isa isa, kv_act_kind kind, const float *x, int64_t n, void *dst);
 void kv_act_quantize_avx2(kv_act_kind kind, const float *x, int64_t n, void *dst);
 void kv_act_quantize_avx512(kv_act_kind kind, const float *x, int64_t n, void *dst);
+void kv_act_quantize_avx512vbmi(kv_act_kind kind, const float *x, int64_t n, void *dst);
 
 /* Dot of one packed weight row of n values with one activation row of the same n. */
 typedef float (*kv_qdot_fn)(int64_t n, const void *wrow, const void *act);
@@ -120,12 +134,23 @@ typedef struct kv_qkernel {
  * next narrower ISA that has it): with q8 set, its kernel on quantized activations if there is one, else its
  * fp32-activation kernel; with q8 0, only an fp32-activation kernel. NULL when there is none. kv_qkernel_find
  * is kv_qkernel_find_act(f, isa, 1). */
-extern const kv_qkernel kv_qkernels_scalar[], kv_qkernels_avx2[], kv_qkernels_avx512[];
+extern const kv_qkernel kv_qkernels_scalar[], kv_qkernels_avx2[], kv_qkernels_avx512[], kv_qkernels_avx512vbmi[];
 const kv_qkernel *kv_qkernel_find_act(const kv_format *f, kv_isa isa, int q8);
 const kv_qkernel *kv_qkernel_find(const kv_format *f, kv_isa isa);
+/* The kernel of f on activations of this kind on the given ISA or the next narrower that has one (tests: the
+ * scalar reference of a SIMD kernel); NULL when none. */
+const kv_qkernel *kv_qkernel_find_kind(const kv_format *f, kv_isa isa, kv_act_kind act);
 
 /* The int8 table of a 16-value codebook in [-1, 1] (nf4, af4): t[c] = nearest(127 · code[c]), |error| <= 1/254
  * of the block's absmax (the kernels on KV_ACT_Q8_64NF multiply these and divide the sum by 127). */
 void kv_cb4_table_i8(const float *code, int8_t t[16]);
+
+/* The HIGGS p = 2 grids of 3 and 4 bits per dimension as int8 tables (qdot_grids.c): point c ≈ step · (x[c], y[c]),
+ * each coordinate within step / 2 (the kernels on KV_ACT_Q8_128P multiply these, the sum times step at the end). */
+typedef struct kv_higgs_i8 {
+    float step;
+    int8_t x[256], y[256];
+} kv_higgs_i8;
+extern const kv_higgs_i8 kv_higgs_p2b3_i8, kv_higgs_p2b4_i8;
 
 #endif

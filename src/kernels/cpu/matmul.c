@@ -15,7 +15,7 @@ enum { MR = KV_GEMM_MR, NR = KV_GEMM_NR, NT = 64, KCB = 256 };
 
 const char *kv_gemm_kernel_name(void) {
     const kv_isa isa = kv_cpu_isa_hw();
-    return isa == KV_ISA_SCALAR ? "generic" : kv_isa_name(isa);
+    return isa == KV_ISA_SCALAR ? "generic" : kv_isa_name(isa >= KV_ISA_AVX512 ? KV_ISA_AVX512 : isa);
 }
 
 /* ---------------------------------------------------------------------------------------------- */

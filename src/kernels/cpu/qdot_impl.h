@@ -116,6 +116,20 @@ void KV_QDOT_ACT(kv_act_kind kind, const float *x, int64_t n, void *dst) {
             const __m256i s = _mm256_add_epi32(_mm256_add_epi32(c[0], c[1]), _mm256_add_epi32(c[2], c[3]));
             b->off = -8 * hsum8i(_mm256_add_epi32(s, _mm256_add_epi32(_mm256_add_epi32(c2[0], c2[1]), _mm256_add_epi32(c2[2], c2[3]))));
         }
+    } else if (kind == KV_ACT_Q8_128P) {
+        kv_act_q8_128 *b = dst;
+        float v[128];
+        for (int64_t i = 0; i < n / 128; i++, b++, x += 128) {
+            kv_act_pair_order(x, v);
+            const float d = absmax(v, 128) / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+            b->d = d;
+            __m256i s = _mm256_setzero_si256();
+            for (int k = 0; k < 4; k++) {
+                codes32(v + 32 * k, id, b->q + 32 * k, c);
+                s = _mm256_add_epi32(s, _mm256_add_epi32(_mm256_add_epi32(c[0], c[1]), _mm256_add_epi32(c[2], c[3])));
+            }
+            b->off = -8 * hsum8i(s);
+        }
     }
 }
 
@@ -406,6 +420,7 @@ const kv_qkernel KV_QDOT_TABLE[] = {
     {KV_TYPE_Q4_K, KV_ACT_Q8_256, tile_q4_k_fn_dot, tile_q4_k_fn, TR, TT_K},
     {KV_TYPE_Q5_K, KV_ACT_Q8_256, dot_q5_k, NULL, 0, 0},
     {KV_TYPE_Q6_K, KV_ACT_Q8_256, tile_q6_k_fn_dot, tile_q6_k_fn, TR, TT_K},
+    KV_QDOT_VBMI_ENTRIES
     KV_QDOT_LUT_ENTRIES
     {0, KV_ACT_NONE, NULL, NULL, 0, 0},
 };

@@ -7,6 +7,8 @@
  *     the minimum (asym) through the activation block sums (ggml's q4_0 / q4_1 with q8_0 / q8_1);
  *   - nf4 / af4 on q8 activations in their nibble order (KV_ACT_Q8_64NF): the codebook rounded to int8
  *     (127 · code, within 1/254 of the absmax) in a register, VPSHUFB as the lookup;
+ *   - higgs_p2_b{3,4} on q8 activations with the pairs' coordinates apart (KV_ACT_Q8_128P), where VBMI is
+ *     (qdot_avx512vbmi.c): the 2-D grid as two int8 tables in registers, VPERMB / VPERMI2B as the lookup;
  *   - nf4 / af4 (exact, for --act-dot f32) and higgs_p2_b{3,4} on fp32 activations: the 16-entry
  *     codebook scaled by the block's absmax in registers (AVX-512 VPERMPS on 16 lanes; AVX2 two VPERMPS of
  *     8 and a blend on code bit 3), the HIGGS 2-D grid in L1 (one 64-bit gather per pair), fp32 sums.
@@ -459,6 +461,93 @@ KV_INLINE void tile_higgs_p2b4(int64_t n, const uint8_t *w, size_t ws, const uin
                                int64_t ldy, const int NR, const int NT) {
     tile_higgs_p2(n, w, ws, act, as, y, ldy, NR, NT, 4);
 }
+
+#if defined(__AVX512VBMI__)
+/* higgs_p2_b{3,4} on KV_ACT_Q8_128P: the int8 grid (kv_higgs_i8, + 128: VPDPBUSD's unsigned operand) in
+ * registers, x and y coordinates apart, 64 codes per step. b4: the codes are bytes; VPERMI2B looks up 128
+ * entries of two registers, the code's bit 7 picks the half. b3: 48 bytes hold 64 six-bit codes; VPERMB puts
+ * bytes 6k..6k+5 in 64-bit lane k, VPMULTISHIFTQB takes the 8 codes of a lane out at bits 0, 6, .., 42, and one
+ * VPERMB per coordinate looks up 64 entries (it reads the low 6 bits of each index). The 128 Σq of the offset
+ * tables is the accumulator's start (act off). */
+KV_INLINE void tile_higgs_q8(int64_t n, const uint8_t *w, size_t ws, const uint8_t *act, size_t as, float *y,
+                             int64_t ldy, const int NR, const int NT, const int b) {
+    const kv_higgs_i8 *g = b == 3 ? &kv_higgs_p2b3_i8 : &kv_higgs_p2b4_i8;
+    const size_t gb = (size_t)kv_higgs_p2_bytes(b);
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    __m512i tx[4], ty[4];
+    for (int k = 0; k < (b == 3 ? 1 : 4); k++) {
+        tx[k] = _mm512_xor_si512(_mm512_loadu_si512((const void *)(g->x + 64 * k)), flip);
+        ty[k] = _mm512_xor_si512(_mm512_loadu_si512((const void *)(g->y + 64 * k)), flip);
+    }
+    const __m512i spread = _mm512_set_epi8(47, 46, 47, 46, 45, 44, 43, 42, 41, 40, 41, 40, 39, 38, 37, 36, 35, 34, 35, 34, 33,
+                                           32, 31, 30, 29, 28, 29, 28, 27, 26, 25, 24, 23, 22, 23, 22, 21, 20, 19, 18, 17,
+                                           16, 17, 16, 15, 14, 13, 12, 11, 10, 11, 10, 9, 8, 7, 6, 5, 4, 5, 4, 3, 2, 1, 0);
+    const __m512i fields = _mm512_set1_epi64(0x2A241E18120C0600LL); /* bit offsets 0, 6, .., 42 */
+    __m512 acc[TR][TT_F];
+    UNROLL
+    for (int r = 0; r < NR; r++)
+        UNROLL
+        for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps();
+    for (int64_t grp = 0; grp < n / 256; grp++) {
+        const uint8_t *p[TR];
+        __m512 s[TR];
+        UNROLL
+        for (int r = 0; r < NR; r++) {
+            p[r] = w + (size_t)r * ws + (size_t)grp * gb;
+            s[r] = _mm512_set1_ps(f16(p[r]));
+        }
+        UNROLL
+        for (int h = 0; h < 2; h++) {
+            __m512i gx[TR], gy[TR];
+            UNROLL
+            for (int r = 0; r < NR; r++) {
+                if (b == 4) {
+                    const __m512i c = _mm512_loadu_si512((const void *)(p[r] + 2 + 64 * h));
+                    const __mmask64 hi = _mm512_movepi8_mask(c);
+                    gx[r] = _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(tx[0], c, tx[1]), _mm512_permutex2var_epi8(tx[2], c, tx[3]));
+                    gy[r] = _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(ty[0], c, ty[1]), _mm512_permutex2var_epi8(ty[2], c, ty[3]));
+                } else {
+                    const __m512i raw = _mm512_maskz_loadu_epi8(0xFFFFFFFFFFFFULL, p[r] + 2 + 48 * h);
+                    const __m512i c = _mm512_multishift_epi64_epi8(fields, _mm512_permutexvar_epi8(spread, raw));
+                    gx[r] = _mm512_permutexvar_epi8(c, tx[0]);
+                    gy[r] = _mm512_permutexvar_epi8(c, ty[0]);
+                }
+            }
+            UNROLL
+            for (int t = 0; t < NT; t++) {
+                const kv_act_q8_128 *x = (const kv_act_q8_128 *)(const void *)(act + (size_t)t * as) + 2 * grp + h;
+                const __m512i x0 = _mm512_loadu_si512((const void *)x->q), x1 = _mm512_loadu_si512((const void *)(x->q + 64));
+                const __m512i start = _mm512_set1_epi32(x->off);
+                const __m512 xd = _mm512_set1_ps(x->d);
+                UNROLL
+                for (int r = 0; r < NR; r++) {
+                    const __m512i si = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(start, gx[r], x0), gy[r], x1);
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(s[r], xd), _mm512_cvtepi32_ps(si), acc[r][t]);
+                }
+            }
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NR; r++)
+        UNROLL
+        for (int t = 0; t < NT; t++) y[(int64_t)t * ldy + r] = _mm512_reduce_add_ps(acc[r][t]) * g->step;
+}
+KV_INLINE void tile_higgs_q8b3(int64_t n, const uint8_t *w, size_t ws, const uint8_t *act, size_t as, float *y,
+                               int64_t ldy, const int NR, const int NT) {
+    tile_higgs_q8(n, w, ws, act, as, y, ldy, NR, NT, 3);
+}
+KV_INLINE void tile_higgs_q8b4(int64_t n, const uint8_t *w, size_t ws, const uint8_t *act, size_t as, float *y,
+                               int64_t ldy, const int NR, const int NT) {
+    tile_higgs_q8(n, w, ws, act, as, y, ldy, NR, NT, 4);
+}
+TILE_ENTRY(tile_higgs_q8b3_fn, tile_higgs_q8b3, )
+TILE_ENTRY(tile_higgs_q8b4_fn, tile_higgs_q8b4, )
+#define KV_QDOT_VBMI_ENTRIES                                                                                       \
+    {KV_QK_HIGGS_P2B3, KV_ACT_Q8_128P, tile_higgs_q8b3_fn_dot, tile_higgs_q8b3_fn, TR, TT_F},                      \
+    {KV_QK_HIGGS_P2B4, KV_ACT_Q8_128P, tile_higgs_q8b4_fn_dot, tile_higgs_q8b4_fn, TR, TT_F},
+#else
+#define KV_QDOT_VBMI_ENTRIES
+#endif
 
 TILE_ENTRY(tile_mxfp4_fn, tile_mxfp4, TILE_T34(tile_mxfp4))
 TILE_ENTRY(tile_iq4_nl_fn, tile_iq4_nl, TILE_T34(tile_iq4_nl))

@@ -23,6 +23,7 @@ size_t kv_act_row_bytes(kv_act_kind kind, int64_t n) {
     case KV_ACT_Q8_256: return (size_t)(n / 256) * sizeof(kv_act_q8_256);
     case KV_ACT_F32: return (size_t)n * sizeof(float);
     case KV_ACT_Q8_64NF: return (size_t)(n / 64) * sizeof(kv_act_q8_64);
+    case KV_ACT_Q8_128P: return (size_t)(n / 128) * sizeof(kv_act_q8_128);
     default: return 0;
     }
 }
@@ -47,6 +48,14 @@ void kv_act_nf_order(const float *x, float *out) {
     }
 }
 
+/* 128 values in KV_ACT_Q8_128P order */
+void kv_act_pair_order(const float *x, float *out) {
+    for (int t = 0; t < 64; t++) {
+        out[t] = x[2 * t];
+        out[64 + t] = x[2 * t + 1];
+    }
+}
+
 void kv_act_quantize(kv_act_kind kind, const float *x, int64_t n, void *dst) {
     kv_act_quantize_isa(kv_cpu_isa(), kind, x, n, dst);
 }
@@ -54,6 +63,7 @@ void kv_act_quantize(kv_act_kind kind, const float *x, int64_t n, void *dst) {
 void kv_act_quantize_isa(kv_isa isa, kv_act_kind kind, const float *x, int64_t n, void *dst) {
     if (kind == KV_ACT_F32) { memcpy(dst, x, (size_t)n * sizeof(float)); return; }
     if (isa > kv_cpu_isa_hw()) isa = kv_cpu_isa_hw();
+    if (isa >= KV_ISA_AVX512VBMI) { kv_act_quantize_avx512vbmi(kind, x, n, dst); return; }
     if (isa >= KV_ISA_AVX512) { kv_act_quantize_avx512(kind, x, n, dst); return; }
     if (isa >= KV_ISA_AVX2) { kv_act_quantize_avx2(kind, x, n, dst); return; }
     if (kind == KV_ACT_Q8_32) {
@@ -82,6 +92,16 @@ void kv_act_quantize_isa(kv_isa isa, kv_act_kind kind, const float *x, int64_t n
             b->d = act_block(v, 64, b->q);
             int s = 0;
             for (int l = 0; l < 64; l++) s += b->q[l];
+            b->off = -8 * s;
+        }
+    } else if (kind == KV_ACT_Q8_128P) {
+        kv_act_q8_128 *b = dst;
+        float v[128];
+        for (int64_t i = 0; i < n / 128; i++, b++, x += 128) {
+            kv_act_pair_order(x, v);
+            b->d = act_block(v, 128, b->q);
+            int s = 0;
+            for (int l = 0; l < 128; l++) s += b->q[l];
             b->off = -8 * s;
         }
     }
@@ -285,6 +305,29 @@ static float dot_higgs_p2(int64_t n, const void *wrow, const void *act, const in
 static float dot_higgs_p2b3(int64_t n, const void *w, const void *a) { return dot_higgs_p2(n, w, a, 3); }
 static float dot_higgs_p2b4(int64_t n, const void *w, const void *a) { return dot_higgs_p2(n, w, a, 4); }
 
+/* higgs_p2_b{3,4} on KV_ACT_Q8_128P: per 64 pairs s·d·Σ (x[c]·q[t] + y[c]·q[64 + t]) exactly with the int8 grid,
+ * the sum times the grid's step at the end */
+static float dot_higgs_p2_q8(int64_t n, const void *wrow, const void *act, const int b) {
+    const uint8_t *w = wrow;
+    const kv_act_q8_128 *x = act;
+    const kv_higgs_i8 *g = b == 3 ? &kv_higgs_p2b3_i8 : &kv_higgs_p2b4_i8;
+    float acc = 0.0f;
+    for (int64_t grp = 0; grp < n / 256; grp++, w += kv_higgs_p2_bytes(b)) {
+        const float s = kv_f16_load(w);
+        for (int h = 0; h < 2; h++, x++) {
+            int sum = 0;
+            for (int t = 0; t < 64; t++) {
+                const uint32_t c = kv_bits_get(w + 2, 64 * h + t, 2 * b);
+                sum += g->x[c] * x->q[t] + g->y[c] * x->q[64 + t];
+            }
+            acc += s * x->d * (float)sum;
+        }
+    }
+    return acc * g->step;
+}
+static float dot_higgs_p2b3_q8(int64_t n, const void *w, const void *a) { return dot_higgs_p2_q8(n, w, a, 3); }
+static float dot_higgs_p2b4_q8(int64_t n, const void *w, const void *a) { return dot_higgs_p2_q8(n, w, a, 4); }
+
 const kv_qkernel kv_qkernels_scalar[] = {
     {KV_TYPE_Q4_0, KV_ACT_Q8_32, dot_q4_0, NULL, 0, 0},
     {KV_TYPE_Q8_0, KV_ACT_Q8_32, dot_q8_0, NULL, 0, 0},
@@ -302,6 +345,8 @@ const kv_qkernel kv_qkernels_scalar[] = {
     {KV_QK_AF4, KV_ACT_Q8_64NF, dot_af4_q8, NULL, 0, 0},
     {KV_QK_NF4, KV_ACT_F32, dot_nf4, NULL, 0, 0},
     {KV_QK_AF4, KV_ACT_F32, dot_af4, NULL, 0, 0},
+    {KV_QK_HIGGS_P2B3, KV_ACT_Q8_128P, dot_higgs_p2b3_q8, NULL, 0, 0},
+    {KV_QK_HIGGS_P2B4, KV_ACT_Q8_128P, dot_higgs_p2b4_q8, NULL, 0, 0},
     {KV_QK_HIGGS_P2B3, KV_ACT_F32, dot_higgs_p2b3, NULL, 0, 0},
     {KV_QK_HIGGS_P2B4, KV_ACT_F32, dot_higgs_p2b4, NULL, 0, 0},
     {0, KV_ACT_NONE, NULL, NULL, 0, 0},
@@ -335,26 +380,36 @@ static uint32_t kernel_id(const kv_format *f) {
     return 0;
 }
 
-/* the entry of type in t on fp32 activations (f32 1) or on quantized ones (f32 0) */
-static const kv_qkernel *table_find(const kv_qkernel *t, uint32_t type, int f32) {
+static const kv_qkernel *const k_tables[KV_ISA_COUNT] = {kv_qkernels_scalar, kv_qkernels_avx2, kv_qkernels_avx512,
+                                                          kv_qkernels_avx512vbmi};
+
+/* the entry of type in t on activations of kind act (act KV_ACT_NONE: any kind on quantized activations) */
+static const kv_qkernel *table_find(const kv_qkernel *t, uint32_t type, kv_act_kind act) {
     for (; t->dot; t++)
-        if (t->type == type && (t->act == KV_ACT_F32) == f32) return t;
+        if (t->type == type && (act == KV_ACT_NONE ? t->act != KV_ACT_F32 : t->act == act)) return t;
     return NULL;
 }
 
-static const kv_qkernel *isa_find(uint32_t id, kv_isa isa, int f32) {
-    const kv_qkernel *k = NULL;
-    if (isa >= KV_ISA_AVX512) k = table_find(kv_qkernels_avx512, id, f32);
-    if (!k && isa >= KV_ISA_AVX2) k = table_find(kv_qkernels_avx2, id, f32);
-    if (!k) k = table_find(kv_qkernels_scalar, id, f32);
-    return k;
-}
-
+/* the widest ISA up to isa with a kernel for the layout, and there the quantized-activation one if q8 and there
+ * is one: a format whose integer kernel needs a wider ISA keeps its fp32-activation SIMD kernel on this one */
 const kv_qkernel *kv_qkernel_find_act(const kv_format *f, kv_isa isa, int q8) {
     const uint32_t id = f ? kernel_id(f) : 0;
     if (!id) return NULL;
-    const kv_qkernel *k = q8 ? isa_find(id, isa, 0) : NULL;
-    return k ? k : isa_find(id, isa, 1);
+    for (int i = KV_MIN((int)isa, KV_ISA_COUNT - 1); i >= 0; i--) {
+        const kv_qkernel *k = q8 ? table_find(k_tables[i], id, KV_ACT_NONE) : NULL;
+        if (!k) k = table_find(k_tables[i], id, KV_ACT_F32);
+        if (k) return k;
+    }
+    return NULL;
 }
 
 const kv_qkernel *kv_qkernel_find(const kv_format *f, kv_isa isa) { return kv_qkernel_find_act(f, isa, 1); }
+
+const kv_qkernel *kv_qkernel_find_kind(const kv_format *f, kv_isa isa, kv_act_kind act) {
+    const uint32_t id = f ? kernel_id(f) : 0;
+    for (int i = KV_MIN((int)isa, KV_ISA_COUNT - 1); id && act != KV_ACT_NONE && i >= 0; i--) {
+        const kv_qkernel *k = table_find(k_tables[i], id, act);
+        if (k) return k;
+    }
+    return NULL;
+}
