@@ -2,13 +2,12 @@
 # results.sh — regenerates the measured tables of docs/RESULTS.md (issue #6) by running kvant on proxy-27m.
 #
 #   sh scripts/results.sh [SECTION...] > results.md
-#   SECTION: formats (WikiText-2 PPL + KLD of every format, with and without rht), act (W8A8 / W4A8),
-#            calib (AWQ, SmoothQuant, imatrix, QuaRot), higgs (the HIGGS / RTN reference comparison on all of
-#            heldout.txt); default: all four.
+#   SECTION: formats (WikiText-2 PPL + KLD of every format, with and without rht), higgs (the HIGGS / RTN
+#            reference comparison on all of heldout.txt); default: both. The activation and calibrated-transform
+#            tables are study specs: sh scripts/study_section.sh bench/studies/acts.json (and calib.json).
 # Environment: KVANT (default build/kvant), SHARED (default ../shared), THREADS (default: all cores), JOBS
 #   (rows quantized and evaluated at once, default 1; e.g. JOBS=4 THREADS=4 on 16 cores),
-#   CHUNKS (WikiText-2 windows for the formats/act tables, default 40), HELDOUT_CHUNKS (default 0 = all 519),
-#   CALIB_TOKENS (calibration tokens of the calib section, default 16384),
+#   CHUNKS (WikiText-2 windows for the formats table, default 40), HELDOUT_CHUNKS (default 0 = all 519),
 #   HIGGS_SEEDS (rotation seeds of the rht rows of the higgs table, default "0"; the rotation's randomness moves
 #   3-bit and 2-bit PPL by several percent, so RESULTS.md uses "0 1 2 3"),
 #   TMP (scratch directory, default a fresh mktemp -d; holds the quantized models and the base log-probs).
@@ -21,7 +20,6 @@ SHARED=${SHARED:-../shared}
 THREADS=${THREADS:-0}
 JOBS=${JOBS:-1}
 HIGGS_SEEDS=${HIGGS_SEEDS:-0}
-CALIB_TOKENS=${CALIB_TOKENS:-16384}
 CHUNKS=${CHUNKS:-40}
 HELDOUT_CHUNKS=${HELDOUT_CHUNKS:-0}
 MODEL=$SHARED/models/proxy-27m
@@ -30,7 +28,7 @@ HELDOUT=$SHARED/data/heldout.txt
 TMP=${TMP:-$(mktemp -d)}
 THR=""
 [ "$THREADS" != 0 ] && THR="-t $THREADS"
-SECTIONS=${*:-formats act calib higgs}
+SECTIONS=${*:-formats higgs}
 
 now() { date +%s; }
 
@@ -92,63 +90,6 @@ section_formats() {
     echo "formats: $(($(now) - t0)) s" >&2
 }
 
-section_act() {
-    t0=$(now)
-    base="$TMP/wiki.lp"
-    echo "### Weights and activations (simulated: every decoder linear's input quantized per token)"
-    echo
-    echo "Same text and windows as above. W8A8: int8 per-channel weights (\`int8_g0_sym\`) and int8 per-token"
-    echo "activations; W4A8: 4-bit weights with int8 or MXFP8 activations; W4A4: MXFP4 both."
-    echo
-    echo "| model | size (MiB) | bits/weight | PPL | ΔPPL | KLD mean | top-1 agree |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
-    base_row "$WIKI" "$CHUNKS" "$base"
-    row "W8A8 int8/int8" "$WIKI" "$CHUNKS" "$base" --format int8_g0_sym --act int8
-    row "W8A8 int8/int8 +rht" "$WIKI" "$CHUNKS" "$base" --format int8_g0_sym --act int8 --transform rht
-    row "W8A8 int8/int8 +quarot" "$WIKI" "$CHUNKS" "$base" --format int8_g0_sym --act int8 --transform quarot
-    row "W4A8 int4_g128_asym/int8" "$WIKI" "$CHUNKS" "$base" --format int4_g128_asym --act int8
-    row "W4A8 int4_g128_asym/int8 +rht" "$WIKI" "$CHUNKS" "$base" --format int4_g128_asym --act int8 --transform rht
-    row "W4A8 mxfp4_ocp/mxfp8" "$WIKI" "$CHUNKS" "$base" --format mxfp4_ocp --act mxfp8
-    row "W4A8 mxfp4_ocp/mxfp8 +rht" "$WIKI" "$CHUNKS" "$base" --format mxfp4_ocp --act mxfp8 --transform rht
-    row "W4A4 mxfp4_ocp/mxfp4" "$WIKI" "$CHUNKS" "$base" --format mxfp4_ocp --act mxfp4
-    row "W4A4 mxfp4_ocp/mxfp4 +rht" "$WIKI" "$CHUNKS" "$base" --format mxfp4_ocp --act mxfp4 --transform rht
-    flush_rows
-    echo
-    echo "act: $(($(now) - t0)) s" >&2
-}
-
-# Calibrated transforms: AWQ, SmoothQuant, importance (imatrix) against plain RTN and the rotations.
-section_calib() {
-    t0=$(now)
-    base="$TMP/wiki.lp"
-    calib="--calib $SHARED/data/calib.txt --calib-tokens $CALIB_TOKENS"
-    echo "### Calibrated transforms (calibration: $CALIB_TOKENS tokens of calib.txt in windows of 512, seed 0)"
-    echo
-    echo "Same text and windows as above. Rows without \"imatrix\" use \`--no-imatrix\` to isolate the transform."
-    echo
-    echo "| model | size (MiB) | bits/weight | PPL | ΔPPL | KLD mean | top-1 agree |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
-    base_row "$WIKI" "$CHUNKS" "$base"
-    # shellcheck disable=SC2086
-    {
-    row "int3_g128_asym" "$WIKI" "$CHUNKS" "$base" --format int3_g128_asym
-    row "int3_g128_asym +awq" "$WIKI" "$CHUNKS" "$base" --format int3_g128_asym --transform awq $calib --no-imatrix
-    row "int3_g128_asym +imatrix" "$WIKI" "$CHUNKS" "$base" --format int3_g128_asym $calib
-    row "int3_g128_asym +rht" "$WIKI" "$CHUNKS" "$base" --format int3_g128_asym --transform rht
-    row "int3_g128_asym +quarot" "$WIKI" "$CHUNKS" "$base" --format int3_g128_asym --transform quarot
-    row "q4_0 +awq" "$WIKI" "$CHUNKS" "$base" --format q4_0 --transform awq $calib --no-imatrix
-    row "q4_0 +imatrix" "$WIKI" "$CHUNKS" "$base" --format q4_0 $calib
-    row "q3_k_m +imatrix" "$WIKI" "$CHUNKS" "$base" --format q3_k_m $calib
-    row "W8A8 int8/int8 +smoothquant" "$WIKI" "$CHUNKS" "$base" --format int8_g0_sym --act int8 --transform smoothquant $calib --no-imatrix
-    row "W4A8 int4_g128_asym/int8 +smoothquant" "$WIKI" "$CHUNKS" "$base" --format int4_g128_asym --act int8 --transform smoothquant $calib --no-imatrix
-    row "W4A8 int4_g128_asym/int8 +quarot" "$WIKI" "$CHUNKS" "$base" --format int4_g128_asym --act int8 --transform quarot
-    row "W4A4 mxfp4_ocp/mxfp4 +quarot" "$WIKI" "$CHUNKS" "$base" --format mxfp4_ocp --act mxfp4 --transform quarot
-    }
-    flush_rows
-    echo
-    echo "calib: $(($(now) - t0)) s" >&2
-}
-
 # The reference: ../shared/models/proxy-27m/ref/higgs_ref.json (PyTorch; decoder linears only, RHT per
 # 512-block with random signs, heldout PPL hf ctx 512).
 section_higgs() {
@@ -201,9 +142,9 @@ section_higgs() {
 for s in $SECTIONS; do
     case $s in
     formats) section_formats ;;
-    act) section_act ;;
-    calib) section_calib ;;
+    act) echo "results.sh: 'act' is a study now: sh scripts/study_section.sh bench/studies/acts.json" >&2; exit 2 ;;
+    calib) echo "results.sh: 'calib' is a study now: sh scripts/study_section.sh bench/studies/calib.json" >&2; exit 2 ;;
     higgs) section_higgs ;;
-    *) echo "results.sh: unknown section '$s' (formats act calib higgs)" >&2; exit 2 ;;
+    *) echo "results.sh: unknown section '$s' (formats higgs)" >&2; exit 2 ;;
     esac
 done
