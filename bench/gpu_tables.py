@@ -10,7 +10,9 @@ import sys
 
 SHAPES = [(4096, 4096, "4096×4096"), (14336, 4096, "14336×4096"), (4096, 14336, "4096×14336"),
           (128256, 4096, "128256×4096")]
-WQ_VARIANTS = {0: "2 in flight (default)", 2: "2 in flight", 4: "4 in flight", 3: "2, table", 5: "4, table"}
+WQ_VARIANTS = {0: "default", 10: "staged, 3 stages", 12: "staged, 4 stages", 13: "staged, 4, table",
+               2: "16-row tiles, 2 in flight", 4: "16-row tiles, 4 in flight", 3: "16-row tiles, 2, table",
+               5: "16-row tiles, 4, table"}
 W8_VARIANTS = {0: "default", 1: "wgmma", 2: "wgmma, MMAs overlapped", 3: "mma.sync"}
 
 

@@ -160,8 +160,15 @@ static void check_wq(kv_test_ctx *T, const kv_format *f, const void *q, int64_t 
             ref[i * rows + r] = a, emu[i * rows + r] = b;
         }
     }
-    const int variants[] = {0, KV_WQ_DEPTH2, KV_WQ_DEPTH4, KV_WQ_DEPTH2 | KV_WQ_TABLE, KV_WQ_DEPTH4 | KV_WQ_TABLE};
-    for (int v = 0; v < 5; v++) {
+    const int variants[] = {0,
+                            KV_WQ_DEPTH2,
+                            KV_WQ_DEPTH4,
+                            KV_WQ_DEPTH2 | KV_WQ_TABLE,
+                            KV_WQ_DEPTH4 | KV_WQ_TABLE,
+                            KV_WQ_STAGED | KV_WQ_DEPTH2,
+                            KV_WQ_STAGED | KV_WQ_DEPTH4,
+                            KV_WQ_STAGED | KV_WQ_DEPTH4 | KV_WQ_TABLE};
+    for (int v = 0; v < (int)KV_ARRAY_LEN(variants); v++) {
         REQUIRE_OK(kv_cuda_to_device(yd, poison, 4 * (size_t)(m * rows), &err), &err);
         REQUIRE_OK(kv_cuda_wq_matmul(w, xd, m, yd, variants[v], NULL, &err), &err);
         REQUIRE_OK(kv_cuda_sync(&err), &err);
@@ -201,6 +208,20 @@ KV_TEST(gpu_wq_matches_cpu_random) {
     }
     free(wf);
     free(wl);
+    /* many 128-row blocks: the staged kernel runs without split-K (one block per row block, no cluster) */
+    const char *tall[] = {"int4_g128_sym", "q4_k", "nf4", "higgs_p2_b3", "nvfp4_ts"};
+    float *wt = random_matrix(34000, 256, 13, 0.02f);
+    for (size_t fi = 0; fi < KV_ARRAY_LEN(tall); fi++) {
+        kv_error err;
+        kv_format f;
+        REQUIRE_OK(kv_format_get(tall[fi], &f, &err), &err);
+        void *q = quantize_rows(&f, wt, 34000, 256, &err);
+        REQUIRE(q);
+        check_wq(T, &f, q, 34000, 256, 1, 300, "random tall");
+        check_wq(T, &f, q, 34000, 256, 13, 301, "random tall");
+        free(q);
+    }
+    free(wt);
 }
 
 KV_TEST(gpu_wq_matches_cpu_proxy_layers) {

@@ -24,9 +24,9 @@ static const char k_usage_gpu[] =
     "  --tokens LIST    W8A8 token counts (default 512,2048)\n"
     "  --no-w8a8        skip the W8A8 GEMMs\n"
     "  --reps R         graph replays per measurement, median (default 20)\n"
-    "  --tune           also time each kernel variant (weight-only: 2 or 4 chunks in flight per warp, each with the\n"
-    "                   4-bit affine formats' bit decode or the pair table; W8A8: wgmma, wgmma with its MMAs\n"
-    "                   overlapped, mma.sync)\n"
+    "  --tune           also time each kernel variant (weight-only: the staged kernel with 3 and 4 stages, the\n"
+    "                   16-row-tile kernel through the pair table for the 4-bit affine formats; W8A8: wgmma, wgmma\n"
+    "                   with its MMAs overlapped, mma.sync)\n"
     "  --quick          first shape only\n"
     "  --json           one JSON object with every measurement\n";
 

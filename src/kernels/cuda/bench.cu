@@ -183,7 +183,8 @@ static kv_status bench_wq(bench_ctx &c, const shape &sh, const kv_format *fmt, i
     if (st == KV_OK) st = kv_cuda_malloc((void **)&X, (size_t)(m * sh.k) * 2, err);
     if (st == KV_OK) st = kv_cuda_malloc((void **)&Y, (size_t)(m * sh.n) * 4, err);
     if (st == KV_OK) fill_half<<<1024, 256, 0, c.st>>>(X, (size_t)(m * sh.k), 5, 1.0f);
-    const int variants[] = {0, KV_WQ_DEPTH4, KV_WQ_DEPTH2 | KV_WQ_TABLE, KV_WQ_DEPTH4 | KV_WQ_TABLE}; /* 0: depth 2 */
+    /* 0: the default; the staged kernel with 3 and 4 stages; the 16-row-tile kernel's table path */
+    const int variants[] = {0, KV_WQ_STAGED | KV_WQ_DEPTH2, KV_WQ_STAGED | KV_WQ_DEPTH4, KV_WQ_DEPTH2 | KV_WQ_TABLE};
     for (int vi = 0; vi < (c.o->tune ? 4 : 1) && st == KV_OK; vi++) {
         const int rt = variants[vi];
         double us = 0;

@@ -37,10 +37,12 @@ kv_status kv_cuda_wq_upload(const kv_gpu_pack *p, kv_cuda_wq **out, kv_error *er
 kv_status kv_cuda_wq_random(const kv_gpu_pack *layout, uint64_t seed, kv_cuda_wq **out, kv_error *err);
 void kv_cuda_wq_free(kv_cuda_wq *w);
 size_t kv_cuda_wq_bytes(const kv_cuda_wq *w);
-/* y_dev[m][rows] (fp32) = x_dev[m][cols] (fp16) . W^T for m = 1..16. variant: 0 (the measured default), or the
- * chunks of codes each warp keeps in flight (KV_WQ_DEPTH2 / 4), plus KV_WQ_TABLE to decode the 4-bit affine formats
- * (int4, q4_0, q4_1, q4_k) through the pair table rather than by bit arithmetic. */
-enum { KV_WQ_TABLE = 1, KV_WQ_DEPTH2 = 2, KV_WQ_DEPTH4 = 4 };
+/* y_dev[m][rows] (fp32) = x_dev[m][cols] (fp16) . W^T for m = 1..16. variant: 0 (the measured default), or
+ * KV_WQ_STAGED (128-row blocks, activations, codes and scales through cp.async shared-memory stages, split-K over
+ * a cluster) with KV_WQ_DEPTH2 / 4 (3 or 4 stages of 2 chunks), or without it the 16-row-tile kernel with the
+ * chunks each warp keeps in flight in registers (KV_WQ_DEPTH2 / 4); plus KV_WQ_TABLE to decode the 4-bit affine
+ * formats (int4, q4_0, q4_1, q4_k) through the pair table rather than by bit arithmetic. */
+enum { KV_WQ_TABLE = 1, KV_WQ_DEPTH2 = 2, KV_WQ_DEPTH4 = 4, KV_WQ_STAGED = 8 };
 kv_status kv_cuda_wq_matmul(const kv_cuda_wq *w, const void *x_dev, int m, float *y_dev, int variant, void *stream,
                             kv_error *err);
 

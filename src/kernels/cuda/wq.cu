@@ -14,8 +14,12 @@
  * pair table is filled; the eight partial sums are added in shared memory in a fixed order (deterministic, no
  * atomics). Two accumulator sets alternate between mma steps to halve the tensor-core dependency chain. */
 #include "kernels/cuda/cuda_util.h"
+#include <cooperative_groups.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
+#include <algorithm>
+
+namespace cg = cooperative_groups;
 
 struct kv_cuda_wq {
     kv_gpu_pack meta; /* geometry, kinds and the pair table; host arrays NULL */
@@ -267,6 +271,198 @@ __global__ void __launch_bounds__(256) wq_kernel(wq_args a) {
 }
 
 /* ---------------------------------------------------------------------------------------------- */
+/* staged kernel: 128-row blocks, activations and codes through cp.async stages, split-K over a cluster */
+/* ---------------------------------------------------------------------------------------------- */
+/* Batch 16 reads each activation 8 times per weight byte when a block holds one 16-row tile (every tile
+ * re-reads x from L1/L2), and the register ring of the kernel above keeps few bytes in flight. Here a block of
+ * eight warps holds eight tiles (128 rows, warp w streams tile w over the block's K range) and goes over K in
+ * slabs of SC chunks: per slab one cp.async group copies each lane's own codes, the slab's activations (shared
+ * by the eight warps, XOR-swizzled so a quarter-warp's 16-byte reads hit eight distinct bank groups) and the
+ * slab's scale/offset rows into one of NS shared-memory stages, so NS - 1 slabs are in flight without registers.
+ * Shapes with few 128-row blocks split K over a thread-block cluster of S blocks (grid.y); the partial sums
+ * meet in distributed shared memory and are added in rank order (deterministic, no atomics). */
+struct wqs_layout {
+    int codes0, codes1, xs, sc, of, sd, sm, stage; /* byte offsets inside one stage; stage size */
+    int lut, red, bytes;                           /* offsets after the NS stages; total dynamic smem */
+    int ngs, nsup;                                 /* scale groups / q4_k super-blocks per slab */
+    int cps;                                       /* chunks per split (multiple of SC) */
+};
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void cpa16(void *dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(dst)), "l"(src));
+}
+__device__ __forceinline__ void cpa8(void *dst, const void *src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(smem_addr(dst)), "l"(src));
+}
+__device__ __forceinline__ void cpa_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+__device__ __forceinline__ void cpa_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+/* 16-byte unit u of activation row n inside a slab -> its stored unit (bijective within each 8 units). */
+__device__ __forceinline__ int xswz(int u, int n) { return u ^ ((((u >> 3) & 1) << 1) | (n & 1)); }
+
+__device__ __forceinline__ uint32_t sread(const unsigned char *base, int i, int bytes) {
+    return bytes == 2 ? ((const unsigned short *)base)[i] : bytes == 4 ? ((const unsigned *)base)[i] : base[i];
+}
+
+template <int PB, int NT, int SC>
+__device__ __forceinline__ void wqs_issue(const wq_args &a, const wqs_layout &L, unsigned char *stg, int cs, int ce,
+                                          int tile, bool live, int row0, int rows_blk, int esz, int osz) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (live)
+        for (int j = 0; j < ce - cs; j++) {
+            const size_t li = ((size_t)tile * a.nchunks + cs + j) * 32 + lane;
+            const int slot = (warp * SC + j) * 32 + lane;
+            cpa16(stg + L.codes0 + slot * 16, a.plane0 + li);
+            if (PB == 6) cpa8(stg + L.codes1 + slot * 8, (const uint2 *)a.plane1 + li);
+            if (PB == 8) cpa16(stg + L.codes1 + slot * 16, (const uint4 *)a.plane1 + li);
+        }
+    constexpr int UR = SC * 16; /* 16-byte units per activation row of a slab */
+    for (int i = threadIdx.x; i < NT * 8 * UR; i += 256) {
+        const int n = i / UR, u = i % UR;
+        if (n < a.m && cs + (u >> 4) < ce)
+            cpa16(stg + L.xs + (n * UR + xswz(u, n)) * 16, a.x + (size_t)n * a.k + (size_t)cs * KV_GPU_CHUNK + u * 8);
+    }
+    const int k0 = cs * KV_GPU_CHUNK, kl = ce * KV_GPU_CHUNK - 1;
+    const int gf = k0 / a.group, ng = kl / a.group - gf + 1;
+    const int upg = rows_blk * esz / 16, upo = rows_blk * osz / 16;
+    for (int i = threadIdx.x; i < ng * upg; i += 256) {
+        const int gi = i / upg, u = i % upg;
+        cpa16(stg + L.sc + gi * 128 * esz + u * 16,
+              (const unsigned char *)a.scale + ((size_t)(gf + gi) * a.rows_pad + row0) * esz + u * 16);
+    }
+    for (int i = threadIdx.x; i < ng * upo; i += 256) {
+        const int gi = i / upo, u = i % upo;
+        cpa16(stg + L.of + gi * 128 * osz + u * 16,
+              (const unsigned char *)a.off + ((size_t)(gf + gi) * a.rows_pad + row0) * osz + u * 16);
+    }
+    if (a.sk == KV_GS_Q4K) {
+        const int sf = k0 / 256, ns = kl / 256 - sf + 1, ups = rows_blk * 2 / 16;
+        for (int i = threadIdx.x; i < ns * ups; i += 256) {
+            const int si = i / ups, u = i % ups;
+            const size_t go = ((size_t)(sf + si) * a.rows_pad + row0) * 2 + u * 16;
+            cpa16(stg + L.sd + si * 256 + u * 16, (const unsigned char *)a.sd + go);
+            cpa16(stg + L.sm + si * 256 + u * 16, (const unsigned char *)a.sm + go);
+        }
+    }
+}
+
+template <int PB, int NT, bool G16, bool AFF, int SC, int NS>
+__global__ void __launch_bounds__(256) wqs_kernel(wq_args a, wqs_layout L) {
+    extern __shared__ __align__(128) unsigned char smem_s[];
+    constexpr int NP = 1 << PB, E = NT * 4, UR = SC * 16;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int tile = blockIdx.x * 8 + warp, row0 = blockIdx.x * 128;
+    const bool live = tile < a.ntiles;
+    const int rows_blk = min(128, a.rows_pad - row0);
+    const int c0 = blockIdx.y * L.cps, c1 = min(a.nchunks, c0 + L.cps);
+    const int nslab = (c1 - c0 + SC - 1) / SC;
+    const int esz = a.sk == KV_GS_F16 ? 2 : a.sk == KV_GS_F32 ? 4 : 1;
+    const int osz = a.ok == KV_GO_NONE ? 0 : a.ok == KV_GO_F16 ? 2 : a.ok == KV_GO_F32 ? 4 : 1;
+    uint32_t *lut = reinterpret_cast<uint32_t *>(smem_s + L.lut);
+    if (!AFF)
+        for (int i = threadIdx.x; i < NP * 32; i += 256) lut[i] = __ldg(a.lut + (i >> 5));
+    float rowmul[2] = {1.0f, 1.0f};
+    if (a.sk == KV_GS_UE4M3 && live)
+        rowmul[0] = __ldg(a.rowmul + tile * 16 + g), rowmul[1] = __ldg(a.rowmul + tile * 16 + g + 8);
+#pragma unroll
+    for (int s = 0; s < NS - 1; s++) {
+        if (s < nslab)
+            wqs_issue<PB, NT, SC>(a, L, smem_s + s * L.stage, c0 + s * SC, min(c1, c0 + s * SC + SC), tile, live, row0,
+                                  rows_blk, esz, osz);
+        cpa_commit();
+    }
+    const uint32_t *lutl = lut + lane;
+    float acc[2][NT][4];
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) acc[h][nt][0] = acc[h][nt][1] = acc[h][nt][2] = acc[h][nt][3] = 0.0f;
+    for (int s = 0; s < nslab; s++) {
+        cpa_wait<NS - 2>();
+        __syncthreads(); /* slab s landed for every thread; every warp is done with the stage refilled next */
+        const int sn = s + NS - 1;
+        if (sn < nslab)
+            wqs_issue<PB, NT, SC>(a, L, smem_s + (sn % NS) * L.stage, c0 + sn * SC, min(c1, c0 + sn * SC + SC), tile,
+                                  live, row0, rows_blk, esz, osz);
+        cpa_commit();
+        if (!live) continue;
+        const unsigned char *stg = smem_s + (s % NS) * L.stage;
+        const int cs = c0 + s * SC, gf = cs * KV_GPU_CHUNK / a.group, lr = warp * 16 + g;
+#pragma unroll
+        for (int j = 0; j < SC; j++) {
+            const int c = cs + j;
+            if (c >= c1) break;
+            lane_chunk<PB, G16> C;
+            const int slot = (warp * SC + j) * 32 + lane;
+            C.p0 = *reinterpret_cast<const uint4 *>(stg + L.codes0 + slot * 16);
+            if (PB == 6) {
+                const uint2 h = *reinterpret_cast<const uint2 *>(stg + L.codes1 + slot * 8);
+                C.p1 = make_uint4(h.x, h.y, 0, 0);
+            } else if (PB == 8) {
+                C.p1 = *reinterpret_cast<const uint4 *>(stg + L.codes1 + slot * 16);
+            }
+            const int grp = (c * KV_GPU_CHUNK + 32 * t) / a.group;
+#pragma unroll
+            for (int q = 0; q < C.NQ; q++) {
+                const int i = (grp - gf + (q >> 1)) * 128 + lr + 8 * (q & 1);
+                C.s[q] = sread(stg + L.sc, i, esz);
+                C.o[q] = osz ? sread(stg + L.of, i, osz) : 0u;
+            }
+            if (a.sk == KV_GS_Q4K) {
+                const int i = ((grp >> 3) - cs * KV_GPU_CHUNK / 256) * 128 + lr;
+                C.sd[0] = sread(stg + L.sd, i, 2), C.sd[1] = sread(stg + L.sd, i + 8, 2);
+                C.sm[0] = sread(stg + L.sm, i, 2), C.sm[1] = sread(stg + L.sm, i + 8, 2);
+            } else {
+                C.sd[0] = C.sd[1] = C.sm[0] = C.sm[1] = 0u;
+            }
+            uint32_t bx[NT][16];
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                const int n = nt * 8 + g;
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    const uint4 v = *reinterpret_cast<const uint4 *>(stg + L.xs + (n * UR + xswz(j * 16 + 4 * t + q, n)) * 16);
+                    bx[nt][4 * q] = v.x, bx[nt][4 * q + 1] = v.y, bx[nt][4 * q + 2] = v.z, bx[nt][4 * q + 3] = v.w;
+                }
+            }
+            compute_chunk<PB, NT, G16, AFF>(a, C, rowmul, lutl, bx, acc);
+        }
+    }
+    /* tokens n >= m read stale shared memory: only their own output columns, never stored */
+    if (gridDim.y == 1) {
+        if (!live) return;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int row = tile * 16 + g + 8 * (e >> 1), n = nt * 8 + 2 * t + (e & 1);
+                if (row < a.rows && n < a.m) a.y[(size_t)n * a.rows + row] = acc[0][nt][e] + acc[1][nt][e];
+            }
+        return;
+    }
+    cpa_wait<0>();
+    __syncthreads(); /* the partial sums reuse stage 0 */
+    float *red = reinterpret_cast<float *>(smem_s + L.red);
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) red[(warp * E + nt * 4 + e) * 32 + lane] = acc[0][nt][e] + acc[1][nt][e];
+    cg::cluster_group cl = cg::this_cluster();
+    cl.sync();
+    const int S = (int)gridDim.y, r = (int)cl.block_rank(), total = 8 * E * 32, per = (total + S - 1) / S;
+    for (int i = r * per + (int)threadIdx.x; i < min(total, (r + 1) * per); i += 256) {
+        float sum = 0.0f;
+        for (int k = 0; k < S; k++) sum += cl.map_shared_rank(red, k)[i];
+        const int ln = i & 31, e = (i >> 5) & 3, nt = (i >> 7) % NT, w = (i >> 5) / E;
+        const int row = row0 + w * 16 + (ln >> 2) + 8 * (e >> 1), n = nt * 8 + 2 * (ln & 3) + (e & 1);
+        if (row < a.rows && n < a.m) a.y[(size_t)n * a.rows + row] = sum;
+    }
+    cl.sync(); /* no block leaves while another reads its partial sums */
+}
+
+/* ---------------------------------------------------------------------------------------------- */
 /* host side                                                                                       */
 /* ---------------------------------------------------------------------------------------------- */
 template <int PB, int NT, bool AFF>
@@ -280,23 +476,93 @@ static kv_status launch_t(const wq_args &a, cudaStream_t st, kv_error *err) {
     return KV_OK;
 }
 
+template <int PB, int NT, bool AFF, int SC, int NS>
+static wqs_layout wqs_layout_of(const wq_args &a) {
+    wqs_layout L;
+    memset(&L, 0, sizeof L);
+    const int esz = kv_gpu_scale_bytes(a.sk), osz = kv_gpu_off_bytes(a.ok);
+    L.ngs = a.group >= SC * KV_GPU_CHUNK ? 1 : SC * KV_GPU_CHUNK / a.group;
+    L.nsup = a.sk == KV_GS_Q4K ? (SC * KV_GPU_CHUNK >= 256 ? SC * KV_GPU_CHUNK / 256 : 1) : 0;
+    L.codes0 = 0;
+    L.codes1 = L.codes0 + 8 * SC * 32 * 16;
+    L.xs = L.codes1 + 8 * SC * 32 * (PB == 6 ? 8 : PB == 8 ? 16 : 0);
+    L.sc = L.xs + NT * 8 * SC * KV_GPU_CHUNK * 2;
+    L.of = L.sc + L.ngs * 128 * esz;
+    L.sd = L.of + L.ngs * 128 * osz;
+    L.sm = L.sd + L.nsup * 256;
+    L.stage = (L.sm + L.nsup * 256 + 127) / 128 * 128;
+    L.lut = NS * L.stage;
+    L.red = 0; /* after the last slab, over stage 0 */
+    L.bytes = std::max(L.lut + (AFF ? 0 : (1 << PB) * 32 * 4), 8 * NT * 4 * 32 * 4);
+    return L;
+}
+
+/* Split-K factor S (1..8, the cluster size) for rb 128-row blocks: the fewest (waves x chunks per block), a
+ * block's fixed cost (first slab's latency, the reduction) counted as 4 chunks. */
+static int wqs_splits(int rb, int nchunks, int slots, int sc) {
+    int best = 1;
+    double best_cost = 1e30;
+    for (int s = 1; s <= 8; s++) {
+        const int cps = ((nchunks + s - 1) / s + sc - 1) / sc * sc;
+        const int se = (nchunks + cps - 1) / cps;
+        if (se != s) continue;
+        const double waves = (double)((rb * s + slots - 1) / slots);
+        const double cost = waves * (cps + 4);
+        if (cost < best_cost - 1e-9) best = s, best_cost = cost;
+    }
+    return best;
+}
+
+template <int PB, int NT, bool G16, bool AFF, int SC, int NS>
+static kv_status launch_s(const wq_args &a, cudaStream_t st, kv_error *err) {
+    wqs_layout L = wqs_layout_of<PB, NT, AFF, SC, NS>(a);
+    auto kern = wqs_kernel<PB, NT, G16, AFF, SC, NS>;
+    KV_CU(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, L.bytes), err);
+    KV_CU(cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 0), err);
+    int nb = 0, dev = 0, sms = 0;
+    KV_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, kern, 256, L.bytes), err);
+    KV_CU(cudaGetDevice(&dev), err);
+    KV_CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), err);
+    const int rb = (a.ntiles + 7) / 8;
+    const int S = wqs_splits(rb, a.nchunks, (nb > 0 ? nb : 1) * sms, SC);
+    L.cps = ((a.nchunks + S - 1) / S + SC - 1) / SC * SC;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)rb, (unsigned)S, 1);
+    cfg.blockDim = dim3(256, 1, 1);
+    cfg.dynamicSmemBytes = (size_t)L.bytes;
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = 1, at[0].val.clusterDim.y = (unsigned)S, at[0].val.clusterDim.z = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    KV_CU(cudaLaunchKernelEx(&cfg, kern, a, L), err);
+    return KV_OK;
+}
+
 template <int PB, bool G16, bool AFF>
-static kv_status launch_g(const wq_args &a, int depth, cudaStream_t st, kv_error *err) {
+static kv_status launch_g(const wq_args &a, int depth, int staged, cudaStream_t st, kv_error *err) {
+    if (staged) {
+        if (a.m <= 8)
+            return depth == 2 ? launch_s<PB, 1, G16, AFF, 2, 3>(a, st, err) : launch_s<PB, 1, G16, AFF, 2, 4>(a, st, err);
+        return depth == 2 ? launch_s<PB, 2, G16, AFF, 2, 3>(a, st, err) : launch_s<PB, 2, G16, AFF, 2, 4>(a, st, err);
+    }
     if (a.m <= 8)
         return depth == 2 ? launch_t<PB, 1, G16, 2, AFF>(a, st, err) : launch_t<PB, 1, G16, 4, AFF>(a, st, err);
     return depth == 2 ? launch_t<PB, 2, G16, 2, AFF>(a, st, err) : launch_t<PB, 2, G16, 4, AFF>(a, st, err);
 }
 
 template <int PB>
-static kv_status launch_pb(const wq_args &a, int depth, cudaStream_t st, kv_error *err) {
-    return a.group == 16 ? launch_g<PB, true, false>(a, depth, st, err) : launch_g<PB, false, false>(a, depth, st, err);
+static kv_status launch_pb(const wq_args &a, int depth, int staged, cudaStream_t st, kv_error *err) {
+    return a.group == 16 ? launch_g<PB, true, false>(a, depth, staged, st, err)
+                         : launch_g<PB, false, false>(a, depth, staged, st, err);
 }
 
 extern "C" kv_status kv_cuda_wq_matmul(const kv_cuda_wq *w, const void *x_dev, int m, float *y_dev, int variant,
                                        void *stream, kv_error *err) {
     if (!w || !x_dev || !y_dev) return kv_fail(err, KV_EINVAL, "kv_cuda_wq_matmul: NULL argument");
     if (m < 1 || m > 16) return kv_fail(err, KV_EINVAL, "kv_cuda_wq_matmul: batch %d outside 1..16", m);
-    const int depth = variant & ~KV_WQ_TABLE;
+    int depth = variant & ~(KV_WQ_TABLE | KV_WQ_STAGED), staged = (variant & KV_WQ_STAGED) != 0;
     if (variant < 0 || (depth != 0 && depth != KV_WQ_DEPTH2 && depth != KV_WQ_DEPTH4))
         return kv_fail(err, KV_EINVAL, "kv_cuda_wq_matmul: variant %d", variant);
     if ((uintptr_t)x_dev % 16) return kv_fail(err, KV_EINVAL, "kv_cuda_wq_matmul: x must be 16-byte aligned");
@@ -308,19 +574,21 @@ extern "C" kv_status kv_cuda_wq_matmul(const kv_cuda_wq *w, const void *x_dev, i
     a.m = m, a.rows = (int)p->rows, a.rows_pad = (int)p->rows_pad, a.k = (int)p->cols;
     a.nchunks = (int)(p->cols / KV_GPU_CHUNK), a.ntiles = (int)(p->rows_pad / 16), a.group = p->group;
     a.sk = p->scale_kind, a.ok = p->off_kind;
-    /* measured default (docs/RESULTS.md, GPU section): 2 chunks in flight beat 4 at every batch on the H100 */
-    const int d = depth ? depth : KV_WQ_DEPTH2;
+    /* measured default (docs/RESULTS.md, GPU section): the 16-row-tile kernel, 2 chunks in flight (the staged
+     * kernel is not yet measured) */
+    if (depth == 0) depth = KV_WQ_DEPTH2;
+    const int d = depth;
     cudaStream_t st = (cudaStream_t)stream;
     if (w->affine && !(variant & KV_WQ_TABLE)) {
         const uint32_t lo = kv_fp32_to_fp16(1024.0f - (float)w->affine_base), hi = kv_fp32_to_fp16((float)w->affine_base - 64.0f);
         a.aff_lo = lo | lo << 16, a.aff_hi = hi | hi << 16;
-        return launch_g<8, false, true>(a, d, st, err);
+        return launch_g<8, false, true>(a, d, staged, st, err);
     }
     a.aff_lo = a.aff_hi = 0;
     switch (p->pair_bits) {
-    case 4: return launch_pb<4>(a, d, st, err);
-    case 6: return launch_pb<6>(a, d, st, err);
-    case 8: return launch_pb<8>(a, d, st, err);
+    case 4: return launch_pb<4>(a, d, staged, st, err);
+    case 6: return launch_pb<6>(a, d, staged, st, err);
+    case 8: return launch_pb<8>(a, d, staged, st, err);
     default: return kv_fail(err, KV_EINVAL, "kv_cuda_wq_matmul: pair bits %d", p->pair_bits);
     }
 }
