@@ -668,3 +668,58 @@ KV_TEST(gptq_cli_bad_calibration_and_options) {
     free(out);
     CHECK(!kv_test_exists(path));
 }
+
+/* The head gets its Hessian (src/algos/calib.c): H of the final RMSNorm's outputs is saved as output.kvh, and
+ * GPTQ's head has a smaller H-weighted error tr(ΔW·H·ΔWᵀ) than the same format rounded to nearest. */
+KV_TEST(gptq_head_calibrated_beats_rtn) {
+    char model[512], calib[1024], args[4096], *out = NULL;
+    kv_test_shared(model, sizeof model, "models/proxy-27m");
+    const char *dir = kv_test_tmpdir();
+    if (!kv_test_exists(model) || short_calib(dir, 8192, calib, sizeof calib)) SKIP("proxy-27m or calib.txt absent");
+    const char *light = getenv("KVANT_SANITIZED") ? "--override 'blk\\.=bf16'" : ""; /* only the head calibrated */
+    snprintf(args, sizeof args,
+             "quantize %s -o %s/head.gguf --format int3_g128_asym --pure %s --method gptq:save-hessians=%s/hh "
+             "--calib %s --calib-tokens 1024 --no-imatrix -t 2 --quiet", model, dir, light, dir, calib);
+    int rc = kv_test_run_cli(args, &out);
+    CHECK_MSG(rc == 0, "rc %d: %s", rc, out ? out : "");
+    free(out);
+    char hpath[1024], qpath[1024];
+    snprintf(hpath, sizeof hpath, "%s/hh/output.kvh", dir);
+    snprintf(qpath, sizeof qpath, "%s/head.gguf", dir);
+    size_t hsize = 0;
+    uint8_t *hf = kv_test_read_file(hpath, &hsize);
+    REQUIRE(hf);
+    kv_model_file *src = NULL, *q = NULL;
+    kv_error err;
+    REQUIRE_OK(kv_model_open(model, &src, &err), &err);
+    REQUIRE_OK(kv_model_open(qpath, &q, &err), &err);
+    const kv_tensor *ts = kv_model_find(src, "output.weight"), *tq = kv_model_find(q, "output.weight");
+    REQUIRE(ts && tq && ts->n_dims == 2);
+    const int64_t rows = ts->shape[0], cols = ts->shape[1];
+    REQUIRE(hsize == 20 + sizeof(double) * (size_t)(cols * cols) && !memcmp(hf, "KVH1", 4));
+    CHECK_EQ_INT(kv_rd_u64(hf + 12), 1024); /* tokens */
+    double *h = malloc(sizeof(double) * (size_t)(cols * cols));
+    float *w = malloc(sizeof(float) * (size_t)(rows * cols)), *wg = malloc(sizeof(float) * (size_t)(rows * cols)),
+          *wr = malloc(sizeof(float) * (size_t)(rows * cols));
+    kv_format f;
+    REQUIRE_OK(kv_format_get("int3_g128_asym", &f, &err), &err);
+    size_t rb = kv_format_row_bytes(&f, cols);
+    uint8_t *packed = malloc(rb * (size_t)rows);
+    REQUIRE(h && w && wg && wr && packed);
+    memcpy(h, hf + 20, sizeof(double) * (size_t)(cols * cols));
+    REQUIRE_OK(kv_tensor_to_f32(ts, w, &err), &err);
+    REQUIRE(tq->nbytes == rb * (size_t)rows);
+    for (int64_t r = 0; r < rows; r++) f.dequantize(&f, (const uint8_t *)tq->data + (size_t)r * rb, wg + r * cols, cols);
+    REQUIRE_OK(f.quantize(&f, w, packed, rows, cols, NULL, &err), &err);
+    for (int64_t r = 0; r < rows; r++) f.dequantize(&f, packed + (size_t)r * rb, wr + r * cols, cols);
+    double lg = kv_hessian_loss(w, wg, rows, cols, h, NULL), lr = kv_hessian_loss(w, wr, rows, cols, h, NULL);
+    CHECK_MSG(lg < 0.9 * lr, "head: GPTQ loss %.6g, round to nearest %.6g", lg, lr);
+    free(h);
+    free(w);
+    free(wg);
+    free(wr);
+    free(packed);
+    free(hf);
+    kv_model_close(src);
+    kv_model_close(q);
+}

@@ -2,25 +2,30 @@
  * IST-DASLab/gptq llama.py llama_sequential): run the calibration windows through the embedding; for each
  * decoder block collect H = Σ x·xᵀ of every distinct linear input through the forward hooks, quantize the
  * block, write the quantized weights into the calibration model and recompute the block's outputs, which feed
- * the next block. Only one block's activations and Hessians are alive at a time.
+ * the next block. Only one block's activations and Hessians are alive at a time. After the last block the
+ * output head gets the same treatment: H of the final RMSNorm's outputs (the head's input, computed from the
+ * quantized blocks' activations) and the method on output.weight (or on token_embd.weight when the head is
+ * tied to it); an untied token embedding is a lookup, with no Hessian, and stays rounded to nearest.
  * Hessian files (--method NAME:save-hessians=DIR / load-hessians=DIR): DIR/blk.L.<tensor>.kvh, docs/FORMAT.md. */
 #include "algos/calib.h"
+#include "model/model.h"
 #include <errno.h>
 #include <stdarg.h>
 #include <math.h>
 #include <stdio.h>
 #include <sys/stat.h>
 
-enum { N_POINTS = 4, MAX_GROUPS = 8 };
+enum { N_POINTS = 5, MAX_GROUPS = 8 };
 
 /* The input point of each linear: 0 attention input (q/k/v), 1 attention output (o), 2 MLP input (gate/up),
- * 3 down input. */
+ * 3 down input, 4 the head's input (the final RMSNorm's output). */
 static int point_of(kv_linear_id which) {
     switch (which) {
     case KV_LINEAR_Q: case KV_LINEAR_K: case KV_LINEAR_V: return 0;
     case KV_LINEAR_O: return 1;
     case KV_LINEAR_GATE: case KV_LINEAR_UP: return 2;
     case KV_LINEAR_DOWN: return 3;
+    case KV_LINEAR_HEAD: return 4;
     default: return -1;
     }
 }
@@ -237,6 +242,78 @@ static kv_status stream_release_block(kv_model *m, kv_quant_job **jl, int nj, co
     return st;
 }
 
+/* Quantizes one job with H of group g; into_model: the next blocks see the quantized weight (the calibration
+ * model gets it: for an entropy-coded output exactly the decoded weights); free_h: g's H is not needed after. */
+static kv_status quantize_job(kv_quant_method_ctx *c, const kv_calib_opts *o, kv_calib_quant_fn fn, void *user,
+                              kv_model *m, kv_quant_job *job, hgroup *g, int into_model, int free_h, kv_error *err) {
+    char note[512] = "";
+    kv_status st = fn(user, job, g->h, g->ntok, c->pool, note, sizeof note, err);
+    if (st) {
+        kv_error_context(err, NULL, -1, job->name);
+        return st;
+    }
+    if (note[0]) logf_(c, "%s: %s", job->name, note);
+    if (!o->load_dir && into_model && job->out_type == KV_TYPE_ECW) {
+        float *dec = kv_malloc(sizeof(float) * (size_t)job->rows * (size_t)job->cols, err);
+        kv_format f32;
+        st = dec ? kv_ecw_decode_f32(job->out_data, (size_t)job->out_bytes, job->rows, job->cols, dec, c->pool, err)
+                 : KV_ENOMEM;
+        if (!st) st = kv_format_from_type(KV_TYPE_F32, &f32, err);
+        if (!st) st = kv_model_set_weight(m, job->name, &f32, dec, 1, err);
+        if (st) free(dec); /* not taken on failure */
+        if (!st && job->rht_block > 0) st = kv_model_set_rht(m, job->name, job->rht_block, job->rht_seed, err);
+    } else if (!o->load_dir && into_model) {
+        size_t nb = kv_format_row_bytes(&job->fmt, job->cols) * (size_t)job->rows;
+        void *copy = malloc(nb);
+        if (!copy) return kv_fail(err, KV_ENOMEM, "out of memory");
+        memcpy(copy, job->dst, nb);
+        st = kv_model_set_weight(m, job->name, &job->fmt, copy, 1, err);
+        if (!st && job->rht_block > 0) st = kv_model_set_rht(m, job->name, job->rht_block, job->rht_seed, err);
+    }
+    if (!st && c->stream && c->stream->weights_done) c->stream->weights_done(c->stream->user, job);
+    if (free_h) {
+        free(g->h);
+        g->h = NULL;
+    }
+    return st;
+}
+
+/* The head after the last block (hidden: its outputs, nwin windows of ctx tokens): H of the final RMSNorm's
+ * rows — what kv_forward_head hands the head — then the method on the head's job. Nothing runs after the head,
+ * so the calibration model keeps its weight. */
+static kv_status calib_head(kv_quant_method_ctx *c, const kv_calib_opts *o, kv_calib_quant_fn fn, void *user,
+                            kv_model *m, calib_state *s, kv_quant_job *head, const float *hidden, float *win,
+                            int64_t nwin, int64_t ctx, uint64_t *hbytes, kv_error *err) {
+    const kv_hparams *hp = kv_model_get_hparams(m);
+    const int64_t D = hp->n_embd;
+    if (head->cols != D)
+        return kv_fail(err, KV_EINVAL, "%s: %lld columns, the model's hidden size is %lld", head->name,
+                       (long long)head->cols, (long long)D);
+    kv_status st = c->stream ? c->stream->load(c->stream->user, head, err) : KV_OK;
+    kv_linear_id wh = KV_LINEAR_HEAD;
+    int gidx = 0;
+    if (!st) st = make_groups(s, hp->n_layer, &head, &wh, 1, &gidx, hbytes, err);
+    if (!st) snprintf(s->g[gidx].what, sizeof s->g[gidx].what, "%s input (final norm)", head->name);
+    if (!st && o->load_dir) {
+        st = load_h(o->load_dir, &s->g[gidx], err);
+    } else if (!st) {
+        s->layer = hp->n_layer;
+        for (int64_t w = 0; w < nwin && !st && !s->st; w++) {
+            kv_rmsnorm_rows(win, hidden + w * ctx * D, m->output_norm, ctx, D, hp->norm_eps);
+            on_input(s, hp->n_layer, KV_LINEAR_HEAD, win, ctx, D);
+        }
+        s->layer = -1;
+        if (!st && s->st) {
+            st = s->st;
+            *err = s->err;
+        }
+    }
+    if (!st && o->save_dir) st = save_h(o->save_dir, &s->g[gidx], err);
+    if (!st) st = quantize_job(c, o, fn, user, m, head, &s->g[gidx], 0, 1, err);
+    free_groups(s);
+    return st;
+}
+
 kv_status kv_calib_run(kv_quant_method_ctx *c, const kv_calib_opts *o, kv_calib_quant_fn fn, void *user,
                        kv_calib_report *rep, kv_error *err) {
     kv_calib_opts dflt = {0};
@@ -264,15 +341,22 @@ kv_status kv_calib_run(kv_quant_method_ctx *c, const kv_calib_opts *o, kv_calib_
         return kv_fail(err, KV_ENOMEM, "out of memory");
     }
     int64_t nrest = 0;
+    kv_quant_job *head = NULL, *tied = NULL; /* output.weight, or the embedding when the head is tied to it */
     for (int64_t j = 0; j < c->n_jobs; j++) {
         int layer;
         kv_linear_id which;
-        if (kv_model_linear_by_name(m, c->jobs[j].name, &layer, &which) == 0 && layer >= 0 && layer < L &&
-            point_of(which) >= 0)
+        int known = kv_model_linear_by_name(m, c->jobs[j].name, &layer, &which) == 0;
+        if (known && layer >= 0 && layer < L && point_of(which) >= 0)
             byl[layer * KV_LINEAR_COUNT + which] = &c->jobs[j];
+        else if (known && layer == L && which == KV_LINEAR_HEAD && L > 0)
+            head = &c->jobs[j];
+        else if (known && layer < 0 && m->head_tied && L > 0)
+            tied = &c->jobs[j];
         else
             rest[nrest++] = c->jobs[j];
     }
+    if (!head) head = tied;
+    else if (tied) rest[nrest++] = *tied;
 
     calib_state s;
     memset(&s, 0, sizeof s);
@@ -342,51 +426,25 @@ kv_status kv_calib_run(kv_quant_method_ctx *c, const kv_calib_opts *o, kv_calib_
         if (!st && o->save_dir)
             for (int k = 0; k < s.ng && !st; k++) st = save_h(o->save_dir, &s.g[k], err);
         for (int j = 0; j < nj && !st; j++) {
-            char note[512] = "";
-            hgroup *g = &s.g[gidx[j]];
-            st = fn(user, jl[j], g->h, g->ntok, c->pool, note, sizeof note, err);
-            if (st) {
-                kv_error_context(err, NULL, -1, jl[j]->name);
-                break;
-            }
-            if (note[0]) logf_(c, "%s: %s", jl[j]->name, note);
-            if (!o->load_dir && jl[j]->out_type == KV_TYPE_ECW) { /* entropy-coded: exactly the decoded weights */
-                float *dec = kv_malloc(sizeof(float) * (size_t)jl[j]->rows * (size_t)jl[j]->cols, err);
-                kv_format f32;
-                st = dec ? kv_ecw_decode_f32(jl[j]->out_data, (size_t)jl[j]->out_bytes, jl[j]->rows, jl[j]->cols, dec,
-                                             c->pool, err)
-                         : KV_ENOMEM;
-                if (!st) st = kv_format_from_type(KV_TYPE_F32, &f32, err);
-                if (!st) st = kv_model_set_weight(m, jl[j]->name, &f32, dec, 1, err);
-                if (st) free(dec); /* not taken on failure */
-                if (!st && jl[j]->rht_block > 0)
-                    st = kv_model_set_rht(m, jl[j]->name, jl[j]->rht_block, jl[j]->rht_seed, err);
-            } else if (!o->load_dir) { /* the next blocks see this weight quantized */
-                size_t nb = kv_format_row_bytes(&jl[j]->fmt, jl[j]->cols) * (size_t)jl[j]->rows;
-                void *copy = malloc(nb);
-                if (!copy) { st = kv_fail(err, KV_ENOMEM, "out of memory"); break; }
-                memcpy(copy, jl[j]->dst, nb);
-                st = kv_model_set_weight(m, jl[j]->name, &jl[j]->fmt, copy, 1, err);
-                if (!st && jl[j]->rht_block > 0)
-                    st = kv_model_set_rht(m, jl[j]->name, jl[j]->rht_block, jl[j]->rht_seed, err);
-            }
-            if (!st && c->stream && c->stream->weights_done) c->stream->weights_done(c->stream->user, jl[j]);
             int used_later = 0; /* H is freed after its last job: the block's largest runs with the others gone */
             for (int k = j + 1; k < nj; k++) used_later |= gidx[k] == gidx[j];
-            if (!used_later) {
-                free(g->h);
-                g->h = NULL;
-            }
-            if (c->progress) kv_progress_update(c->progress, ++done);
+            st = quantize_job(c, o, fn, user, m, jl[j], &s.g[gidx[j]], 1, !used_later, err);
+            if (!st && c->progress) kv_progress_update(c->progress, ++done);
         }
         free_groups(&s);
         for (int64_t w = 0; w < nwin && !st && !o->load_dir; w++)
             st = kv_forward_layer(kctx, l, hidden + w * ctx * D, ctx, 0, c->pool, err);
-        if (c->stream) {
-            kv_status rs = stream_release_block(m, jl, nj, saved, err);
-            if (!st) st = rs;
-            if (!st) st = c->stream->block_done(c->stream->user, l, jl, nj, hidden, hidden ? nwin * ctx * D : 0, err);
+        kv_status rs = c->stream ? stream_release_block(m, jl, nj, saved, err) : KV_OK;
+        if (!st) st = rs;
+        if (!st && head && l == L - 1) { /* with the last block: a checkpoint never holds the blocks without it */
+            hbytes = 0;
+            st = calib_head(c, o, fn, user, m, &s, head, hidden, win, nwin, ctx, &hbytes, err);
+            rep->hess_bytes = KV_MAX(rep->hess_bytes, hbytes);
+            jl[nj++] = head;
+            if (!st && c->progress) kv_progress_update(c->progress, ++done);
         }
+        if (!st && c->stream)
+            st = c->stream->block_done(c->stream->user, l, jl, nj, hidden, hidden ? nwin * ctx * D : 0, err);
     }
     rep->peak_bytes = rep->act_bytes + rep->hess_bytes;
     free(hidden);

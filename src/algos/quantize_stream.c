@@ -509,8 +509,8 @@ out:
     return st;
 }
 
-/* The calibrated method on the decoder linears, block by block from the source (kv_calib_run's streaming
- * hooks); other tensors are left to the streaming writer. */
+/* The calibrated method on the decoder linears and the head, block by block from the source (kv_calib_run's
+ * streaming hooks); other tensors are left to the streaming writer. */
 kv_status kv_qstream_calibrate(const char *model_path, const kv_model_file *mf, kv_wmodel *wm, kv_qtensor *ot,
                                const kv_quant_method *meth, kv_quant_method_ctx *mc, const kv_imatrix *im,
                                const kv_quantize_opts *o, const char *format, const char *out_path,
@@ -536,9 +536,11 @@ kv_status kv_qstream_calibrate(const char *model_path, const kv_model_file *mf, 
     for (int64_t i = 0; i < wm->n; i++) {
         int layer;
         kv_linear_id which;
-        if (ot[i].wt->n_dims != 2 || kv_model_linear_by_name(mc->model, ot[i].wt->name, &layer, &which) != 0 ||
-            layer < 0 || layer >= wm->hp.n_layer)
+        if (ot[i].wt->n_dims != 2 || kv_model_linear_by_name(mc->model, ot[i].wt->name, &layer, &which) != 0)
             continue;
+        /* the head goes with the last block (kv_calib_run); an untied embedding is left to the writer */
+        const int head = layer == wm->hp.n_layer || (layer < 0 && !kv_wmodel_find(wm, "output.weight"));
+        if ((layer < 0 || layer >= wm->hp.n_layer) && !head) continue;
         cs->job_ot[nj] = i;
         cs->jobs[nj++] = job_for(ot[i].wt, &ot[i], &wm->hp, im, NULL);
     }
