@@ -28,9 +28,15 @@ static inline __m256i table16_i8(const int8_t *t) {
 }
 
 /* mxfp4 (kind 0) and iq4_nl (kind 1): q4_0's nibble order, one table value per code */
+/* VNNI: the table + 128 as VPDPBUSD's unsigned operand, its 128 Σq removed by the accumulator's start (-16 Σq
+ * in each of 8 lanes): no sign juggling per block; AVX2: dp_s8s8 */
 KV_INLINE void tile_lut32(int64_t n, const uint8_t *w, size_t ws, const uint8_t *act, size_t as, float *y,
                           int64_t ldy, const int NR, const int NT, const int kind) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    const __m256i tab = _mm256_xor_si256(table16_i8(kind == 0 ? kv_kvalues_fp4 : kv_kvalues_iq4nl), _mm256_set1_epi8((char)0x80));
+#else
     const __m256i tab = table16_i8(kind == 0 ? kv_kvalues_fp4 : kv_kvalues_iq4nl);
+#endif
     const size_t bytes = kind == 0 ? KV_MXFP4_BYTES : KV_IQ4_NL_BYTES;
     __m256 acc[TR][TT];
     UNROLL
@@ -51,10 +57,17 @@ KV_INLINE void tile_lut32(int64_t n, const uint8_t *w, size_t ws, const uint8_t 
             const kv_act_q8_32 *x = (const kv_act_q8_32 *)(const void *)(act + (size_t)t * as) + b;
             const __m256i xq = load256(x->q);
             const __m256 xd = _mm256_set1_ps(x->d);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+            const __m256i start = _mm256_set1_epi32(-16 * x->sum);
+            UNROLL
+            for (int r = 0; r < NR; r++)
+                acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(wd[r], xd), _mm256_cvtepi32_ps(dp_u8s8(start, wq[r], xq)), acc[r][t]);
+#else
             UNROLL
             for (int r = 0; r < NR; r++)
                 acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(wd[r], xd),
                                             _mm256_cvtepi32_ps(dp_s8s8(_mm256_setzero_si256(), wq[r], xq)), acc[r][t]);
+#endif
         }
     }
     STORE_TILE(acc, NR, NT, y, ldy);
