@@ -136,9 +136,18 @@ static kv_status sens_one_layer(kv_model *m, const sens_task *S, kv_sens_layer *
     kv_format orig_fmt = w0->fmt;
     const void *orig_data = w0->data;
     int64_t n = w0->rows * w0->cols;
+    /* bytes the model owns (a q/k matrix un-permuted from a GGUF or llama2.c file, an fp32 copy) are freed when the
+     * noisy weight replaces them: keep a copy to put back */
+    void *orig_copy = NULL;
+    if (w0->owned) {
+        size_t nb = kv_format_row_bytes(&orig_fmt, w0->cols) * (size_t)w0->rows;
+        if (!(orig_copy = kv_malloc(nb, err))) return KV_ENOMEM;
+        memcpy(orig_copy, w0->data, nb);
+        orig_data = orig_copy;
+    }
     L->params = n;
     float *w = weight_to_f32(w0, err);
-    if (!w) return KV_ENOMEM;
+    if (!w) { free(orig_copy); return KV_ENOMEM; }
     double wnorm = 0;
     for (int64_t i = 0; i < n; i++) wnorm += (double)w[i] * w[i];
     kv_format f32;
@@ -173,7 +182,8 @@ static kv_status sens_one_layer(kv_model *m, const sens_task *S, kv_sens_layer *
             L->kld[k] = r.kld.mean;
         }
     }
-    kv_status st2 = kv_model_set_weight(m, L->name, &orig_fmt, orig_data, 0, st ? NULL : err);
+    kv_status st2 = kv_model_set_weight(m, L->name, &orig_fmt, orig_data, orig_copy != NULL, st ? NULL : err);
+    if (st2) free(orig_copy);
     free(w);
     if (st) return st;
     if (st2) return st2;
