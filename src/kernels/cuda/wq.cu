@@ -574,9 +574,16 @@ extern "C" kv_status kv_cuda_wq_matmul(const kv_cuda_wq *w, const void *x_dev, i
     a.m = m, a.rows = (int)p->rows, a.rows_pad = (int)p->rows_pad, a.k = (int)p->cols;
     a.nchunks = (int)(p->cols / KV_GPU_CHUNK), a.ntiles = (int)(p->rows_pad / 16), a.group = p->group;
     a.sk = p->scale_kind, a.ok = p->off_kind;
-    /* measured default (docs/RESULTS.md, GPU section): the 16-row-tile kernel, 2 chunks in flight (the staged
-     * kernel is not yet measured) */
-    if (depth == 0) depth = KV_WQ_DEPTH2;
+    /* measured default (docs/RESULTS.md, GPU section, H100): the 16-row-tile kernel with 2 chunks in flight, except
+     * at batch > 8 on tall matrices (>= 96 row blocks of 128, no split-K), where the staged kernel's shared
+     * activations win (lm_head x1.87 -> x2.01 int4, x1.18 -> x1.55 nf4); it loses where K is split over a cluster.
+     * 3 stages for the 8-bit-pair table formats (their 32 KB table costs occupancy), 4 otherwise. */
+    if (depth == 0) {
+        const int tall = m > 8 && (p->rows_pad / 16 + 7) / 8 >= 96;
+        const int table8 = p->pair_bits == 8 && !w->affine;
+        depth = tall && table8 ? KV_WQ_DEPTH2 : tall ? KV_WQ_DEPTH4 : KV_WQ_DEPTH2;
+        staged = tall;
+    }
     const int d = depth;
     cudaStream_t st = (cudaStream_t)stream;
     if (w->affine && !(variant & KV_WQ_TABLE)) {
