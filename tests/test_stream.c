@@ -196,6 +196,37 @@ KV_TEST(stream_calibrated_bytes_equal_in_memory) {
     kv_pool_destroy(pool);
 }
 
+/* A computed imatrix streams: its statistics block by block through the unquantized model (the block's
+ * linears from the source, rotated when rht is planned), then each tensor is rounded with it; the bytes and the
+ * imatrix metadata are the in-memory pipeline's (several windows, rht, and GPTQ after it). */
+KV_TEST(stream_computed_imatrix_bytes_equal_in_memory) {
+    char model[512], calib[512];
+    kv_test_shared(model, sizeof model, "models/proxy-27m");
+    kv_test_shared(calib, sizeof calib, "data/calib.txt");
+    if (!kv_test_exists(model) || !kv_test_exists(calib)) SKIP("proxy-27m or calib.txt not found");
+    kv_pool *pool = kv_pool_create(2);
+    kv_quantize_opts o = {0};
+    o.format = "q4_k_m";
+    o.calib_path = calib;
+    o.calib_tokens = 768;
+    o.calib_ctx = 256;
+    o.pool = pool;
+    o.quiet = 1;
+    check_stream_equals_memory(T, model, o, "q4_k_m, computed imatrix");
+    o.format = "iq4_nl";
+    o.transforms = "rht:64";
+    check_stream_equals_memory(T, model, o, "iq4_nl rht:64, computed imatrix");
+    if (!getenv("KVANT_SANITIZED")) {
+        o.format = "int4_g128_asym";
+        o.method = "gptq";
+        o.transforms = NULL;
+        o.calib_tokens = 512;
+        o.calib_ctx = 256;
+        check_stream_equals_memory(T, model, o, "gptq, computed imatrix");
+    }
+    kv_pool_destroy(pool);
+}
+
 /* kill -9 after block 3 of 6 (the test hook raises SIGKILL once that block's checkpoint is written), then the
  * same command with --resume: the file is byte-identical to an uninterrupted run and the checkpoint is gone. */
 static void check_kill_and_resume(kv_test_ctx *T, const char *method, const char *format, const char *name) {

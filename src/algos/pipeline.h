@@ -37,6 +37,11 @@ kv_status kv_qcollect_act_stats(const kv_model *m, const int32_t *ids, int64_t n
 /* The importance of every linear of wm in its stored (rotated) basis, from the forward passes of m. */
 kv_status kv_qcollect_imatrix(const kv_model *m, kv_wmodel *wm, const int32_t *ids, int64_t n, int32_t ctx,
                               kv_pool *pool, kv_imatrix *im, kv_progress *prog, kv_error *err);
+/* The same bits while streaming: m borrows mf's weights (kv_model_load) and wm is lazy (rht planned, not
+ * applied); each decoder block's linears are read in fp32 for its turn and m gets its own weights back after
+ * it. prog advances per block (n_layer + 1 steps, the head last). */
+kv_status kv_qstream_imatrix(const kv_model_file *mf, kv_model *m, kv_wmodel *wm, const int32_t *ids, int64_t n,
+                             int32_t ctx, kv_pool *pool, kv_imatrix *im, kv_progress *prog, kv_error *err);
 
 /* ---- --transform (transform_set.c) ---- */
 

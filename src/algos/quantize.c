@@ -84,17 +84,16 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
     kv_progress prog;
     kv_qextra xo = {0};
 
-    /* round-to-nearest and the calibrated methods without whole-model transforms or statistics stream: one
-     * tensor (or one decoder block) at a time; the rest holds the model in fp32 (docs/quantize.md "Memory") */
+    /* round-to-nearest and the calibrated methods without whole-model transforms stream (a computed imatrix
+     * too, block by block): one tensor (or one decoder block) at a time; the rest holds the model in fp32
+     * (docs/quantize.md "Memory") */
     const int calibrated = meth->layerwise; /* block by block through kv_calib_run */
     const int streaming = (meth->per_tensor || calibrated) && !ts.smooth && !ts.awq && !ts.quarot && !ts.fold &&
                           !(ts.rht && calibrated) && !(o.entropy_code && calibrated) && !o.transform_only &&
-                          o.out_format == KV_OUT_GGUF && (!o.calib_path || o.imatrix_path || o.no_imatrix) &&
-                          !o.in_memory;
+                          o.out_format == KV_OUT_GGUF && !o.in_memory;
     if (st == KV_OK && o.resume && !(streaming && calibrated))
         st = kv_fail(err, KV_EINVAL, "--resume continues streamed calibrated runs (gptq, mr-gptq, watersic without "
-                     "whole-model transforms or a computed imatrix: --no-imatrix or --imatrix FILE); this run has no "
-                     "checkpoints");
+                     "whole-model transforms); this run has no checkpoints");
     kv_qstream ss = {0};
     ss.spill_fd = -1;
     kv_qspill *cs = NULL;
@@ -194,8 +193,9 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
         if (st == KV_OK && !im && !o.no_imatrix) {
             if ((st = kv_imatrix_create(&im, err)) == KV_OK) {
                 kv_imatrix_set_dataset(im, o.calib_path);
-                kv_progress_begin(&prog, "imatrix", n_cids / ctx, o.quiet);
-                st = kv_qcollect_imatrix(cal, &wm, cids, n_cids, ctx, o.pool, im, &prog, err);
+                kv_progress_begin(&prog, "imatrix", streaming ? wm.hp.n_layer + 1 : n_cids / ctx, o.quiet);
+                st = streaming ? kv_qstream_imatrix(mf, cal, &wm, cids, n_cids, ctx, o.pool, im, &prog, err)
+                               : kv_qcollect_imatrix(cal, &wm, cids, n_cids, ctx, o.pool, im, &prog, err);
                 kv_progress_end(&prog);
             }
         }

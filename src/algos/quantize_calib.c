@@ -179,3 +179,88 @@ kv_status kv_qcollect_imatrix(const kv_model *m, kv_wmodel *wm, const int32_t *i
     kv_context_free(kc);
     return st;
 }
+
+/* The same imatrix while streaming (docs/quantize.md "Memory"): the windows go through the model one decoder
+ * block at a time, that block's linears read from the source in fp32 (rotated as the working copy would be)
+ * just then and given back after it; each window's block output is the next block's input, and the head's
+ * input is the final norm of the last block's output (kv_forward's steps, called one by one). Every entry sees
+ * the same tokens in the same order as in kv_qcollect_imatrix, so the means are the same bits. Peak: the
+ * windows' activations and one block's fp32 linears. */
+typedef struct block_weight {
+    kv_wtensor *t;
+    kv_format fmt;      /* the model's own weight, put back after the block */
+    const void *data;
+} block_weight;
+
+static kv_status load_block(const kv_model_file *mf, kv_model *m, kv_wmodel *wm, int layer, block_weight *bw,
+                            int *nbw, kv_error *err) {
+    kv_format f32;
+    kv_status st = kv_format_from_type(KV_TYPE_F32, &f32, err);
+    *nbw = 0;
+    for (int64_t i = 0; i < wm->n && st == KV_OK; i++) {
+        kv_wtensor *t = &wm->t[i];
+        int l;
+        kv_linear_id which;
+        if (t->n_dims != 2 || kv_model_linear_by_name(m, t->name, &l, &which) != 0 || l != layer ||
+            which == KV_LINEAR_HEAD || *nbw >= KV_LINEAR_COUNT)
+            continue;
+        const kv_weight *w0 = kv_model_weight(m, l, which);
+        block_weight *b = &bw[(*nbw)++];
+        b->t = t;
+        b->fmt = w0->fmt;
+        b->data = w0->data;
+        if ((st = kv_wtensor_read(mf, t, err)) == KV_OK && (st = kv_rht_rotate_pending(t, err)) == KV_OK)
+            st = kv_model_set_weight(m, t->name, &f32, t->w, 0, err);
+        if (st == KV_OK && t->rht_block > 0) st = kv_model_set_rht(m, t->name, t->rht_block, t->rht_seed, err);
+    }
+    return st;
+}
+
+static kv_status release_block(kv_model *m, block_weight *bw, int nbw, kv_error *err) {
+    kv_status st = KV_OK;
+    for (int k = 0; k < nbw; k++) {
+        if (st == KV_OK && bw[k].data) st = kv_model_set_weight(m, bw[k].t->name, &bw[k].fmt, bw[k].data, 0, err);
+        free(bw[k].t->w);
+        bw[k].t->w = NULL;
+    }
+    return st;
+}
+
+kv_status kv_qstream_imatrix(const kv_model_file *mf, kv_model *m, kv_wmodel *wm, const int32_t *ids, int64_t n,
+                             int32_t ctx, kv_pool *pool, kv_imatrix *im, kv_progress *prog, kv_error *err) {
+    const int64_t d = wm->hp.n_embd, nwin = n / ctx;
+    const int L = wm->hp.n_layer;
+    kv_context *kc = NULL;
+    kv_status st = kv_context_create(m, ctx, &kc, err);
+    if (st != KV_OK) return st;
+    imx_hook h = {im, wm, NULL, 0, KV_OK, err};
+    kv_forward_hooks hooks = {imx_on_input, &h};
+    kv_context_set_hooks(kc, &hooks);
+    float *hidden = kv_malloc(sizeof(float) * (size_t)KV_MAX(nwin * ctx * d, 1), err);
+    float *logits = kv_malloc((size_t)ctx * (size_t)wm->hp.n_vocab * sizeof(float), err);
+    if (!hidden || !logits) st = KV_ENOMEM;
+    for (int64_t w = 0; w < nwin && st == KV_OK; w++) st = kv_forward_embed(m, ids + w * ctx, ctx, hidden + w * ctx * d, err);
+    for (int l = 0; l < L && st == KV_OK; l++) {
+        block_weight bw[KV_LINEAR_COUNT];
+        int nbw = 0;
+        st = load_block(mf, m, wm, l, bw, &nbw, err);
+        for (int64_t w = 0; w < nwin && st == KV_OK; w++) {
+            st = kv_forward_layer(kc, l, hidden + w * ctx * d, ctx, 0, pool, err);
+            if (st == KV_OK) st = h.st;
+        }
+        kv_status rs = release_block(m, bw, nbw, err);
+        if (st == KV_OK) st = rs;
+        if (prog) kv_progress_update(prog, l + 1);
+    }
+    for (int64_t w = 0; w < nwin && st == KV_OK; w++) {
+        st = kv_forward_head(kc, hidden + w * ctx * d, ctx, logits, pool, err);
+        if (st == KV_OK) st = h.st;
+    }
+    for (int64_t w = 0; w < nwin && st == KV_OK; w++) kv_imatrix_end_chunk(im);
+    if (prog && st == KV_OK) kv_progress_update(prog, L + 1);
+    free(hidden);
+    free(logits);
+    free(h.buf);
+    kv_context_free(kc);
+    return st;
+}
