@@ -346,6 +346,7 @@ static void kill_while_writing(kv_test_ctx *T, const char *out, char *const argv
             int devnull = open("/dev/null", O_WRONLY);
             dup2(devnull, 1);
             dup2(devnull, 2);
+            signal(sig, SIG_DFL); /* a suite started in the background inherits SIGINT ignored, which kvant respects */
             execv(kvant_bin(), argv);
             _exit(127);
         }
