@@ -5,7 +5,12 @@
 
 kv_status kv_fail(kv_error *err, kv_status st, const char *fmt, ...) {
     if (!err) return st;
+    /* a new failure: where it happened is added afterwards by kv_error_context (never left over from an earlier
+     * error, nor garbage when the caller did not clear err) */
     err->status = st;
+    err->file[0] = 0;
+    err->tensor[0] = 0;
+    err->offset = -1;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof err->message, fmt, ap);

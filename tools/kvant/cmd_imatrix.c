@@ -21,6 +21,7 @@ static void usage(FILE *out) {
 
 static int show(const char *path, int json) {
     kv_error err;
+    kv_error_clear(&err);
     kv_imatrix *im = NULL;
     if (kv_imatrix_load(path, &im, &err) != KV_OK) return kv_cli_fail("imatrix", &err);
     kv_jw w;
