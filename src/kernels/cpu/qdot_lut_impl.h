@@ -131,6 +131,17 @@ static inline __m256i int4_codes(const uint8_t *p) {
  * then shifted down; word order (codes 0-7 | 16-23) and (8-15 | 24-31) makes VPACKUSWB give value order.
  * The last run is loaded 4 bytes early so no load passes the group's end. */
 static inline __m256i int3_codes(const uint8_t *g, int k) {
+#if defined(__AVX512VBMI__)
+    /* VBMI: VPERMB puts bytes 3j..3j+2 of the run in 64-bit lane j, VPMULTISHIFTQB takes its 8 codes out at bits
+     * 0, 3, .., 21 */
+    const __m128i raw = _mm_loadu_si128((const __m128i *)(const void *)(g + (k < 3 ? 12 * k : 32)));
+    const __m256i lo = _mm256_setr_epi8(0, 1, 2, 2, 2, 2, 2, 2, 3, 4, 5, 5, 5, 5, 5, 5, 6, 7, 8, 8, 8, 8, 8, 8, 9, 10, 11, 11,
+                                        11, 11, 11, 11);
+    const __m256i idx = k < 3 ? lo : _mm256_add_epi8(lo, _mm256_set1_epi8(4));
+    const __m256i c = _mm256_multishift_epi64_epi8(_mm256_set1_epi64x(0x15120F0C09060300LL),
+                                                   _mm256_permutexvar_epi8(idx, _mm256_castsi128_si256(raw)));
+    return _mm256_and_si256(c, _mm256_set1_epi8(7));
+#else
     const __m256i src = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(g + (k < 3 ? 12 * k : 32))));
     __m256i ia, ib;
     if (k < 3) {
@@ -148,6 +159,7 @@ static inline __m256i int3_codes(const uint8_t *g, int k) {
     const __m256i a = _mm256_and_si256(_mm256_srli_epi16(_mm256_mullo_epi16(_mm256_shuffle_epi8(src, ia), mul), 7), m3);
     const __m256i b = _mm256_and_si256(_mm256_srli_epi16(_mm256_mullo_epi16(_mm256_shuffle_epi8(src, ib), mul), 7), m3);
     return _mm256_packus_epi16(a, b);
+#endif
 }
 
 /* int{3,4}_g128 sym / asym on q8_32 activations: per q8 block, d·xd·Σ c·q; the offset -2^(b-1)·Σq (sym) rides
