@@ -196,6 +196,42 @@ KV_TEST(stream_calibrated_bytes_equal_in_memory) {
     kv_pool_destroy(pool);
 }
 
+/* The rotation and --entropy-code under a calibrated method stream too: each block's linears are rotated when
+ * the block is read (mr-gptq = gptq on rht-rotated weights), the spilled codes coded after the blocks; also from
+ * a GGUF (q/k un-permuted on read, coded in kvant's row order). */
+KV_TEST(stream_calibrated_rht_and_entropy_code_bytes_equal_in_memory) {
+    char model[512], gguf[512], calib[512];
+    kv_test_shared(model, sizeof model, "models/proxy-27m");
+    kv_test_shared(gguf, sizeof gguf, "models/proxy-27m-gguf/proxy-27m-bf16.gguf");
+    kv_test_shared(calib, sizeof calib, "data/calib.txt");
+    if (!kv_test_exists(model) || !kv_test_exists(gguf) || !kv_test_exists(calib)) SKIP("proxy-27m or calib.txt not found");
+    if (getenv("KVANT_SANITIZED")) SKIP("GPTQ on proxy-27m twice is slow under sanitizers");
+    kv_pool *pool = kv_pool_create(2);
+    static const struct { const char *model, *meth, *fmt, *tr; int ec; } cases[] = {
+        {"hf", "mr-gptq", "mxfp4_ocp", "rht:32", 0},
+        {"hf", "gptq", "int4_g128_asym", NULL, 1},
+        {"gguf", "gptq", "int3_g64_sym", "rht:64", 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        kv_quantize_opts o = {0};
+        o.method = cases[i].meth;
+        o.format = cases[i].fmt;
+        o.transforms = cases[i].tr;
+        o.entropy_code = cases[i].ec;
+        o.calib_path = calib;
+        o.calib_tokens = 256;
+        o.calib_ctx = 128;
+        o.no_imatrix = 1;
+        o.pool = pool;
+        o.quiet = 1;
+        char what[200];
+        snprintf(what, sizeof what, "%s %s %s %s%s", cases[i].model, cases[i].meth, cases[i].fmt,
+                 cases[i].tr ? cases[i].tr : "", cases[i].ec ? " --entropy-code" : "");
+        check_stream_equals_memory(T, cases[i].model[0] == 'h' ? model : gguf, o, what);
+    }
+    kv_pool_destroy(pool);
+}
+
 /* A computed imatrix streams: its statistics block by block through the unquantized model (the block's
  * linears from the source, rotated when rht is planned), then each tensor is rounded with it; the bytes and the
  * imatrix metadata are the in-memory pipeline's (several windows, rht, and GPTQ after it). */

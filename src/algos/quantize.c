@@ -89,8 +89,7 @@ kv_status kv_quantize_model(const char *model_path, const char *out_path, const 
      * (docs/quantize.md "Memory") */
     const int calibrated = meth->layerwise; /* block by block through kv_calib_run */
     const int streaming = (meth->per_tensor || calibrated) && !ts.smooth && !ts.awq && !ts.quarot && !ts.fold &&
-                          !(ts.rht && calibrated) && !(o.entropy_code && calibrated) && !o.transform_only &&
-                          o.out_format == KV_OUT_GGUF && !o.in_memory;
+                          !o.transform_only && o.out_format == KV_OUT_GGUF && !o.in_memory;
     if (st == KV_OK && o.resume && !(streaming && calibrated))
         st = kv_fail(err, KV_EINVAL, "--resume continues streamed calibrated runs (gptq, mr-gptq, watersic without "
                      "whole-model transforms); this run has no checkpoints");

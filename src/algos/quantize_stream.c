@@ -103,8 +103,9 @@ static kv_status produce_list(kv_qstream *s, const int64_t *which, int64_t n, kv
         kv_wtensor *t = x->wt;
         const uint64_t nbytes = is_coded(x) ? x->packed_nbytes : x->nbytes;
         if (!(s->bytes[i] = kv_malloc(KV_MAX(nbytes, 1), err))) { st = KV_ENOMEM; break; }
-        if (x->spilled) { /* produced by the calibrated method, block by block */
-            st = pread_all(s->spill_fd, s->bytes[i], x->nbytes, x->spill_off, s->spill_path, err);
+        if (x->spilled) { /* produced by the calibrated method, block by block (packed, when coded now) */
+            st = pread_all(s->spill_fd, s->bytes[i], nbytes, x->spill_off, s->spill_path, err);
+            if (st == KV_OK && is_coded(x)) st = code_packed(s, i, err);
             continue;
         }
         if (is_raw_copy(x, s->needs_calib)) { /* kept exactly as stored */
@@ -134,7 +135,7 @@ static kv_status produce_list(kv_qstream *s, const int64_t *which, int64_t n, kv
         const int64_t i = which[k];
         kv_qtensor *x = &s->ot[i];
         int heads = kv_qqk_heads(s->mf, s->hp, x->wt->name);
-        if (heads <= 0 || x->type == KV_TYPE_ECW) continue;
+        if (heads <= 0 || x->type == KV_TYPE_ECW || is_coded(x)) continue; /* containers keep kvant's row order */
         uint8_t *perm = kv_malloc(x->nbytes, err);
         if (!perm) { st = KV_ENOMEM; break; }
         st = kv_permute_qk_to_gguf(s->bytes[i], perm, x->wt->shape[0], x->nbytes / (uint64_t)x->wt->shape[0], heads, err);
@@ -332,7 +333,12 @@ static kv_status spill_load_job(void *user, kv_quant_job *job, kv_error *err) {
     kv_qspill *cs = user;
     kv_qtensor *x = &cs->ot[cs->job_ot[job - cs->jobs]];
     kv_status st = kv_wtensor_read(cs->mf, x->wt, err);
-    if (st != KV_OK) return st;
+    if (st == KV_OK) st = kv_rht_rotate_pending(x->wt, err); /* rht planned: rotated as the working copy would be */
+    if (st != KV_OK) {
+        free(x->wt->w);
+        x->wt->w = NULL;
+        return st;
+    }
     job->w = x->wt->w;
     job->dst = kv_malloc(KV_MAX(x->nbytes, 1), err);
     return job->dst ? KV_OK : KV_ENOMEM;
