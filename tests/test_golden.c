@@ -207,8 +207,8 @@ static const golden_case k_cases[] = {
     {"gguf_source_rht", GGUF27, "o.gguf", "--format int4_g128_sym --transform rht", 0x78b7d44b941ccb18ULL, 0, 0},
     {"gguf_source_smoothquant", GGUF27, "o.gguf", "--format q8_0 --transform smoothquant:0.6 @CALIB", 0x1c3e9409765ce908ULL, 0, 0},
     {"llama2c_source_q8_0", "models/stories260K/stories260K.bin", "o.gguf", "--format q8_0", 0xc84ecc0dd9c105b5ULL, 0, 0},
-    {"gptq_int4_g128", P27, "o.gguf", "--format int4_g128_asym --method gptq @CALIB", 0x076854a05f9694faULL, 1, 0xd78d6951f380b89aULL},
-    {"mr_gptq_mxfp4", P27, "o.gguf", "--format mxfp4_ocp --transform rht:32 --method mr-gptq @CALIB", 0x509db6ac60f311e8ULL, 1, 0x5803832fa9780f7cULL},
+    {"gptq_int4_g128", P27, "o.gguf", "--format int4_g128_asym --method gptq @CALIB", 0x2fac1fa14d55d083ULL, 1, 0xd78d6951f380b89aULL},
+    {"mr_gptq_mxfp4", P27, "o.gguf", "--format mxfp4_ocp --transform rht:32 --method mr-gptq @CALIB", 0xaf8b0541a999f92eULL, 1, 0x5803832fa9780f7cULL},
     {"awq_int4", P27, "o.gguf", "--format int4_g128_asym --transform awq @CALIB", 0x8913b5c1a7e78771ULL, 1, 0},
 };
 
