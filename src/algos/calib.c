@@ -217,6 +217,7 @@ static kv_status ensure_dir(const char *dir, kv_error *err) {
 typedef struct saved_weight {
     kv_format fmt;
     const void *data;
+    void *owned; /* the model's own bytes (q/k un-permuted from a GGUF or llama2.c file), held while the block runs */
 } saved_weight;
 
 static kv_status stream_load_block(kv_quant_method_ctx *c, kv_model *m, int layer, kv_quant_job **jl,
@@ -224,9 +225,11 @@ static kv_status stream_load_block(kv_quant_method_ctx *c, kv_model *m, int laye
     kv_format f32;
     kv_status st = kv_format_from_type(KV_TYPE_F32, &f32, err);
     for (int j = 0; j < nj && !st; j++) {
-        const kv_weight *w0 = kv_model_weight(m, layer, wh[j]);
+        kv_weight *w0 = kv_model_weight_mut(m, layer, wh[j]);
         saved[j].fmt = w0->fmt;
         saved[j].data = w0->data;
+        saved[j].owned = w0->owned; /* kv_model_set_weight would free them: taken back by stream_release_block */
+        w0->owned = NULL;
         if ((st = c->stream->load(c->stream->user, jl[j], err)) != KV_OK) break;
         st = kv_model_set_weight(m, jl[j]->name, &f32, jl[j]->w, 0, err);
         if (!st && jl[j]->rht_block > 0) st = kv_model_set_rht(m, jl[j]->name, jl[j]->rht_block, jl[j]->rht_seed, err);
@@ -237,8 +240,13 @@ static kv_status stream_load_block(kv_quant_method_ctx *c, kv_model *m, int laye
 static kv_status stream_release_block(kv_model *m, kv_quant_job **jl, int nj, const saved_weight *saved,
                                       kv_error *err) {
     kv_status st = KV_OK;
-    for (int j = 0; j < nj && !st; j++)
-        if (saved[j].data) st = kv_model_set_weight(m, jl[j]->name, &saved[j].fmt, saved[j].data, 0, err);
+    for (int j = 0; j < nj; j++) {
+        if (!saved[j].data) continue;
+        kv_status sj = st ? KV_EINVAL : kv_model_set_weight(m, jl[j]->name, &saved[j].fmt, saved[j].data,
+                                                             saved[j].owned != NULL, err);
+        if (sj) free(saved[j].owned); /* not handed back */
+        if (!st) st = sj;
+    }
     return st;
 }
 
