@@ -29,6 +29,20 @@ static int write_file(const char *dir, const char *name, const void *data, size_
     return fclose(f) == 0 && w == n ? 0 : -1;
 }
 
+/* Writes the seed built in w as DIR/NAME unless building it failed (st), frees w; -1 with a message on failure. */
+static int finish_gguf_seed(kv_gguf_writer *w, kv_status st, const char *dir, const char *name, kv_error *err) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (!st) st = kv_gguf_writer_write(w, path, NULL, err);
+    kv_gguf_writer_free(w);
+    if (st) {
+        char buf[1200];
+        fprintf(stderr, "gen_seeds: %s\n", kv_error_format(err, buf, sizeof buf));
+        return -1;
+    }
+    return 0;
+}
+
 static int gguf_seed(const char *dir, const char *name, uint32_t alignment, int n_tensors, int with_arrays) {
     kv_error err;
     kv_gguf_writer *w;
@@ -65,16 +79,7 @@ static int gguf_seed(const char *dir, const char *name, uint32_t alignment, int 
     if (!st && n_tensors > 1) st = kv_gguf_writer_add_tensor(w, "blk.0.attn_q.weight", 2, s_q8, KV_TYPE_Q8_0, data, &err);
     if (!st && n_tensors > 2) st = kv_gguf_writer_add_tensor(w, "blk.0.ffn_up.weight", 3, s_bf16, KV_TYPE_BF16, data, &err);
     if (!st && n_tensors > 3) st = kv_gguf_writer_add_tensor(w, "output_norm.weight", 1, s_f16, KV_TYPE_F16, data, &err);
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    if (!st) st = kv_gguf_writer_write(w, path, NULL, &err);
-    kv_gguf_writer_free(w);
-    if (st) {
-        char buf[1200];
-        fprintf(stderr, "gen_seeds: %s\n", kv_error_format(&err, buf, sizeof buf));
-        return -1;
-    }
-    return 0;
+    return finish_gguf_seed(w, st, dir, name, &err);
 }
 
 static int safetensors_seed(const char *dir, const char *name, const char *header, size_t data_bytes) {
@@ -119,16 +124,7 @@ static int rotated_seed(const char *dir, const char *name) {
     snprintf(key, sizeof key, KV_META_RHT_SEED_FMT, t);
     if (!st) st = kv_gguf_writer_add_u64(w, key, 7, &err);
     if (!st) st = kv_gguf_writer_add_tensor(w, t, 2, shape, KV_TYPE_ROTATED, data, &err);
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    if (!st) st = kv_gguf_writer_write(w, path, NULL, &err);
-    kv_gguf_writer_free(w);
-    if (st) {
-        char buf[1200];
-        fprintf(stderr, "gen_seeds: %s\n", kv_error_format(&err, buf, sizeof buf));
-        return -1;
-    }
-    return 0;
+    return finish_gguf_seed(w, st, dir, name, &err);
 }
 
 /* A GGUF with an entropy-coded tensor (type 1031, docs/FORMAT.md "kvant ECW"): version 4 codes of a small
