@@ -117,6 +117,8 @@ const kv_format *kv_qawq_format_of(void *user, const char *name);
 
 kv_status kv_qproduce_bytes(const kv_model_file *mf, kv_wmodel *wm, kv_qtensor *ot, const kv_quant_method *meth,
                             kv_quant_method_ctx *mc, const kv_imatrix *im, kv_progress *prog, kv_error *err);
+/* --entropy-code's choice for one tensor (*code 0: left as it is, 1: coded); unsupported formats are refused. */
+kv_status kv_qentropy_select(const kv_qtensor *x, int *code, kv_error *err);
 kv_status kv_qentropy_code(kv_qtensor *ot, int64_t n, const kv_quantize_opts *o, kv_error *err);
 
 /* ---- output (quantize_write.c) ---- */

@@ -24,6 +24,21 @@ static void take_var_outputs(kv_qtensor *ot, int64_t n, kv_quant_job *jobs, int6
     }
 }
 
+/* `--entropy-code`'s choice for one tensor: *code = 0 leaves it as it is (plain f32/f16/bf16, already coded),
+ * 1 codes it; a format the container cannot hold is refused, naming the tensor. */
+kv_status kv_qentropy_select(const kv_qtensor *x, int *code, kv_error *err) {
+    *code = 0;
+    if (kv_format_is_plain(&x->fmt) || x->type == KV_TYPE_ECW) return KV_OK;
+    if (!kv_ecw_packed_supported(&x->fmt) || x->wt->n_dims != 2) {
+        kv_fail(err, KV_EUNSUPPORTED, "--entropy-code: format %s is not supported (supported: %s)", x->fmt.name,
+                kv_ecw_packed_formats());
+        kv_error_context(err, NULL, -1, x->wt->name);
+        return KV_EUNSUPPORTED;
+    }
+    *code = 1;
+    return KV_OK;
+}
+
 /* `--entropy-code`: the codes of every integer-format tensor go into an ECW version 5 container (the
  * "Huffman-GPTQ" baseline); plain f32/f16/bf16 tensors stay as they are, other formats are refused. */
 kv_status kv_qentropy_code(kv_qtensor *ot, int64_t n, const kv_quantize_opts *o, kv_error *err) {
@@ -32,14 +47,10 @@ kv_status kv_qentropy_code(kv_qtensor *ot, int64_t n, const kv_quantize_opts *o,
     double weights = 0;
     for (int64_t i = 0; i < n; i++) {
         kv_qtensor *x = &ot[i];
-        if (kv_format_is_plain(&x->fmt) || x->type == KV_TYPE_ECW) continue;
+        int code = 0;
+        if (kv_qentropy_select(x, &code, err) != KV_OK) return KV_EUNSUPPORTED;
+        if (!code) continue;
         const kv_wtensor *t = x->wt;
-        if (!kv_ecw_packed_supported(&x->fmt) || t->n_dims != 2) {
-            kv_fail(err, KV_EUNSUPPORTED, "--entropy-code: format %s is not supported (supported: %s)", x->fmt.name,
-                    kv_ecw_packed_formats());
-            kv_error_context(err, NULL, -1, t->name);
-            return KV_EUNSUPPORTED;
-        }
         uint8_t *blob = NULL;
         size_t size = 0;
         kv_status st = kv_ecw_encode_packed(&x->fmt, x->data, t->shape[0], t->shape[1], &blob, &size, err);

@@ -159,16 +159,9 @@ kv_status kv_qstream_entropy_sizes(kv_qstream *s, kv_qtensor *ot, int64_t n, con
     uint64_t before = 0, after = 0;
     int64_t coded = 0, which[64], nw = 0;
     double weights = 0;
-    for (int64_t i = 0; i < n; i++) { /* the in-memory pipeline's choice and refusal (kv_qentropy_code) */
-        kv_qtensor *x = &ot[i];
-        if (kv_format_is_plain(&x->fmt) || x->type == KV_TYPE_ECW) continue;
-        const kv_wtensor *t = x->wt;
-        if (!kv_ecw_packed_supported(&x->fmt) || t->n_dims != 2) {
-            kv_fail(err, KV_EUNSUPPORTED, "--entropy-code: format %s is not supported (supported: %s)", x->fmt.name,
-                    kv_ecw_packed_formats());
-            kv_error_context(err, NULL, -1, t->name);
-            return KV_EUNSUPPORTED;
-        }
+    for (int64_t i = 0; i < n; i++) { /* the in-memory pipeline's choice and refusal, checked before any work */
+        int code;
+        if (kv_qentropy_select(&ot[i], &code, err) != KV_OK) return KV_EUNSUPPORTED;
     }
     s->ot = ot;
     s->n = n;
@@ -178,7 +171,8 @@ kv_status kv_qstream_entropy_sizes(kv_qstream *s, kv_qtensor *ot, int64_t n, con
     for (int64_t i = 0; i <= n && st == KV_OK; i++) {
         if (i < n) {
             kv_qtensor *x = &ot[i];
-            if (kv_format_is_plain(&x->fmt) || x->type == KV_TYPE_ECW) continue;
+            int code = 0;
+            if ((st = kv_qentropy_select(x, &code, err)) != KV_OK || !code) continue;
             x->packed_type = x->type;
             x->packed_nbytes = x->nbytes;
             x->nbytes = 0; /* known after this pass */
